@@ -1,0 +1,393 @@
+//! Configuration: one typed [`Config`], from flags and `SHL_GATEWAY_*` environment variables,
+//! validated once at startup.
+//!
+//! Every flag `--some-flag` also reads `SHL_GATEWAY_SOME_FLAG`. Secrets are `SecretString`s, so
+//! `Debug` (and therefore any log of the config) prints `[REDACTED]`. Tests build a `Config` with
+//! [`Config::default`] and struct updates rather than through the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use secrecy::{ExposeSecret, SecretBox, SecretString};
+use url::Url;
+
+/// The command line of the `shl-gateway` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "shl-gateway",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `shl-gateway` without a subcommand serves, with these flags.
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway (the default).
+    Serve(Box<Config>),
+    /// Print the GraphQL schema (SDL), the same text as `schema/schema.graphql`.
+    Schema,
+    /// Exit 0 if the gateway at `--listen` answers `/healthz` (for images without curl).
+    Healthcheck {
+        #[arg(long, env = "SHL_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_UPSTREAM_TIMEOUT: &str = "10s";
+const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "3s";
+const DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+const DEFAULT_DATA_DIR: &str = ".shl-gateway";
+const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+const DEFAULT_MAX_DEPTH: usize = 15;
+const DEFAULT_MAX_COMPLEXITY: usize = 250;
+const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
+const DEFAULT_GRAPHIQL_ASSETS_DIR: &str = "graphiql/node_modules";
+/// The shortest `--secret-key` accepted: 32 bytes, as for an HMAC-SHA256 key.
+pub const MIN_SECRET_KEY_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// How `shl-gateway serve` runs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port.
+    #[arg(long, env = "SHL_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// b.well's GraphQL endpoint, e.g. https://api.client-sandbox.icanbwell.com/v1/graphql.
+    /// Set: upstream mode.
+    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_URL")]
+    pub upstream_url: Option<Url>,
+
+    /// Longest wait for the whole upstream exchange, from sending to the last byte of the answer.
+    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_TIMEOUT", default_value = DEFAULT_UPSTREAM_TIMEOUT, value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Longest wait for the upstream's TCP (and TLS) connection.
+    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = DEFAULT_UPSTREAM_CONNECT_TIMEOUT, value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+
+    /// Largest upstream answer read, in bytes; larger answers are UPSTREAM_ERROR.
+    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES)]
+    pub upstream_max_response_bytes: usize,
+
+    /// Key for every HMAC the gateway makes; at least 32 bytes, the same on every replica.
+    /// Prefer --secret-key-file. Neither given: generated once and kept in --data-dir.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_SECRET_KEY",
+        hide_env_values = true,
+        conflicts_with = "secret_key_file"
+    )]
+    pub secret_key: Option<SecretString>,
+
+    /// File holding the secret key (a trailing newline is ignored).
+    #[arg(long, env = "SHL_GATEWAY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// Directory for state a single instance keeps (the generated secret key).
+    #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+
+    /// Log line format.
+    #[arg(long, env = "SHL_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `shl_gateway=debug,info`).
+    #[arg(long, env = "SHL_GATEWAY_LOG_FILTER", default_value = "info")]
+    pub log_filter: String,
+
+    /// Serve the GraphiQL playground at /graphiql.
+    #[arg(long, env = "SHL_GATEWAY_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub graphiql: bool,
+
+    /// Where `npm ci --prefix graphiql` installed the playground's assets.
+    #[arg(long, env = "SHL_GATEWAY_GRAPHIQL_ASSETS_DIR", default_value = DEFAULT_GRAPHIQL_ASSETS_DIR)]
+    pub graphiql_assets_dir: PathBuf,
+
+    /// Answer introspection queries and suggest field names in errors.
+    #[arg(long, env = "SHL_GATEWAY_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+
+    /// Largest accepted request body on /graphql, in bytes (larger: 413).
+    #[arg(long, env = "SHL_GATEWAY_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Deepest field nesting of an operation (GraphiQL's introspection query needs 13).
+    #[arg(long, env = "SHL_GATEWAY_MAX_DEPTH", default_value_t = DEFAULT_MAX_DEPTH)]
+    pub max_depth: usize,
+
+    /// Highest operation complexity: 1 per field, qrCodeSvg 50.
+    #[arg(long, env = "SHL_GATEWAY_MAX_COMPLEXITY", default_value_t = DEFAULT_MAX_COMPLEXITY)]
+    pub max_complexity: usize,
+
+    /// Browser origins allowed to call /graphql (comma-separated, e.g. https://app.example.org).
+    #[arg(long, env = "SHL_GATEWAY_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// After SIGTERM/SIGINT, how long to keep accepting requests while /readyz already answers
+    /// 503, so load balancers stop routing here before the listener closes.
+    #[arg(long, env = "SHL_GATEWAY_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Longest wait for in-flight requests after SIGTERM/SIGINT before exiting anyway.
+    #[arg(long, env = "SHL_GATEWAY_SHUTDOWN_TIMEOUT", default_value = DEFAULT_SHUTDOWN_TIMEOUT, value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Config {
+    /// The same values as the command line's defaults, without reading the environment.
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("constant address"),
+            upstream_url: None,
+            upstream_timeout: parse_duration(DEFAULT_UPSTREAM_TIMEOUT).expect("constant"),
+            upstream_connect_timeout: parse_duration(DEFAULT_UPSTREAM_CONNECT_TIMEOUT)
+                .expect("constant"),
+            upstream_max_response_bytes: DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES,
+            secret_key: None,
+            secret_key_file: None,
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            log_format: LogFormat::Text,
+            log_filter: "info".to_owned(),
+            graphiql: true,
+            graphiql_assets_dir: PathBuf::from(DEFAULT_GRAPHIQL_ASSETS_DIR),
+            introspection: true,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_complexity: DEFAULT_MAX_COMPLEXITY,
+            cors_allowed_origins: Vec::new(),
+            shutdown_delay: Duration::ZERO,
+            shutdown_timeout: parse_duration(DEFAULT_SHUTDOWN_TIMEOUT).expect("constant"),
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(text)
+}
+
+/// The key behind every HMAC the gateway makes.
+pub type SecretKey = SecretBox<Vec<u8>>;
+
+impl Config {
+    /// Checks what clap cannot, with messages that name the flag and its variable.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.upstream_url.is_none() {
+            bail!(
+                "--upstream-url (SHL_GATEWAY_UPSTREAM_URL) is required: this version serves \
+                 upstream mode only; the embedded issuer is not available yet"
+            );
+        }
+        if let Some(url) = &self.upstream_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            bail!("--upstream-url (SHL_GATEWAY_UPSTREAM_URL) must be an http(s) URL");
+        }
+        if self.upstream_timeout.is_zero() || self.upstream_connect_timeout.is_zero() {
+            bail!("--upstream-timeout and --upstream-connect-timeout must be longer than 0");
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("--max-body-bytes (SHL_GATEWAY_MAX_BODY_BYTES) must be at least 1024");
+        }
+        if self.max_depth == 0 || self.max_complexity == 0 {
+            bail!("--max-depth and --max-complexity must be at least 1");
+        }
+        for origin in &self.cors_allowed_origins {
+            let parsed = Url::parse(origin).ok();
+            let is_origin = parsed.as_ref().is_some_and(|url| {
+                matches!(url.scheme(), "http" | "https")
+                    && url.path() == "/"
+                    && url.query().is_none()
+                    && !origin.ends_with('/')
+            });
+            if !is_origin {
+                bail!(
+                    "--cors-allowed-origins (SHL_GATEWAY_CORS_ALLOWED_ORIGINS): {origin:?} is not \
+                     an origin like https://app.example.org"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The secret key from --secret-key, --secret-key-file, or (single instance) the data
+    /// directory, where one is generated on first start.
+    pub fn load_secret_key(&self) -> anyhow::Result<SecretKey> {
+        let key = if let Some(key) = &self.secret_key {
+            key.expose_secret().as_bytes().to_vec()
+        } else if let Some(path) = &self.secret_key_file {
+            read_key_file(path).with_context(|| {
+                format!(
+                    "--secret-key-file (SHL_GATEWAY_SECRET_KEY_FILE): cannot read {}",
+                    path.display()
+                )
+            })?
+        } else {
+            load_or_create_key(&self.data_dir)?
+        };
+        if key.len() < MIN_SECRET_KEY_BYTES {
+            bail!(
+                "the secret key must be at least {MIN_SECRET_KEY_BYTES} bytes \
+                 (--secret-key / SHL_GATEWAY_SECRET_KEY / --secret-key-file)"
+            );
+        }
+        Ok(SecretBox::new(Box::new(key)))
+    }
+}
+
+fn read_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path)?;
+    while bytes
+        .last()
+        .is_some_and(|byte| *byte == b'\n' || *byte == b'\r')
+    {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
+/// The generated key is 32 random bytes, base64url: printable, so an operator can copy it to
+/// other replicas' `--secret-key-file`.
+fn load_or_create_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine as _;
+    let path = data_dir.join("secret-key");
+    match read_key_file(&path) {
+        Ok(key) => return Ok(key),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot read {}", path.display()));
+        }
+    }
+    std::fs::create_dir_all(data_dir).with_context(|| {
+        format!(
+            "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
+            data_dir.display()
+        )
+    })?;
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw)
+        .map_err(|_| anyhow::anyhow!("the OS random number generator failed"))?;
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
+    write_private_file(&path, encoded.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(encoded.into_bytes())
+}
+
+#[cfg(unix)]
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn with_upstream() -> Config {
+        Config {
+            upstream_url: Some(Url::parse("http://127.0.0.1:9/graphql").expect("url")),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_command_line() {
+        let parsed = Cli::try_parse_from(["shl-gateway"]).expect("parses");
+        let defaults = Config::default();
+        assert_eq!(parsed.serve.listen, defaults.listen);
+        assert_eq!(parsed.serve.upstream_timeout, defaults.upstream_timeout);
+        assert_eq!(parsed.serve.max_complexity, defaults.max_complexity);
+        assert_eq!(parsed.serve.graphiql, defaults.graphiql);
+    }
+
+    #[test]
+    fn starting_without_an_upstream_says_what_is_missing() {
+        let error = Config::default().validate().expect_err("no upstream");
+        assert!(error.to_string().contains("SHL_GATEWAY_UPSTREAM_URL"));
+        assert!(with_upstream().validate().is_ok());
+    }
+
+    #[test]
+    fn cors_origins_must_be_origins() {
+        let mut config = with_upstream();
+        config.cors_allowed_origins = vec!["https://app.example.org".into()];
+        assert!(config.validate().is_ok());
+        for bad in [
+            "*",
+            "https://app.example.org/",
+            "https://app.example.org/path",
+            "ftp://x",
+        ] {
+            config.cors_allowed_origins = vec![bad.into()];
+            assert!(config.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn short_secret_keys_are_refused() {
+        let config = Config {
+            secret_key: Some(SecretString::from("too short")),
+            ..with_upstream()
+        };
+        let error = config.load_secret_key().expect_err("short");
+        assert!(!error.to_string().contains("too short"));
+    }
+
+    #[test]
+    fn a_generated_key_is_kept_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config {
+            data_dir: dir.path().join("data"),
+            ..with_upstream()
+        };
+        let first = config.load_secret_key().expect("generated");
+        let second = config.load_secret_key().expect("reloaded");
+        assert_eq!(first.expose_secret(), second.expose_secret());
+        assert!(first.expose_secret().len() >= MIN_SECRET_KEY_BYTES);
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret_key() {
+        let config = Config {
+            secret_key: Some(SecretString::from("x".repeat(40))),
+            ..with_upstream()
+        };
+        assert!(!format!("{config:?}").contains(&"x".repeat(40)));
+    }
+}

@@ -1,0 +1,217 @@
+//! GraphQL input objects, mirrored from b.well, and their validation into an issuer request.
+
+use async_graphql::{Enum, InputObject};
+
+use crate::error::AppError;
+use crate::issuer::{CreateLinkRequest, LinkMode, ResourceType, ValidatedLabel};
+use crate::passcode::Passcode;
+
+#[derive(Debug, InputObject)]
+pub struct CreateHealthLinkInput {
+    /// Shown to the recipient and carried in plaintext inside the QR code: at most 80 characters,
+    /// no control characters, and no PHI.
+    pub label: Option<String>,
+    /// The resource types to share. Omitted or empty: the whole IPS set (`shareableResourceTypes`).
+    pub resources: Option<Vec<ResourceSelectorInput>>,
+    pub security_config: Option<SecurityConfigInput>,
+    /// How the link is protected (a gateway field, not sent upstream). `DIRECT` is embedded mode only.
+    #[graphql(default_with = "Some(HealthLinkMode::Passcode)")]
+    pub mode: Option<HealthLinkMode>,
+}
+
+#[derive(Debug, InputObject)]
+pub struct ResourceSelectorInput {
+    /// One of `shareableResourceTypes`, case-sensitive.
+    pub resource_type: String,
+}
+
+#[derive(Debug, InputObject)]
+pub struct SecurityConfigInput {
+    /// Exactly 6 ASCII digits. Omit it and the gateway generates one from a CSPRNG.
+    #[graphql(secret)]
+    pub passcode: Option<String>,
+}
+
+/// How a link is protected.
+#[derive(Debug, Enum, Clone, Copy, PartialEq, Eq)]
+pub enum HealthLinkMode {
+    /// SHL flag `P`: a manifest protected by a passcode (b.well's mode).
+    Passcode,
+    /// SHL flag `U`: a single file fetched directly, no passcode, short-lived (the CMS Kill the
+    /// Clipboard profile). Embedded mode only.
+    Direct,
+}
+
+impl CreateHealthLinkInput {
+    /// Checks every field and settles the passcode (generated when omitted in `PASSCODE` mode).
+    /// Messages name the bad field, and the bad value only when it is not sensitive.
+    pub fn validate(self) -> Result<CreateLinkRequest, AppError> {
+        let label = self
+            .label
+            .as_deref()
+            .map(ValidatedLabel::parse)
+            .transpose()
+            .map_err(AppError::bad_user_input)?;
+
+        let mut resources: Vec<ResourceType> = Vec::new();
+        for (index, selector) in self.resources.unwrap_or_default().iter().enumerate() {
+            let resource_type = ResourceType::parse(&selector.resource_type).ok_or_else(|| {
+                AppError::bad_user_input(format!(
+                    "resources[{index}].resourceType{} is not a shareable resource type (see shareableResourceTypes)",
+                    quoted_if_name(&selector.resource_type)
+                ))
+            })?;
+            if !resources.contains(&resource_type) {
+                resources.push(resource_type);
+            }
+        }
+
+        let supplied = self.security_config.and_then(|config| config.passcode);
+        // An explicit `null` means the default, as the SDL's nullable `mode` promises.
+        let (mode, passcode) = match self.mode.unwrap_or(HealthLinkMode::Passcode) {
+            HealthLinkMode::Passcode => {
+                let passcode = match supplied.as_deref() {
+                    Some(candidate) => Passcode::parse(candidate).map_err(|error| {
+                        AppError::bad_user_input(format!("securityConfig.{error}"))
+                    })?,
+                    None => Passcode::generate().map_err(|_| AppError::internal())?,
+                };
+                (LinkMode::Passcode, Some(passcode))
+            }
+            HealthLinkMode::Direct if supplied.is_some() => {
+                return Err(AppError::bad_user_input(
+                    "securityConfig.passcode must be omitted with mode DIRECT (SHL flag U forbids a passcode)",
+                ));
+            }
+            HealthLinkMode::Direct => (LinkMode::Direct, None),
+        };
+
+        Ok(CreateLinkRequest {
+            label,
+            resources,
+            passcode,
+            mode,
+        })
+    }
+}
+
+/// Quotes the bad value when it looks like a resource type name (a misspelling the caller will
+/// want to see). Anything else is not quoted: it could be a token pasted in the wrong field.
+fn quoted_if_name(value: &str) -> String {
+    let looks_like_a_name =
+        (1..=40).contains(&value.len()) && value.bytes().all(|byte| byte.is_ascii_alphabetic());
+    if looks_like_a_name {
+        format!(" {value:?}")
+    } else {
+        String::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    fn input(label: Option<&str>, types: &[&str], passcode: Option<&str>) -> CreateHealthLinkInput {
+        CreateHealthLinkInput {
+            label: label.map(str::to_owned),
+            resources: Some(
+                types
+                    .iter()
+                    .map(|t| ResourceSelectorInput {
+                        resource_type: (*t).to_owned(),
+                    })
+                    .collect(),
+            ),
+            security_config: Some(SecurityConfigInput {
+                passcode: passcode.map(str::to_owned),
+            }),
+            mode: None,
+        }
+    }
+
+    #[test]
+    fn labels_are_counted_in_unicode_scalar_values() {
+        let eighty = "é".repeat(80);
+        assert!(input(Some(&eighty), &[], None).validate().is_ok());
+        let error = input(Some(&"é".repeat(81)), &[], None)
+            .validate()
+            .expect_err("too long");
+        assert_eq!(error.code(), ErrorCode::BadUserInput);
+        assert!(error.message().contains("80"));
+    }
+
+    #[test]
+    fn labels_with_control_characters_are_refused() {
+        for label in ["a\nb", "tab\there", "bell\u{7}", "del\u{7f}", "c1\u{85}"] {
+            let error = input(Some(label), &[], None)
+                .validate()
+                .expect_err("control");
+            assert_eq!(error.code(), ErrorCode::BadUserInput);
+            assert!(!error.message().contains(label));
+        }
+    }
+
+    #[test]
+    fn unknown_resource_types_are_named_in_the_error() {
+        let error = input(None, &["Patient", "patient"], None)
+            .validate()
+            .expect_err("case");
+        assert!(
+            error.message().contains("resources[1]"),
+            "{}",
+            error.message()
+        );
+        assert!(
+            error.message().contains("\"patient\""),
+            "{}",
+            error.message()
+        );
+        let pasted = input(None, &["Bearer abc-123"], None)
+            .validate()
+            .expect_err("not a name");
+        assert!(
+            !pasted.message().contains("abc-123"),
+            "{}",
+            pasted.message()
+        );
+    }
+
+    #[test]
+    fn duplicate_resource_types_are_merged_in_order() {
+        let request = input(None, &["Coverage", "Patient", "Coverage"], None)
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            request.resources,
+            vec![ResourceType::Coverage, ResourceType::Patient]
+        );
+    }
+
+    #[test]
+    fn an_omitted_passcode_is_generated_and_a_given_one_kept() {
+        let generated = input(None, &[], None).validate().expect("valid");
+        assert_eq!(generated.passcode.expect("generated").expose().len(), 6);
+        let given = input(None, &[], Some("012345")).validate().expect("valid");
+        assert_eq!(given.passcode.expect("kept").expose(), "012345");
+    }
+
+    #[test]
+    fn a_malformed_passcode_is_refused_without_echo() {
+        let error = input(None, &[], Some("74373"))
+            .validate()
+            .expect_err("short");
+        assert_eq!(error.code(), ErrorCode::BadUserInput);
+        assert!(!error.message().contains("74373"));
+    }
+
+    #[test]
+    fn direct_mode_refuses_a_passcode() {
+        let mut direct = input(None, &[], Some("123456"));
+        direct.mode = Some(HealthLinkMode::Direct);
+        assert_eq!(
+            direct.validate().expect_err("passcode").code(),
+            ErrorCode::BadUserInput
+        );
+    }
+}

@@ -1,0 +1,56 @@
+//! The GraphQL schema: types, resolvers and request-level rules. Nothing here knows about HTTP;
+//! the transport (`crate::http::graphql`) hands in a [`crate::issuer::Caller`] per request.
+
+mod extension;
+mod health_link;
+mod inputs;
+mod redact;
+mod resolvers;
+
+use std::sync::Arc;
+
+use async_graphql::{EmptySubscription, Schema};
+
+pub use extension::{OperationLimits, is_request_error};
+pub use health_link::QR_CODE_COMPLEXITY;
+pub use redact::RequestValues;
+pub use resolvers::{MutationRoot, QueryRoot};
+
+use crate::issuer::Issuer;
+
+pub type GatewaySchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Options that shape the schema itself (as opposed to per-request data).
+#[derive(Debug, Clone)]
+pub struct SchemaOptions {
+    pub limits: OperationLimits,
+    /// Introspection and "did you mean" suggestions help attackers map the API: both follow
+    /// this switch, which production settings turn off.
+    pub introspection: bool,
+}
+
+impl Default for SchemaOptions {
+    fn default() -> Self {
+        Self {
+            limits: OperationLimits::default(),
+            introspection: true,
+        }
+    }
+}
+
+pub fn build_schema(issuer: Arc<dyn Issuer>, options: &SchemaOptions) -> GatewaySchema {
+    let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .data(issuer)
+        .extension(extension::ErrorCodes::new(options.limits.clone()));
+    if !options.introspection {
+        builder = builder.disable_introspection().disable_suggestions();
+    }
+    builder.finish()
+}
+
+/// The schema's SDL, as `shl-gateway schema` prints it and `schema/schema.graphql` holds it.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .finish()
+        .sdl()
+}

@@ -1,0 +1,69 @@
+//! The root `Query` and `Mutation` types.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Object, Result};
+use secrecy::ExposeSecret;
+
+use super::health_link::CreatedHealthLink;
+use super::inputs::CreateHealthLinkInput;
+use crate::error::{AppError, ErrorCode};
+use crate::issuer::{Caller, Issuer, ResourceType};
+
+#[derive(Debug, Default)]
+pub struct QueryRoot;
+
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// The resource types a patient may choose from (the IPS set in b.well's workflow), for
+    /// step 2 of the workflow. Omitting `resources` shares all of them.
+    async fn shareable_resource_types(&self) -> Vec<&'static str> {
+        ResourceType::SHAREABLE
+            .iter()
+            .map(|resource_type| resource_type.as_str())
+            .collect()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct MutationRoot;
+
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Creates a SMART Health Link, exactly as b.well's `createHealthLink`, and answers with the
+    /// gateway fields `passcode` and `qrCodeSvg` so the app needs no second round trip.
+    /// Requires `Authorization: Bearer <token>`.
+    async fn create_health_link(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateHealthLinkInput,
+    ) -> Result<CreatedHealthLink> {
+        let caller = ctx.data::<Caller>()?;
+        require_bearer(caller)?;
+        let request = input.validate()?;
+        let issuer = ctx.data::<Arc<dyn Issuer>>()?;
+        let document = issuer.create_health_link(caller, &request).await?;
+        Ok(CreatedHealthLink {
+            document,
+            passcode: request.passcode,
+        })
+    }
+}
+
+/// Refuses a request without a bearer credential before anything is sent anywhere.
+fn require_bearer(caller: &Caller) -> Result<(), AppError> {
+    let has_bearer = caller.authorization.as_ref().is_some_and(|value| {
+        let value = value.expose_secret();
+        value.split_once(' ').is_some_and(|(scheme, token)| {
+            scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()
+        })
+    });
+    if has_bearer {
+        Ok(())
+    } else {
+        Err(AppError::new(
+            ErrorCode::Unauthenticated,
+            "an Authorization: Bearer <token> header is required",
+        ))
+    }
+}

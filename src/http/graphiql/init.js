@@ -1,0 +1,114 @@
+// Mounts GraphiQL on the playground page. It lives in its own file, served by
+// the gateway, so the page can forbid inline script (CSP `script-src 'self'`).
+'use strict';
+
+(function () {
+  // Same origin as the page: the CSP only allows `connect-src 'self'`, and a
+  // bearer token pasted here must never be sent anywhere else.
+  const ENDPOINT = '/graphql';
+
+  const TOKEN_PLACEHOLDER = 'Bearer <paste your token>';
+
+  const DEFAULT_HEADERS = JSON.stringify({ Authorization: TOKEN_PLACEHOLDER }, null, 2);
+
+  const EXAMPLE_OPERATION = `# Paste your token in the Headers tab below, then run.
+# No passcode in the variables: the gateway makes one.
+mutation CreateHealthLink($input: CreateHealthLinkInput!) {
+  createHealthLink(input: $input) {
+    id
+    identifier { system value }
+    description
+    resourceType
+    date
+    status
+    subject { reference }
+    context { period { start end } }
+    content { attachment { contentType url title } }
+    category { coding { system code } }
+    passcode
+    qrCodeSvg
+  }
+}
+`;
+
+  // No passcode given, so the gateway generates one and returns it.
+  const EXAMPLE_VARIABLES = JSON.stringify(
+    {
+      input: {
+        label: 'Health Records',
+        resources: [{ resourceType: 'Patient' }, { resourceType: 'AllergyIntolerance' }],
+      },
+    },
+    null,
+    2,
+  );
+
+  function requestHeaders(editorHeaders) {
+    const headers = new Headers();
+    for (const [name, value] of Object.entries(editorHeaders || {})) {
+      // The untouched placeholder is not a credential; sending it would only
+      // turn schema introspection into an authentication error.
+      if (name.toLowerCase() === 'authorization' && value === TOKEN_PLACEHOLDER) {
+        continue;
+      }
+      headers.set(name, String(value));
+    }
+    // The body is always JSON, whatever the header editor says.
+    headers.set('content-type', 'application/json');
+    if (!headers.has('accept')) {
+      headers.set('accept', 'application/graphql-response+json, application/json');
+    }
+    return headers;
+  }
+
+  async function fetcher(graphQLParams, options) {
+    const response = await fetch(ENDPOINT, {
+      method: 'POST',
+      headers: requestHeaders(options && options.headers),
+      body: JSON.stringify(graphQLParams),
+      credentials: 'same-origin',
+    });
+    const text = await response.text();
+    try {
+      return JSON.parse(text);
+    } catch {
+      // A proxy or the server answered with something other than GraphQL
+      // JSON: show it as an error rather than leaving the result pane blank.
+      const detail = text.trim() || response.statusText;
+      return { errors: [{ message: `HTTP ${response.status}: ${detail}` }] };
+    }
+  }
+
+  // GraphiQL 3 fills the variables editor from its saved variables, not from
+  // the default or the restored tab, so a first visit saves the example under
+  // GraphiQL's own keys (stable within the pinned release). Later visits keep
+  // whatever the user has since typed.
+  function exampleVariables() {
+    try {
+      if (localStorage.getItem('graphiql:tabState') === null) {
+        localStorage.setItem('graphiql:variables', EXAMPLE_VARIABLES);
+      }
+      return {};
+    } catch {
+      // Storage is disabled: nothing is kept between visits anyway.
+      return { variables: EXAMPLE_VARIABLES };
+    }
+  }
+
+  const root = ReactDOM.createRoot(document.getElementById('graphiql'));
+  root.render(
+    React.createElement(GraphiQL, {
+      fetcher,
+      defaultTabs: [
+        { query: EXAMPLE_OPERATION, variables: EXAMPLE_VARIABLES, headers: DEFAULT_HEADERS },
+      ],
+      ...exampleVariables(),
+      // Headers are not written to local storage (tokens would outlive the
+      // session there), so tabs restored on reload get the placeholder again.
+      defaultHeaders: DEFAULT_HEADERS,
+      shouldPersistHeaders: false,
+      isHeadersEditorEnabled: true,
+      defaultEditorToolsVisibility: 'headers',
+    }),
+  );
+})();

@@ -1,0 +1,143 @@
+//! The HTTP surface: routes, and the middleware every request passes through.
+//!
+//! Outer to inner: panic guard, request id (sanitized, then set), trace span (request id, method,
+//! route template, never the raw path), id echoed on the response, security headers. `/graphql`
+//! adds its body limit and CORS allowlist.
+
+mod graphiql;
+mod graphql;
+mod health;
+mod request_id;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+pub use health::Readiness;
+
+use crate::error::AppError;
+use crate::graphql::GatewaySchema;
+use crate::issuer::Issuer;
+use request_id::{MakeUuid, REQUEST_ID_HEADER};
+
+/// What handlers share. Cheap to clone: everything inside is reference-counted.
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: GatewaySchema,
+    pub issuer: Arc<dyn Issuer>,
+    pub readiness: Readiness,
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("issuer", &self.issuer)
+            .field("readiness", &self.readiness)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of the HTTP layer itself.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub max_body_bytes: usize,
+    /// Origins allowed to call `/graphql` from a browser. Empty: same-origin only.
+    pub cors_allowed_origins: Vec<HeaderValue>,
+    /// `None` disables the playground.
+    pub graphiql_assets_dir: Option<PathBuf>,
+}
+
+pub fn router(state: AppState, settings: &HttpSettings) -> Router {
+    let graphql_routes = Router::new()
+        .route("/graphql", get(graphql::get).post(graphql::post))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(graphql_cors(&settings.cors_allowed_origins));
+
+    let mut router = Router::new()
+        .merge(graphql_routes)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state);
+    if let Some(assets_dir) = &settings.graphiql_assets_dir {
+        router = router
+            .route("/", get(|| async { Redirect::temporary("/graphiql") }))
+            .merge(graphiql::router(assets_dir.clone()));
+    }
+
+    router.fallback(not_found).layer(
+        ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(|_| {
+                AppError::internal().into_response()
+            }))
+            .layer(axum::middleware::from_fn(
+                request_id::drop_unusable_client_id,
+            ))
+            .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeUuid))
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(request_span)
+                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+            )
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            )),
+    )
+}
+
+/// The span every log line of a request is written in. It names the route template, never the
+/// path itself: a manifest path holds a capability.
+fn request_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!(
+        "http_request",
+        request_id = %request_id,
+        method = %request.method(),
+        route = %route,
+    )
+}
+
+fn graphql_cors(origins: &[HeaderValue]) -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins.iter().cloned()))
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("apollo-require-preflight"),
+            HeaderName::from_static("x-apollo-operation-name"),
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
+            REQUEST_ID_HEADER,
+        ])
+        .expose_headers([REQUEST_ID_HEADER])
+        .max_age(Duration::from_secs(600))
+}
+
+async fn not_found() -> Response {
+    AppError::new(crate::error::ErrorCode::NotFound, "not found").into_response()
+}

@@ -1,0 +1,26 @@
+//! shl-gateway: a GraphQL gateway for SMART Health Links.
+//!
+//! An app sends b.well's `createHealthLink` mutation here and gets back, in one round trip, the
+//! link, its QR code, its passcode and its validity. Module map:
+//!
+//! - [`config`]: the typed command line and environment, validated at startup.
+//! - [`startup`]: `Application::build` (bind, assemble) and `run_until_stopped` (serve, drain).
+//! - [`telemetry`]: the tracing subscriber (text or JSON lines).
+//! - [`error`]: `AppError` and the closed list of error codes clients see.
+//! - [`http`]: routes and middleware: GraphQL over HTTP, health, GraphiQL, request ids, CORS.
+//! - [`graphql`]: the schema, resolvers, operation limits; knows nothing of HTTP.
+//! - [`issuer`]: the `Issuer` trait resolvers call, and the types of a link request and answer.
+//! - [`upstream`]: the b.well client, an `Issuer` that relays to the upstream API.
+//! - [`qr`]: QR encoding and compact SVG rendering.
+//! - [`passcode`]: CSPRNG passcode generation and validation.
+
+pub mod config;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod issuer;
+pub mod passcode;
+pub mod qr;
+pub mod startup;
+pub mod telemetry;
+pub mod upstream;

@@ -1,0 +1,143 @@
+//! Six-digit passcodes: generated from the operating system's CSPRNG, validated, kept secret.
+//!
+//! b.well's workflow leaves passcode generation to every client app. Done naively
+//! (`random_u32() % 1_000_000`) the low codes come up slightly more often than the high ones;
+//! here a draw outside the largest multiple of 10^6 is thrown away and drawn again, so every
+//! code is exactly equally likely. The value lives in a [`SecretString`] so `Debug` and logs
+//! print `[REDACTED]`.
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// How many digits a passcode has (b.well's rule and the SHL reference servers').
+pub const PASSCODE_DIGITS: usize = 6;
+
+const PASSCODE_SPACE: u32 = 1_000_000;
+
+/// The largest multiple of [`PASSCODE_SPACE`] that fits in a `u32`: draws at or above it are
+/// rejected, so the remainder is uniform. The rejection chance is below 0.03 %.
+const UNBIASED_LIMIT: u32 = u32::MAX - (u32::MAX % PASSCODE_SPACE);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PasscodeError {
+    /// The message never repeats the value: it is a secret even when malformed.
+    #[error("passcode must be exactly 6 ASCII digits")]
+    Malformed,
+    #[error("the operating system's random number generator failed")]
+    Rng,
+}
+
+/// A validated six-digit passcode.
+#[derive(Debug, Clone)]
+pub struct Passcode(SecretString);
+
+impl Passcode {
+    /// Draws a fresh passcode from the OS CSPRNG.
+    pub fn generate() -> Result<Self, PasscodeError> {
+        loop {
+            let draw = getrandom::u32().map_err(|_| PasscodeError::Rng)?;
+            if let Some(code) = passcode_from_draw(draw) {
+                return Ok(Self(SecretString::from(code)));
+            }
+        }
+    }
+
+    /// Accepts exactly six ASCII digits (leading zeros are significant).
+    pub fn parse(candidate: &str) -> Result<Self, PasscodeError> {
+        let well_formed = candidate.len() == PASSCODE_DIGITS
+            && candidate.bytes().all(|byte| byte.is_ascii_digit());
+        if well_formed {
+            Ok(Self(SecretString::from(candidate.to_owned())))
+        } else {
+            Err(PasscodeError::Malformed)
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// Maps one uniform `u32` draw to a passcode, or `None` when the draw falls in the biased tail.
+fn passcode_from_draw(draw: u32) -> Option<String> {
+    (draw < UNBIASED_LIMIT).then(|| format!("{:06}", draw % PASSCODE_SPACE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_below_the_limit_map_to_zero_padded_codes() {
+        assert_eq!(passcode_from_draw(0).as_deref(), Some("000000"));
+        assert_eq!(passcode_from_draw(42).as_deref(), Some("000042"));
+        assert_eq!(passcode_from_draw(999_999).as_deref(), Some("999999"));
+        assert_eq!(passcode_from_draw(1_000_000).as_deref(), Some("000000"));
+    }
+
+    #[test]
+    fn the_last_draw_below_the_limit_is_kept_and_the_first_above_is_rejected() {
+        assert_eq!(UNBIASED_LIMIT % PASSCODE_SPACE, 0);
+        assert_eq!(
+            passcode_from_draw(UNBIASED_LIMIT - 1).as_deref(),
+            Some("999999")
+        );
+        assert_eq!(passcode_from_draw(UNBIASED_LIMIT), None);
+        assert_eq!(passcode_from_draw(u32::MAX), None);
+    }
+
+    #[test]
+    fn every_residue_has_the_same_number_of_accepted_draws() {
+        // Accepted draws are 0..UNBIASED_LIMIT: a whole number of cycles through 0..10^6.
+        let per_code = UNBIASED_LIMIT / PASSCODE_SPACE;
+        assert_eq!(
+            u64::from(per_code) * u64::from(PASSCODE_SPACE),
+            u64::from(UNBIASED_LIMIT)
+        );
+    }
+
+    #[test]
+    fn generated_passcodes_are_six_digits() {
+        for _ in 0..1_000 {
+            let passcode = Passcode::generate().expect("the OS RNG works");
+            assert_eq!(passcode.expose().len(), 6);
+            assert!(passcode.expose().bytes().all(|b| b.is_ascii_digit()));
+        }
+    }
+
+    #[test]
+    fn generated_passcodes_cover_the_space() {
+        // 2,000 draws from 10^6 codes: all equal would mean a broken generator.
+        let distinct: std::collections::HashSet<String> = (0..2_000)
+            .map(|_| Passcode::generate().expect("rng").expose().to_owned())
+            .collect();
+        assert!(distinct.len() > 1_990, "only {} distinct", distinct.len());
+    }
+
+    #[test]
+    fn parse_accepts_six_ascii_digits_only() {
+        assert_eq!(Passcode::parse("743730").expect("valid").expose(), "743730");
+        assert_eq!(Passcode::parse("000000").expect("valid").expose(), "000000");
+        for bad in [
+            "",
+            "12345",
+            "1234567",
+            "12345a",
+            " 12345",
+            "１２３４５６",
+            "12 456",
+            "-12345",
+        ] {
+            assert_eq!(
+                Passcode::parse(bad).err(),
+                Some(PasscodeError::Malformed),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_does_not_reveal_the_passcode() {
+        let passcode = Passcode::parse("743730").expect("valid");
+        assert!(!format!("{passcode:?}").contains("743730"));
+    }
+}

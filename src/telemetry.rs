@@ -1,0 +1,35 @@
+//! Logging: one `tracing` subscriber, human-readable or JSON lines.
+//!
+//! Every line written while a request is served carries the request's span fields (request id,
+//! method, route template) because the HTTP layer opens a span per request; JSON lines put them
+//! under `span`. Log lines carry fields, not secrets: see the README's "never logged" list.
+
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, fmt};
+
+use crate::config::LogFormat;
+
+/// Installs the global subscriber, writing to stderr. Fails if one is already installed or the
+/// filter does not parse.
+pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter)
+        .map_err(|error| anyhow::anyhow!("--log-filter (SHL_GATEWAY_LOG_FILTER): {error}"))?;
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init()?,
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()?,
+    }
+    Ok(())
+}

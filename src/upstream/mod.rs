@@ -1,0 +1,94 @@
+//! The b.well client: relays `createHealthLink` to the upstream GraphQL API.
+//!
+//! The gateway never forwards the caller's GraphQL document. It sends one fixed operation
+//! ([`operation`]) built from validated variables, with the caller's `Authorization` header, the
+//! W3C trace context and the request id, and nothing else of the caller's. The call is bounded
+//! (connect and total timeouts, a response size cap), follows no redirect (a redirect would carry
+//! the bearer token elsewhere), and is never retried (a retried mutation could disclose twice).
+//! Every way it can fail becomes one [`Error`] variant; the upstream's own error text is logged
+//! by kind only and never reaches the client.
+
+mod client;
+mod operation;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use client::{UpstreamClient, UpstreamSettings};
+
+use crate::error::AppError;
+use crate::issuer::{Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, LinkMode};
+
+/// Why an upstream call failed, as far as the client may know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream unreachable (refused, reset or closed)")]
+    Unavailable,
+    #[error("upstream refused the credentials")]
+    Unauthenticated,
+    #[error("upstream forbade the operation")]
+    Forbidden,
+    #[error("upstream rate limited the caller")]
+    RateLimited { retry_after_seconds: u64 },
+    #[error("upstream rejected the input")]
+    RejectedInput,
+    /// 5xx, garbage, oversized answers, redirects and GraphQL errors without a known code. The
+    /// reason is a fixed description for logs, never upstream text.
+    #[error("upstream answered badly: {0}")]
+    BadAnswer(&'static str),
+}
+
+impl Error {
+    /// A short stable name for logs and metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Timeout => "timeout",
+            Error::Unavailable => "unavailable",
+            Error::Unauthenticated => "unauthenticated",
+            Error::Forbidden => "forbidden",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::RejectedInput => "rejected_input",
+            Error::BadAnswer(_) => "bad_answer",
+        }
+    }
+}
+
+/// The [`Issuer`] of upstream mode: every link is created by b.well.
+#[derive(Debug, Clone)]
+pub struct UpstreamIssuer {
+    client: UpstreamClient,
+}
+
+impl UpstreamIssuer {
+    pub fn new(client: UpstreamClient) -> Self {
+        Self { client }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.client.total_timeout()
+    }
+}
+
+#[async_trait]
+impl Issuer for UpstreamIssuer {
+    fn mode(&self) -> IssuerMode {
+        IssuerMode::Upstream
+    }
+
+    async fn create_health_link(
+        &self,
+        caller: &Caller,
+        request: &CreateLinkRequest,
+    ) -> Result<DocumentReference, AppError> {
+        if request.mode == LinkMode::Direct {
+            return Err(AppError::not_supported_in_mode(
+                "mode DIRECT",
+                IssuerMode::Upstream.as_str(),
+            ));
+        }
+        Ok(self.client.create_health_link(caller, request).await?)
+    }
+}

@@ -1,0 +1,83 @@
+//! Liveness, readiness and graceful shutdown.
+
+use std::time::Duration;
+
+use wiremock::ResponseTemplate;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_without_calling_upstream() {
+    let app = spawn_app().await;
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(health.status(), 200);
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(ready.status(), 200);
+    assert!(app.upstream_bodies().await.is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_fails_readiness_first_and_finishes_in_flight_requests() {
+    let app = spawn_app_with(|mut config| {
+        config.shutdown_delay = Duration::from_millis(600);
+        config
+    })
+    .await;
+    app.upstream_responds(
+        ResponseTemplate::new(200)
+            .set_body_raw(SEED_RESPONSE, "application/json")
+            .set_delay(Duration::from_millis(1_200)),
+    )
+    .await;
+    let address = app.address.clone();
+    let client = app.http.clone();
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(format!("{address}/graphql"))
+            .header("authorization", TOKEN)
+            .json(&serde_json::json!({"query": SEED_MUTATION, "variables": seed_variables()}))
+            .send()
+            .await
+            .expect("in-flight request completes")
+            .json::<serde_json::Value>()
+            .await
+            .expect("json")
+    });
+    // Let the request reach the (slow) upstream, then start shutting down.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let address = app.address.clone();
+    let client = app.http.clone();
+    let stopping = tokio::spawn(app.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Within the shutdown delay the listener still accepts, and readiness already fails.
+    let ready = client
+        .get(format!("{address}/readyz"))
+        .send()
+        .await
+        .expect("still accepting");
+    assert_eq!(ready.status(), 503);
+    let live = client
+        .get(format!("{address}/healthz"))
+        .send()
+        .await
+        .expect("still accepting");
+    assert_eq!(live.status(), 200);
+    let answer = in_flight.await.expect("task");
+    assert_eq!(
+        answer["data"]["createHealthLink"],
+        seed_answer(),
+        "{answer}"
+    );
+    stopping.await.expect("stopped");
+}

@@ -1,0 +1,166 @@
+//! Spawning the application and talking to it.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use shl_gateway::config::Config;
+use shl_gateway::startup::{Application, ShutdownHandle};
+use tokio::task::JoinHandle;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+pub const TOKEN: &str = "Bearer test-token-0123456789";
+pub const SEED_MUTATION: &str = include_str!("../fixtures/seed-mutation.graphql");
+pub const SEED_VARIABLES: &str = include_str!("../fixtures/seed-variables.json");
+pub const SEED_RESPONSE: &str = include_str!("../fixtures/seed-response.json");
+pub const UPSTREAM_PATH: &str = "/v1/graphql";
+
+pub struct TestApp {
+    pub address: String,
+    pub upstream: MockServer,
+    pub http: reqwest::Client,
+    shutdown: ShutdownHandle,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// A configuration for tests: port 0, a fixed secret, and the given upstream.
+pub fn test_config(upstream: &MockServer) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        upstream_url: Some(
+            format!("{}{UPSTREAM_PATH}", upstream.uri())
+                .parse()
+                .expect("url"),
+        ),
+        upstream_timeout: Duration::from_secs(2),
+        upstream_connect_timeout: Duration::from_secs(1),
+        secret_key: Some(SecretString::from(
+            "test-secret-key-test-secret-key-0123456789",
+        )),
+        graphiql: false,
+        ..Config::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|config| config).await
+}
+
+pub async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> TestApp {
+    let upstream = MockServer::start().await;
+    let config = customize(test_config(&upstream));
+    let application = Application::build(config)
+        .await
+        .expect("application builds");
+    let address = format!("http://{}", application.local_addr());
+    let shutdown = application.shutdown_handle();
+    let server = tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address,
+        upstream,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client"),
+        shutdown,
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// POSTs a GraphQL request with `application/json`, with or without a bearer token.
+    pub async fn graphql(
+        &self,
+        query: &str,
+        variables: Value,
+        authorization: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(authorization) = authorization {
+            request = request.header("authorization", authorization);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        (status, response.json().await.expect("JSON answer"))
+    }
+
+    /// The seed's mutation with the seed's variables, as a b.well client sends it.
+    pub async fn create_seed_link(&self) -> (StatusCode, Value) {
+        self.graphql(SEED_MUTATION, seed_variables(), Some(TOKEN))
+            .await
+    }
+
+    /// Makes the fake b.well answer the seed's example response.
+    pub async fn upstream_answers_seed(&self) {
+        Mock::given(method("POST"))
+            .and(path(UPSTREAM_PATH))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_raw(SEED_RESPONSE, "application/json"),
+            )
+            .mount(&self.upstream)
+            .await;
+    }
+
+    /// Makes the fake b.well answer with `response` to every call.
+    pub async fn upstream_responds(&self, response: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path(UPSTREAM_PATH))
+            .respond_with(response)
+            .mount(&self.upstream)
+            .await;
+    }
+
+    /// The JSON bodies the fake b.well received.
+    pub async fn upstream_bodies(&self) -> Vec<Value> {
+        self.upstream
+            .received_requests()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|request| serde_json::from_slice(&request.body).expect("JSON body"))
+            .collect()
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.shutdown();
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+pub fn seed_variables() -> Value {
+    serde_json::from_str(SEED_VARIABLES).expect("seed variables are JSON")
+}
+
+pub fn seed_answer() -> Value {
+    serde_json::from_str::<Value>(SEED_RESPONSE).expect("seed answer is JSON")["data"]["createHealthLink"].clone()
+}
+
+/// `errors[0].extensions.code`, or a panic that shows the whole answer.
+pub fn error_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// The seed's mutation plus the gateway fields.
+pub const MUTATION_WITH_GATEWAY_FIELDS: &str =
+    "mutation CreateHealthLink($input: CreateHealthLinkInput!) {
+  createHealthLink(input: $input) {
+    id identifier { system value } description resourceType date status
+    subject { reference } context { period { start end } }
+    content { attachment { contentType url title } }
+    category { coding { system code } }
+    passcode
+    qrCodeSvg
+  }
+}";

@@ -1,0 +1,352 @@
+//! Canaries: unique secret values sent through every path must never appear in a log line or in
+//! an error body. The gateway runs as its own process, logging JSON at debug level for every
+//! crate (hyper, reqwest, h2 included), and every line it writes is searched.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremock::matchers::{body_string_contains, method};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::SEED_MUTATION;
+
+const PASSCODE: &str = "731906";
+const TOKEN: &str = "Bearer canary-token-b7e2c94f0d";
+const LABEL: &str = "CanaryLabel-e41d9";
+const MANIFEST_ID: &str = "canaryManifestId8c1f0a77d2b94e3aa51c6f0e9d8b7a6c5f4e3d2c1b0";
+const SHL_KEY: &str = "canaryKeyZq3Xw9Lp0Rt7Yu2Io5Pa8Sd1Fg4Hj6Kl3Zx";
+const UPSTREAM_TEXT: &str = "canary-upstream-detail-PatientJaneRoe";
+
+/// A link whose URL and identifier carry the canaries, as b.well would answer.
+fn canary_answer() -> Value {
+    use base64::Engine as _;
+    let payload = json!({
+        "url": format!("https://shl.example/v1/health-link/manifests/{MANIFEST_ID}"),
+        "key": SHL_KEY, "exp": 1_766_173_622, "flag": "P", "label": LABEL,
+    });
+    let shlink = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string());
+    json!({"data": {"createHealthLink": {
+        "id": "e55843b5-131f-5a3a-892e-b2bd4dd17761",
+        "identifier": [{"system": "http://icanbwell.com/smart-health-links", "value": MANIFEST_ID}],
+        "resourceType": "DocumentReference",
+        "content": [{"attachment": {
+            "contentType": "application/smart-health-link+json",
+            "url": format!("https://shl.example/v1/health-link/viewer.html#shlink:/{shlink}"),
+            "title": "SMART Health Link Payload"
+        }}]
+    }}})
+}
+
+struct GatewayProcess {
+    child: Child,
+    address: String,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl GatewayProcess {
+    fn start(upstream: &str) -> Self {
+        let data_dir = tempfile::tempdir().expect("tempdir").keep();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--log-filter",
+                "debug",
+            ])
+            .args(["--upstream-url", upstream, "--upstream-timeout", "500ms"])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gateway starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().expect("lock").push(line);
+                }
+            });
+        }
+        let address = wait_for_address(&lines);
+        Self {
+            child,
+            address,
+            lines,
+        }
+    }
+
+    fn stop(mut self) -> Vec<String> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(100));
+        self.lines.lock().expect("lock").clone()
+    }
+}
+
+fn wait_for_address(lines: &Arc<Mutex<Vec<String>>>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let found = lines.lock().expect("lock").iter().find_map(|line| {
+            let event: Value = serde_json::from_str(line).ok()?;
+            (event["message"] == "listening")
+                .then(|| event["address"].as_str().map(str::to_owned))?
+        });
+        if let Some(address) = found {
+            return format!("http://{address}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("gateway did not start: {:?}", lines.lock().expect("lock"));
+}
+
+async fn post(
+    http: &reqwest::Client,
+    address: &str,
+    authorization: Option<&str>,
+    body: Value,
+) -> String {
+    let mut request = http.post(format!("{address}/graphql")).json(&body);
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    request
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("body")
+}
+
+#[tokio::test]
+async fn canaries_never_reach_logs_or_error_bodies() {
+    let upstream = MockServer::start().await;
+    // Answers depend on the label so one fake b.well serves every path.
+    let respond = |marker: &str, response: ResponseTemplate| {
+        Mock::given(method("POST"))
+            .and(body_string_contains(marker))
+            .respond_with(response)
+    };
+    let upstream_error =
+        json!({"errors": [{"message": UPSTREAM_TEXT, "extensions": {"code": "INTERNAL"}}]});
+    respond(
+        "path-ok",
+        ResponseTemplate::new(200).set_body_json(canary_answer()),
+    )
+    .mount(&upstream)
+    .await;
+    respond(
+        "path-401",
+        ResponseTemplate::new(401).set_body_string(UPSTREAM_TEXT),
+    )
+    .mount(&upstream)
+    .await;
+    respond(
+        "path-429",
+        ResponseTemplate::new(429).set_body_string(UPSTREAM_TEXT),
+    )
+    .mount(&upstream)
+    .await;
+    respond(
+        "path-500",
+        ResponseTemplate::new(500).set_body_string(UPSTREAM_TEXT),
+    )
+    .mount(&upstream)
+    .await;
+    respond(
+        "path-graphql-error",
+        ResponseTemplate::new(200).set_body_json(upstream_error),
+    )
+    .mount(&upstream)
+    .await;
+    respond(
+        "path-stall",
+        ResponseTemplate::new(200)
+            .set_body_json(canary_answer())
+            .set_delay(Duration::from_secs(5)),
+    )
+    .mount(&upstream)
+    .await;
+    let gateway = GatewayProcess::start(&format!("{}/graphql", upstream.uri()));
+    let http = reqwest::Client::new();
+    let with_gateway_fields = "mutation CreateHealthLink($input: CreateHealthLinkInput!) {
+        createHealthLink(input: $input) { id identifier { value } content { attachment { url } } passcode qrCodeSvg } }";
+    let input = |path: &str| json!({"input": {"label": format!("{LABEL} {path}"), "securityConfig": {"passcode": PASSCODE}}});
+
+    // Success: the answer legitimately holds the secrets; the logs must not.
+    let success = post(
+        &http,
+        &gateway.address,
+        Some(TOKEN),
+        json!({"query": with_gateway_fields, "variables": input("path-ok")}),
+    )
+    .await;
+    assert!(
+        success.contains(PASSCODE) && success.contains(MANIFEST_ID),
+        "{success}"
+    );
+    let generated: Value = serde_json::from_str(
+        &post(
+            &http,
+            &gateway.address,
+            Some(TOKEN),
+            json!({"query": with_gateway_fields,
+            "variables": {"input": {"label": format!("{LABEL} path-ok")}}}),
+        )
+        .await,
+    )
+    .expect("json");
+    let generated_passcode = generated["data"]["createHealthLink"]["passcode"]
+        .as_str()
+        .expect("generated")
+        .to_owned();
+
+    // Every error path: each body is checked as well as the logs.
+    let mut error_bodies = Vec::new();
+    for path in [
+        "path-401",
+        "path-429",
+        "path-500",
+        "path-graphql-error",
+        "path-stall",
+    ] {
+        error_bodies.push(
+            post(
+                &http,
+                &gateway.address,
+                Some(TOKEN),
+                json!({"query": SEED_MUTATION, "variables": input(path)}),
+            )
+            .await,
+        );
+    }
+    // Validation failures and literals that async-graphql echoes.
+    let literal_cases = [
+        format!(r#"mutation {{ createHealthLink(input: {{mode: "{PASSCODE}"}}) {{ id }} }}"#),
+        format!(
+            r#"mutation {{ createHealthLink(input: {{mode: {}}}) {{ id }} }}"#,
+            "A".to_owned() + PASSCODE
+        ),
+        format!(
+            r#"mutation {{ createHealthLink(input: {{securityConfig: {{passcode: {PASSCODE}}}}}) {{ id }} }}"#
+        ),
+        format!(
+            r#"mutation {{ createHealthLink(input: {{label: "{LABEL}", securityConfig: {{passcode: "{PASSCODE}", x: "{TOKEN}"}}}}) {{ id }} }}"#
+        ),
+        format!(
+            r#"mutation {{ createHealthLink(input: {{securityConfig: {{passcode: "{PASSCODE}"}}}}) {{ id "#
+        ),
+        format!(r#"{{ shareableResourceTypes(x: "{TOKEN}") }}"#),
+    ];
+    for query in &literal_cases {
+        error_bodies.push(
+            post(
+                &http,
+                &gateway.address,
+                Some(TOKEN),
+                json!({"query": query}),
+            )
+            .await,
+        );
+    }
+    let variable_cases = [
+        json!({"input": {"mode": PASSCODE}}),
+        json!({"input": {"securityConfig": {"passcode": PASSCODE.parse::<u64>().expect("digits")}}}),
+        json!({"input": {"label": format!("{LABEL}\n"), "securityConfig": {"passcode": PASSCODE}}}),
+        json!({"input": {"resources": [{"resourceType": TOKEN}], "securityConfig": {"passcode": "73190"}}}),
+    ];
+    for variables in variable_cases {
+        error_bodies.push(
+            post(
+                &http,
+                &gateway.address,
+                Some(TOKEN),
+                json!({"query": SEED_MUTATION, "variables": variables}),
+            )
+            .await,
+        );
+    }
+    // Refused before GraphQL: no token, CSRF, oversized.
+    error_bodies.push(
+        post(
+            &http,
+            &gateway.address,
+            None,
+            json!({"query": SEED_MUTATION, "variables": input("path-ok")}),
+        )
+        .await,
+    );
+    let csrf = http
+        .post(format!("{}/graphql", gateway.address))
+        .header("authorization", TOKEN)
+        .header("content-type", "text/plain")
+        .body(json!({"query": SEED_MUTATION, "variables": input("path-ok")}).to_string())
+        .send()
+        .await
+        .expect("sent");
+    error_bodies.push(csrf.text().await.expect("body"));
+
+    let lines = gateway.stop();
+
+    assert!(
+        lines.len() > 20,
+        "debug logging is on: {} lines",
+        lines.len()
+    );
+    let token_value = TOKEN.trim_start_matches("Bearer ");
+    let canaries = [
+        PASSCODE,
+        generated_passcode.as_str(),
+        token_value,
+        LABEL,
+        MANIFEST_ID,
+        SHL_KEY,
+        UPSTREAM_TEXT,
+        "shlink:/",
+    ];
+    for canary in canaries {
+        for line in &lines {
+            assert!(
+                !line.contains(canary),
+                "{canary:?} leaked into a log line: {line}"
+            );
+        }
+        for body in &error_bodies {
+            assert!(
+                !body.contains(canary),
+                "{canary:?} leaked into an error body: {body}"
+            );
+        }
+    }
+    // The refusals above really were errors, with codes.
+    for body in &error_bodies {
+        let answer: Value =
+            serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON error body: {body}"));
+        assert!(
+            answer["errors"][0]["extensions"]["code"].is_string(),
+            "{body}"
+        );
+    }
+}
