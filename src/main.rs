@@ -25,7 +25,10 @@ async fn main() -> ExitCode {
 }
 
 /// The SDL goes to stdout so it can be redirected into `schema/schema.graphql`.
-#[expect(clippy::print_stdout, reason = "printing the schema is this command's purpose")]
+#[expect(
+    clippy::print_stdout,
+    reason = "printing the schema is this command's purpose"
+)]
 fn print_schema() -> anyhow::Result<()> {
     print!("{}", shl_gateway::graphql::sdl());
     Ok(())
