@@ -53,8 +53,56 @@ const DEFAULT_MAX_DEPTH: usize = 15;
 const DEFAULT_MAX_COMPLEXITY: usize = 250;
 const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 const DEFAULT_GRAPHIQL_ASSETS_DIR: &str = "graphiql/node_modules";
+const DEFAULT_IDENTIFIER_SYSTEM: &str = "urn:shl-gateway:health-link";
 /// The shortest `--secret-key` accepted: 32 bytes, as for an HMAC-SHA256 key.
 pub const MIN_SECRET_KEY_BYTES: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoMode {
+    /// Demo when nothing else is configured and only this machine can connect.
+    Auto,
+    /// Demo even on a public listener (never in production).
+    On,
+    Off,
+}
+
+/// `TOKEN=PATIENT_ID`. `Debug` hides the token.
+#[derive(Clone)]
+pub struct PatientToken {
+    pub token: SecretString,
+    pub patient_id: String,
+}
+
+impl std::fmt::Debug for PatientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PatientToken([REDACTED] -> {})", self.patient_id)
+    }
+}
+
+impl std::str::FromStr for PatientToken {
+    type Err = &'static str;
+
+    /// The message never repeats the value: it holds a token.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (token, patient_id) = text.split_once('=').ok_or("expected TOKEN=PATIENT_ID")?;
+        let token_ok = token.len() >= 16 && token.bytes().all(|b| b.is_ascii_graphic());
+        if !token_ok {
+            return Err("the token must be at least 16 printable ASCII characters");
+        }
+        let id_ok = !patient_id.is_empty()
+            && patient_id.len() <= 64
+            && patient_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !id_ok {
+            return Err("the patient id must be a FHIR id ([A-Za-z0-9.-], at most 64)");
+        }
+        Ok(Self {
+            token: SecretString::from(token.to_owned()),
+            patient_id: patient_id.to_owned(),
+        })
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -87,6 +135,67 @@ pub struct Config {
     /// Largest upstream answer read, in bytes; larger answers are UPSTREAM_ERROR.
     #[arg(long, env = "SHL_GATEWAY_UPSTREAM_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES)]
     pub upstream_max_response_bytes: usize,
+
+    /// Embedded mode: base URL of manifest and viewer URLs, as receivers reach it (e.g.
+    /// https://shl.example.org). Default http://<listen>; required on a wildcard listener.
+    #[arg(long, env = "SHL_GATEWAY_PUBLIC_URL")]
+    pub public_url: Option<Url>,
+
+    /// Embedded mode's store: `sqlite://file?mode=rwc` or `postgres://...` (for replicas).
+    /// Default: a SQLite file in --data-dir.
+    #[arg(long, env = "SHL_GATEWAY_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+
+    /// Embedded mode: a bearer token and the patient it acts for, `TOKEN=PATIENT_ID`; repeat the
+    /// flag (or comma-separate in the variable) for several. Stored only as an HMAC.
+    #[arg(
+        long = "patient-token",
+        env = "SHL_GATEWAY_PATIENT_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub patient_tokens: Vec<PatientToken>,
+
+    /// Embedded mode's demo: seed the synthetic demo patient and print a development token.
+    /// `auto`: only with no --patient-token and a loopback listener; `on` forces it.
+    #[arg(long, env = "SHL_GATEWAY_DEMO", value_enum, default_value_t = DemoMode::Auto)]
+    pub demo: DemoMode,
+
+    /// `DocumentReference.identifier.system` of embedded links.
+    #[arg(long, env = "SHL_GATEWAY_IDENTIFIER_SYSTEM", default_value = DEFAULT_IDENTIFIER_SYSTEM)]
+    pub identifier_system: String,
+
+    /// Validity of a PASSCODE link (b.well: 5 minutes).
+    #[arg(long, env = "SHL_GATEWAY_LINK_VALIDITY", default_value = "5m", value_parser = parse_duration)]
+    pub link_validity: Duration,
+
+    /// Validity of a DIRECT link (the Kill the Clipboard profile suggests 5 to 15 minutes).
+    #[arg(long, env = "SHL_GATEWAY_DIRECT_LINK_VALIDITY", default_value = "10m", value_parser = parse_duration)]
+    pub direct_link_validity: Duration,
+
+    /// Wrong passcodes a link tolerates in its lifetime before it locks.
+    #[arg(long, env = "SHL_GATEWAY_PASSCODE_ATTEMPTS", default_value_t = 5)]
+    pub passcode_attempts: u32,
+
+    /// Lifetime of the file location URLs a manifest hands out (at most 1h).
+    #[arg(long, env = "SHL_GATEWAY_LOCATION_TICKET_LIFETIME", default_value = "300s", value_parser = parse_duration)]
+    pub location_ticket_lifetime: Duration,
+
+    /// How often expired and revoked links lose their encrypted file.
+    #[arg(long, env = "SHL_GATEWAY_PURGE_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub purge_interval: Duration,
+
+    /// How long link metadata and access history stay after a link ends.
+    #[arg(long, env = "SHL_GATEWAY_LINK_RETENTION", default_value = "90days", value_parser = parse_duration)]
+    pub link_retention: Duration,
+
+    /// Passcode hashes (argon2id, 19 MiB each) computed at once; more wait.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_MAX_CONCURRENT_PASSCODE_HASHES",
+        default_value_t = 2
+    )]
+    pub max_concurrent_passcode_hashes: usize,
 
     /// Key for every HMAC the gateway makes; at least 32 bytes, the same on every replica.
     /// Prefer --secret-key-file. Neither given: generated once and kept in --data-dir.
@@ -162,6 +271,18 @@ impl Default for Config {
             upstream_connect_timeout: parse_duration(DEFAULT_UPSTREAM_CONNECT_TIMEOUT)
                 .expect("constant"),
             upstream_max_response_bytes: DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES,
+            public_url: None,
+            database_url: None,
+            patient_tokens: Vec::new(),
+            demo: DemoMode::Auto,
+            identifier_system: DEFAULT_IDENTIFIER_SYSTEM.to_owned(),
+            link_validity: Duration::from_secs(5 * 60),
+            direct_link_validity: Duration::from_secs(10 * 60),
+            passcode_attempts: 5,
+            location_ticket_lifetime: Duration::from_secs(300),
+            purge_interval: Duration::from_secs(60),
+            link_retention: Duration::from_secs(90 * 24 * 3600),
+            max_concurrent_passcode_hashes: 2,
             secret_key: None,
             secret_key_file: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -190,12 +311,6 @@ pub type SecretKey = SecretBox<Vec<u8>>;
 impl Config {
     /// Checks what clap cannot, with messages that name the flag and its variable.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.upstream_url.is_none() {
-            bail!(
-                "--upstream-url (SHL_GATEWAY_UPSTREAM_URL) is required: this version serves \
-                 upstream mode only; the embedded issuer is not available yet"
-            );
-        }
         if let Some(url) = &self.upstream_url
             && !matches!(url.scheme(), "http" | "https")
         {
@@ -203,6 +318,38 @@ impl Config {
         }
         if self.upstream_timeout.is_zero() || self.upstream_connect_timeout.is_zero() {
             bail!("--upstream-timeout and --upstream-connect-timeout must be longer than 0");
+        }
+        if let Some(url) = &self.public_url {
+            let plain = matches!(url.scheme(), "http" | "https")
+                && url.query().is_none()
+                && url.fragment().is_none();
+            if !plain {
+                bail!(
+                    "--public-url (SHL_GATEWAY_PUBLIC_URL) must be an http(s) URL without query or fragment"
+                );
+            }
+        } else if self.upstream_url.is_none() && self.listen.ip().is_unspecified() {
+            bail!(
+                "--public-url (SHL_GATEWAY_PUBLIC_URL) is required when listening on {}: links \
+                 must name an address receivers can reach",
+                self.listen.ip()
+            );
+        }
+        if self.location_ticket_lifetime.is_zero()
+            || self.location_ticket_lifetime > Duration::from_secs(3600)
+        {
+            bail!("--location-ticket-lifetime must be between 1s and 1h (SHL rule)");
+        }
+        if !(1..=100).contains(&self.passcode_attempts) {
+            bail!("--passcode-attempts must be between 1 and 100");
+        }
+        if self.link_validity.is_zero()
+            || self.direct_link_validity.is_zero()
+            || self.purge_interval.is_zero()
+        {
+            bail!(
+                "--link-validity, --direct-link-validity and --purge-interval must be longer than 0"
+            );
         }
         if self.max_body_bytes < 1024 {
             bail!("--max-body-bytes (SHL_GATEWAY_MAX_BODY_BYTES) must be at least 1024");
@@ -337,10 +484,35 @@ mod tests {
     }
 
     #[test]
-    fn starting_without_an_upstream_says_what_is_missing() {
-        let error = Config::default().validate().expect_err("no upstream");
-        assert!(error.to_string().contains("SHL_GATEWAY_UPSTREAM_URL"));
-        assert!(with_upstream().validate().is_ok());
+    fn a_wildcard_listener_needs_a_public_url_in_embedded_mode() {
+        let mut config = Config {
+            listen: "0.0.0.0:8080".parse().expect("address"),
+            ..Config::default()
+        };
+        let error = config.validate().expect_err("no public url");
+        assert!(error.to_string().contains("SHL_GATEWAY_PUBLIC_URL"));
+        config.public_url = Some(Url::parse("https://shl.example.org").expect("url"));
+        assert!(config.validate().is_ok());
+        assert!(
+            Config::default().validate().is_ok(),
+            "loopback default works as is"
+        );
+    }
+
+    #[test]
+    fn patient_tokens_parse_without_echoing_the_token() {
+        let parsed: PatientToken = "a-long-enough-token-1234=patient-1".parse().expect("valid");
+        assert_eq!(parsed.patient_id, "patient-1");
+        assert!(!format!("{parsed:?}").contains("a-long-enough"));
+        for bad in [
+            "no-equals-sign-here-at-all",
+            "short=patient",
+            "a-long-enough-token-1234=",
+            "a-long-enough-token-1234=bad id",
+        ] {
+            let error = bad.parse::<PatientToken>().expect_err(bad);
+            assert!(!error.contains("token-1234"), "{error}");
+        }
     }
 
     #[test]

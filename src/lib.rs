@@ -12,13 +12,15 @@
 //! - [`issuer`]: the `Issuer` trait resolvers call, and the types of a link request and answer.
 //! - [`upstream`]: the b.well client, an `Issuer` that relays to the upstream API.
 //! - [`qr`]: QR encoding and compact SVG rendering.
-//! - [`passcode`]: CSPRNG passcode generation and validation.
+//! - [`passcode`]: CSPRNG passcode generation and validation, peppered argon2id hashing.
+//! - [`keys`]: per-purpose HMAC keys derived from `--secret-key`.
 
 pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod issuer;
+pub mod keys;
 pub mod passcode;
 pub mod qr;
 pub mod startup;

@@ -5,8 +5,20 @@
 //! here a draw outside the largest multiple of 10^6 is thrown away and drawn again, so every
 //! code is exactly equally likely. The value lives in a [`SecretString`] so `Debug` and logs
 //! print `[REDACTED]`.
+//!
+//! Stored passcodes are peppered then hashed ([`PasscodeHasher`]): HMAC-SHA256 with a key derived
+//! from `--secret-key`, then argon2id. Argon2id alone would not protect a six-digit code against
+//! someone holding a database dump (a million guesses); the pepper, which is not in the
+//! database, does. Argon2id is still there so that the pepper alone does not suffice either.
 
+use std::sync::Arc;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+use crate::keys::PurposeKey;
 
 /// How many digits a passcode has (b.well's rule and the SHL reference servers').
 pub const PASSCODE_DIGITS: usize = 6;
@@ -24,6 +36,8 @@ pub enum PasscodeError {
     Malformed,
     #[error("the operating system's random number generator failed")]
     Rng,
+    #[error("passcode hashing failed")]
+    Hashing,
 }
 
 /// A validated six-digit passcode.
@@ -55,6 +69,70 @@ impl Passcode {
     pub fn expose(&self) -> &str {
         self.0.expose_secret()
     }
+}
+
+/// Argon2id with OWASP's first recommended setting: 19 MiB, 2 passes, 1 lane. Each hash in
+/// flight holds its 19 MiB, which is why hashing is bounded by a semaphore.
+const ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+const ARGON2_PASSES: u32 = 2;
+const ARGON2_LANES: u32 = 1;
+
+/// Hashes and verifies passcodes on the blocking pool, at most `max_concurrent` at a time.
+#[derive(Debug, Clone)]
+pub struct PasscodeHasher {
+    pepper: PurposeKey,
+    permits: Arc<Semaphore>,
+}
+
+impl PasscodeHasher {
+    pub fn new(pepper: PurposeKey, max_concurrent: usize) -> Self {
+        Self {
+            pepper,
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        }
+    }
+
+    /// A PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`) of the peppered passcode.
+    pub async fn hash(&self, passcode: &Passcode) -> Result<String, PasscodeError> {
+        let peppered = self.pepper.mac(passcode.expose().as_bytes());
+        let mut salt = [0u8; 16];
+        getrandom::fill(&mut salt).map_err(|_| PasscodeError::Rng)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| PasscodeError::Hashing)?;
+        tokio::task::spawn_blocking(move || {
+            let salt = SaltString::encode_b64(&salt).map_err(|_| PasscodeError::Hashing)?;
+            argon2()
+                .hash_password(&peppered, &salt)
+                .map(|hash| hash.to_string())
+                .map_err(|_| PasscodeError::Hashing)
+        })
+        .await
+        .map_err(|_| PasscodeError::Hashing)?
+    }
+
+    /// Whether `candidate` is the passcode behind `phc`. Any malformed input is simply `false`.
+    pub async fn verify(&self, candidate: &str, phc: &str) -> bool {
+        let peppered = self.pepper.mac(candidate.as_bytes());
+        let phc = phc.to_owned();
+        let Ok(_permit) = self.permits.acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&phc)
+                .is_ok_and(|hash| argon2().verify_password(&peppered, &hash).is_ok())
+        })
+        .await
+        .unwrap_or(false)
+    }
+}
+
+fn argon2() -> Argon2<'static> {
+    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, None)
+        .expect("constant argon2 parameters are valid");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
 /// Maps one uniform `u32` draw to a passcode, or `None` when the draw falls in the biased tail.
@@ -133,6 +211,41 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    fn hasher_for(secret: &str) -> PasscodeHasher {
+        let keys = crate::keys::Keys::derive(&secrecy::SecretBox::new(Box::new(
+            secret.as_bytes().to_vec(),
+        )));
+        PasscodeHasher::new(keys.passcode_pepper, 2)
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_only_the_right_passcode_with_the_right_pepper() {
+        let hasher = hasher_for("0123456789abcdef0123456789abcdef");
+        let phc = hasher
+            .hash(&Passcode::parse("743730").expect("valid"))
+            .await
+            .expect("hash");
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(!phc.contains("743730"));
+        assert!(hasher.verify("743730", &phc).await);
+        assert!(!hasher.verify("743731", &phc).await);
+        assert!(
+            !hasher_for("another secret key, 32 bytes long")
+                .verify("743730", &phc)
+                .await
+        );
+        assert!(!hasher.verify("743730", "not a phc string").await);
+    }
+
+    #[tokio::test]
+    async fn the_same_passcode_hashes_differently_each_time() {
+        let hasher = hasher_for("0123456789abcdef0123456789abcdef");
+        let passcode = Passcode::parse("000000").expect("valid");
+        let first = hasher.hash(&passcode).await.expect("hash");
+        let second = hasher.hash(&passcode).await.expect("hash");
+        assert_ne!(first, second, "salted");
     }
 
     #[test]

@@ -15,10 +15,17 @@ use axum::http::HeaderValue;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::{Config, DemoMode};
 use crate::graphql::{OperationLimits, SchemaOptions, build_schema};
 use crate::http::{AppState, HttpSettings, Readiness, router};
-use crate::issuer::Issuer;
+use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
+use crate::issuer::fhir::PatientRecord;
+use crate::issuer::store::{LinkStore, SqlStore};
+use crate::issuer::{Issuer, protocol, viewer};
+use crate::keys::Keys;
+use crate::passcode::PasscodeHasher;
 use crate::upstream::{UpstreamClient, UpstreamIssuer, UpstreamSettings};
 
 #[derive(Debug)]
@@ -30,6 +37,17 @@ pub struct Application {
     shutdown_delay: Duration,
     shutdown_timeout: Duration,
     shutdown: watch::Sender<bool>,
+    /// Demo mode's bearer token, for `main` to print once.
+    development_token: Option<SecretString>,
+    /// Embedded mode's background purge of expired files.
+    purge: Option<PurgeTask>,
+}
+
+#[derive(Debug)]
+struct PurgeTask {
+    issuer: Arc<EmbeddedIssuer>,
+    interval: Duration,
+    retention: Duration,
 }
 
 /// Starts a graceful shutdown, like SIGTERM does.
@@ -46,10 +64,37 @@ impl ShutdownHandle {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        // Loaded now so a bad key stops startup; the HMACs that use it arrive with later features.
-        let _secret_key = config.load_secret_key()?;
+        let keys = Keys::derive(&config.load_secret_key()?);
+        // Bound first: with port 0, the public URL of embedded links needs the real port.
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "--listen (SHL_GATEWAY_LISTEN): cannot bind {}",
+                config.listen
+            )
+        })?;
+        let local_addr = listener.local_addr()?;
 
-        let issuer = build_issuer(&config)?;
+        let mut development_token = None;
+        let mut purge = None;
+        let mut embedded_routes = None;
+        let issuer: Arc<dyn Issuer> = match &config.upstream_url {
+            Some(url) => build_upstream_issuer(&config, url.clone())?,
+            None => {
+                let embedded = Arc::new(build_embedded_issuer(&config, &keys, local_addr).await?);
+                development_token =
+                    set_up_identities(&config, &keys, local_addr, embedded.store()).await?;
+                purge = Some(PurgeTask {
+                    issuer: Arc::clone(&embedded),
+                    interval: config.purge_interval,
+                    retention: config.link_retention,
+                });
+                embedded_routes =
+                    Some(protocol::router(Arc::clone(&embedded)).merge(viewer::router()));
+                embedded
+            }
+        };
+        tracing::info!(mode = issuer.mode().as_str(), "issuer ready");
+
         let schema_options = SchemaOptions {
             limits: OperationLimits {
                 max_depth: config.max_depth,
@@ -74,24 +119,28 @@ impl Application {
                 .context("--cors-allowed-origins")?,
             graphiql_assets_dir: config.graphiql.then(|| config.graphiql_assets_dir.clone()),
         };
+        let mut app_router = router(state, &http_settings);
+        if let Some(routes) = embedded_routes {
+            app_router = app_router.merge(routes);
+        }
 
-        let listener = TcpListener::bind(config.listen).await.with_context(|| {
-            format!(
-                "--listen (SHL_GATEWAY_LISTEN): cannot bind {}",
-                config.listen
-            )
-        })?;
-        let local_addr = listener.local_addr()?;
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
             listener,
             local_addr,
-            router: router(state, &http_settings),
+            router: app_router,
             readiness,
             shutdown_delay: config.shutdown_delay,
             shutdown_timeout: config.shutdown_timeout,
             shutdown,
+            development_token,
+            purge,
         })
+    }
+
+    /// Demo mode's bearer token (`Bearer <token>`), printed once by `main`.
+    pub fn development_token(&self) -> Option<&SecretString> {
+        self.development_token.as_ref()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -112,7 +161,12 @@ impl Application {
             shutdown_delay,
             shutdown_timeout,
             shutdown,
+            development_token: _,
+            purge,
         } = self;
+        if let Some(purge) = purge {
+            tokio::spawn(run_purge(purge, shutdown.subscribe()));
+        }
         let mut requested = shutdown.subscribe();
         let (drain_started, mut drain_started_rx) = watch::channel(false);
         let stop_signal = async move {
@@ -154,11 +208,7 @@ impl Application {
     }
 }
 
-fn build_issuer(config: &Config) -> anyhow::Result<Arc<dyn Issuer>> {
-    let url = config
-        .upstream_url
-        .clone()
-        .context("--upstream-url (SHL_GATEWAY_UPSTREAM_URL) is required")?;
+fn build_upstream_issuer(config: &Config, url: url::Url) -> anyhow::Result<Arc<dyn Issuer>> {
     let client = UpstreamClient::new(UpstreamSettings {
         url,
         connect_timeout: config.upstream_connect_timeout,
@@ -167,6 +217,150 @@ fn build_issuer(config: &Config) -> anyhow::Result<Arc<dyn Issuer>> {
     })
     .context("cannot build the upstream HTTP client")?;
     Ok(Arc::new(UpstreamIssuer::new(client)))
+}
+
+async fn build_embedded_issuer(
+    config: &Config,
+    keys: &Keys,
+    local_addr: SocketAddr,
+) -> anyhow::Result<EmbeddedIssuer> {
+    let public_url = match &config.public_url {
+        Some(url) => url.clone(),
+        None => format!("http://{local_addr}")
+            .parse()
+            .context("cannot form the default --public-url")?,
+    };
+    let settings = EmbeddedSettings {
+        public_url,
+        identifier_system: config.identifier_system.clone(),
+        passcode_link_validity: config.link_validity,
+        direct_link_validity: config.direct_link_validity,
+        passcode_attempts: config.passcode_attempts,
+        location_ticket_lifetime: config.location_ticket_lifetime,
+    };
+    let longest = settings.longest_manifest_url();
+    anyhow::ensure!(
+        longest.len() <= MAX_SHL_URL_LEN,
+        "--public-url (SHL_GATEWAY_PUBLIC_URL) is too long: manifest URLs would have {} characters, \
+         the SHL limit is {MAX_SHL_URL_LEN}",
+        longest.len()
+    );
+    let store = SqlStore::connect(&database_url(config)?)
+        .await
+        .context("--database-url (SHL_GATEWAY_DATABASE_URL): cannot open the store")?;
+    let hasher = PasscodeHasher::new(
+        keys.passcode_pepper.clone(),
+        config.max_concurrent_passcode_hashes,
+    );
+    Ok(EmbeddedIssuer::new(
+        Arc::new(store),
+        keys.clone(),
+        hasher,
+        settings,
+    ))
+}
+
+fn database_url(config: &Config) -> anyhow::Result<String> {
+    if let Some(url) = &config.database_url {
+        return Ok(url.expose_secret().to_owned());
+    }
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
+            config.data_dir.display()
+        )
+    })?;
+    Ok(format!(
+        "sqlite://{}?mode=rwc",
+        config.data_dir.join("shl-gateway.db").display()
+    ))
+}
+
+/// Stores the configured tokens (as HMACs) and, in demo mode, seeds the demo patient and makes
+/// a development token. Returns that token, for printing once.
+async fn set_up_identities(
+    config: &Config,
+    keys: &Keys,
+    local_addr: SocketAddr,
+    store: &Arc<dyn LinkStore>,
+) -> anyhow::Result<Option<SecretString>> {
+    let now = now_ms();
+    let configured: Vec<(String, String)> = config
+        .patient_tokens
+        .iter()
+        .map(|entry| {
+            (
+                keys.token_hmac(entry.token.expose_secret()),
+                entry.patient_id.clone(),
+            )
+        })
+        .collect();
+    store.replace_tokens("config", &configured, now).await?;
+
+    let demo = match config.demo {
+        DemoMode::On => true,
+        DemoMode::Off => false,
+        DemoMode::Auto => config.patient_tokens.is_empty() && local_addr.ip().is_loopback(),
+    };
+    if !demo {
+        store.replace_tokens("demo", &[], now).await?;
+        return Ok(None);
+    }
+    let patient = PatientRecord::demo();
+    if store.patient(patient.patient_id()).await?.is_none() {
+        store.put_patient(&patient, now).await?;
+    }
+    let mut raw = [0u8; 32];
+    getrandom::fill(&mut raw)
+        .map_err(|_| anyhow::anyhow!("the OS random number generator failed"))?;
+    use base64::Engine as _;
+    let token = format!(
+        "dev-{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    store
+        .replace_tokens(
+            "demo",
+            &[(keys.token_hmac(&token), patient.patient_id().to_owned())],
+            now,
+        )
+        .await?;
+    tracing::warn!(
+        patient.id = patient.patient_id(),
+        "demo mode: synthetic patient and development token"
+    );
+    Ok(Some(SecretString::from(format!("Bearer {token}"))))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// Drops the files of expired and revoked links every `interval`, until shutdown.
+async fn run_purge(task: PurgeTask, mut shutdown: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(task.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        }
+        match task.issuer.purge(task.retention).await {
+            Ok((files, links)) if files + links > 0 => {
+                tracing::info!(
+                    files_purged = files,
+                    links_deleted = links,
+                    "purged ended links"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(error = %error, "purge failed; will retry"),
+        }
+    }
 }
 
 async fn termination_signal() {

@@ -3,6 +3,7 @@
 
 mod extension;
 mod health_link;
+mod health_links;
 mod inputs;
 mod redact;
 mod resolvers;

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Object, Result};
+use async_graphql::{Context, ID, Object, Result};
 use secrecy::ExposeSecret;
 
 use super::health_link::CreatedHealthLink;
+use super::health_links::HealthLink;
 use super::inputs::CreateHealthLinkInput;
 use crate::error::{AppError, ErrorCode};
 use crate::issuer::{Caller, Issuer, ResourceType};
@@ -22,6 +23,15 @@ impl QueryRoot {
             .iter()
             .map(|resource_type| resource_type.as_str())
             .collect()
+    }
+
+    /// The caller's links, newest first, with who opened them. Embedded mode only.
+    async fn health_links(&self, ctx: &Context<'_>) -> Result<Vec<HealthLink>> {
+        let caller = ctx.data::<Caller>()?;
+        require_bearer(caller)?;
+        let issuer = ctx.data::<Arc<dyn Issuer>>()?;
+        let links = issuer.health_links(caller).await?;
+        Ok(links.into_iter().map(HealthLink).collect())
     }
 }
 
@@ -47,6 +57,17 @@ impl MutationRoot {
             document,
             passcode: request.passcode,
         })
+    }
+
+    /// Revokes one of the caller's links at once: its encrypted file is deleted and every later
+    /// access answers 404, including file tickets already handed out. Embedded mode only.
+    async fn revoke_health_link(&self, ctx: &Context<'_>, id: ID) -> Result<HealthLink> {
+        let caller = ctx.data::<Caller>()?;
+        require_bearer(caller)?;
+        let issuer = ctx.data::<Arc<dyn Issuer>>()?;
+        Ok(HealthLink(
+            issuer.revoke_health_link(caller, id.as_str()).await?,
+        ))
     }
 }
 

@@ -1,12 +1,24 @@
 //! The seam between the GraphQL layer and whoever issues health links.
 //!
 //! Resolvers talk to an [`Issuer`] and never learn which mode they run in: the upstream issuer
-//! (`crate::upstream`) relays to b.well, and the embedded issuer will run the SHL protocol itself.
+//! (`crate::upstream`) relays to b.well, and the [`embedded`] issuer runs the SHL protocol itself:
+//! [`store`] keeps links and records, [`fhir`] and [`ips`] turn records into an IPS document,
+//! [`jwe`] encrypts it, [`ticket`] signs file locations, [`protocol`] serves the manifest
+//! endpoints and [`viewer`] the page that opens a link in a browser.
 //! The request types here are already validated, so an issuer never sees a malformed label,
 //! resource type or passcode.
 
 mod document_reference;
+pub mod embedded;
+pub mod fhir;
+pub mod ips;
+pub mod jwe;
+mod link_summary;
+pub mod protocol;
 mod request;
+pub mod store;
+pub mod ticket;
+pub mod viewer;
 
 use async_trait::async_trait;
 
@@ -14,6 +26,7 @@ pub use document_reference::{
     Attachment, CodeableConcept, Coding, DocumentReference, DocumentReferenceContent,
     DocumentReferenceContext, Identifier, Period, Reference, SHL_CONTENT_TYPE,
 };
+pub use link_summary::{AccessSummary, LinkSummary};
 pub use request::{
     Caller, CreateLinkRequest, LinkMode, ResourceType, TraceContext, ValidatedLabel,
 };
@@ -47,6 +60,26 @@ pub trait Issuer: Send + Sync + std::fmt::Debug {
         caller: &Caller,
         request: &CreateLinkRequest,
     ) -> Result<DocumentReference, AppError>;
+
+    /// The caller's links, newest first. Embedded mode only: b.well offers no such query.
+    async fn health_links(&self, _caller: &Caller) -> Result<Vec<LinkSummary>, AppError> {
+        Err(AppError::not_supported_in_mode(
+            "healthLinks",
+            self.mode().as_str(),
+        ))
+    }
+
+    /// Revokes one of the caller's links: its file is dropped and every later access is a 404.
+    async fn revoke_health_link(
+        &self,
+        _caller: &Caller,
+        _link_id: &str,
+    ) -> Result<LinkSummary, AppError> {
+        Err(AppError::not_supported_in_mode(
+            "revokeHealthLink",
+            self.mode().as_str(),
+        ))
+    }
 
     /// Whether the dependencies this issuer needs are reachable (for `/readyz`). The upstream
     /// issuer answers `true` without calling b.well: readiness must not depend on a third party.

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
-use shl_gateway::config::Config;
+use shl_gateway::config::{Config, DemoMode};
 use shl_gateway::startup::{Application, ShutdownHandle};
 use tokio::task::JoinHandle;
 use wiremock::matchers::{method, path};
@@ -21,8 +21,12 @@ pub struct TestApp {
     pub address: String,
     pub upstream: MockServer,
     pub http: reqwest::Client,
+    pub development_token: Option<String>,
     shutdown: ShutdownHandle,
     server: Option<JoinHandle<std::io::Result<()>>>,
+    data_dir: Option<tempfile::TempDir>,
+    /// (server URL, schema) of a PostgreSQL test schema, dropped by [`TestApp::stop`].
+    postgres_schema: Option<(String, String)>,
 }
 
 /// A configuration for tests: port 0, a fixed secret, and the given upstream.
@@ -44,6 +48,85 @@ pub fn test_config(upstream: &MockServer) -> Config {
     }
 }
 
+/// The bearer token embedded-mode tests act with, mapped to the demo patient.
+pub const PATIENT_TOKEN: &str = "embedded-test-token-0123456789";
+
+/// Where an embedded-mode test keeps its links: a fresh SQLite file, or a fresh schema in the
+/// PostgreSQL database named by `SHL_GATEWAY_TEST_DATABASE_URL`.
+#[derive(Debug, Clone)]
+pub enum TestDatabase {
+    Sqlite,
+    Postgres(String),
+}
+
+/// SQLite always; PostgreSQL too when `SHL_GATEWAY_TEST_DATABASE_URL` is set (and then it must
+/// be reachable: a set but unreachable database fails the test rather than skipping it).
+pub fn test_databases() -> Vec<TestDatabase> {
+    let mut databases = vec![TestDatabase::Sqlite];
+    if let Ok(url) = std::env::var("SHL_GATEWAY_TEST_DATABASE_URL") {
+        databases.push(TestDatabase::Postgres(url));
+    }
+    databases
+}
+
+impl TestDatabase {
+    /// A database URL no other test (or test run) shares.
+    /// Returns the URL and, for PostgreSQL, the schema to drop afterwards.
+    pub async fn fresh_url(
+        &self,
+        data_dir: &std::path::Path,
+    ) -> (String, Option<(String, String)>) {
+        match self {
+            TestDatabase::Sqlite => (
+                format!("sqlite://{}?mode=rwc", data_dir.join("test.db").display()),
+                None,
+            ),
+            TestDatabase::Postgres(base) => {
+                use sqlx::Connection as _;
+                let schema = format!("shl_test_{}", uuid::Uuid::new_v4().simple());
+                let mut connection =
+                    sqlx::PgConnection::connect(base)
+                        .await
+                        .unwrap_or_else(|error| {
+                            panic!("SHL_GATEWAY_TEST_DATABASE_URL is set but unreachable: {error}")
+                        });
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&mut connection)
+                    .await
+                    .expect("create a test schema");
+                let separator = if base.contains('?') { '&' } else { '?' };
+                let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+                (url, Some((base.clone(), schema)))
+            }
+        }
+    }
+}
+
+/// An embedded-mode gateway (no upstream) with the demo patient and [`PATIENT_TOKEN`].
+pub async fn spawn_embedded(
+    database: &TestDatabase,
+    customize: impl FnOnce(Config) -> Config,
+) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let (database_url, postgres_schema) = database.fresh_url(data_dir.path()).await;
+    let demo_patient = shl_gateway::issuer::fhir::PatientRecord::demo();
+    let token = format!("{PATIENT_TOKEN}={}", demo_patient.patient_id());
+    let mut app = spawn_app_with(|config| {
+        customize(Config {
+            upstream_url: None,
+            database_url: Some(SecretString::from(database_url)),
+            data_dir: data_dir.path().to_path_buf(),
+            demo: DemoMode::On,
+            patient_tokens: vec![token.parse().expect("token")],
+            ..config
+        })
+    })
+    .await;
+    app.data_dir = Some(data_dir);
+    app.postgres_schema = postgres_schema;
+    app
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|config| config).await
 }
@@ -56,6 +139,9 @@ pub async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> TestApp
         .expect("application builds");
     let address = format!("http://{}", application.local_addr());
     let shutdown = application.shutdown_handle();
+    let development_token = application
+        .development_token()
+        .map(|token| token.expose_secret().to_owned());
     let server = tokio::spawn(application.run_until_stopped());
     TestApp {
         address,
@@ -64,8 +150,11 @@ pub async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> TestApp
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client"),
+        development_token,
         shutdown,
         server: Some(server),
+        data_dir: None,
+        postgres_schema: None,
     }
 }
 

@@ -1,9 +1,11 @@
 //! Integration tests: the real application on 127.0.0.1:0, b.well played by wiremock over HTTP.
 
 mod create_health_link;
+mod embedded;
 mod health;
 mod helpers;
 mod http_transport;
+mod manifest_protocol;
 mod operation_limits;
 mod qr;
 mod schema_contract;

@@ -1,0 +1,570 @@
+//! The embedded SMART Health Links issuer: the default mode, when no upstream is configured.
+//!
+//! Creating a link builds an IPS document from the caller's own records, encrypts it under a
+//! fresh key, and stores only the ciphertext: the key lives in the link alone, and the passcode
+//! only as a peppered argon2id hash. Opening a link follows the SHL manifest protocol; the logic
+//! lives here and `protocol.rs` maps it to HTTP.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_graphql::ID;
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::ExposeSecret;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use url::Url;
+use uuid::Uuid;
+
+use super::ips::{IpsOptions, build_ips};
+use super::jwe::{self, ShlKey};
+use super::store::{AccessRecord, AttemptReservation, LinkRecord, LinkStore, StoreError};
+use super::{
+    Attachment, Caller, CodeableConcept, Coding, CreateLinkRequest, DocumentReference,
+    DocumentReferenceContent, DocumentReferenceContext, Identifier, Issuer, IssuerMode, LinkMode,
+    LinkSummary, Period, Reference, SHL_CONTENT_TYPE, ticket,
+};
+use crate::error::{AppError, ErrorCode};
+use crate::keys::Keys;
+use crate::passcode::PasscodeHasher;
+
+/// The path every manifest URL starts with, after the public URL (mirrors b.well's).
+pub const MANIFEST_PATH: &str = "/v1/health-link/manifests/";
+pub const FILES_PATH: &str = "/v1/health-link/files/";
+pub const VIEWER_PATH: &str = "/v1/health-link/viewer.html";
+/// SHL rule: the `url` in a payload is at most 128 characters.
+pub const MAX_SHL_URL_LEN: usize = 128;
+/// 32 random bytes, base64url: 256 bits of entropy, 43 characters.
+const MANIFEST_ID_LEN: usize = 43;
+
+/// How the embedded issuer makes links.
+#[derive(Debug, Clone)]
+pub struct EmbeddedSettings {
+    /// Base of manifest and viewer URLs, without a trailing slash.
+    pub public_url: Url,
+    /// `DocumentReference.identifier.system` of the gateway's links.
+    pub identifier_system: String,
+    pub passcode_link_validity: Duration,
+    pub direct_link_validity: Duration,
+    /// Lifetime budget of wrong passcodes per link.
+    pub passcode_attempts: u32,
+    pub location_ticket_lifetime: Duration,
+}
+
+impl EmbeddedSettings {
+    /// The manifest URL of the longest possible id; startup refuses a public URL that would
+    /// make it longer than the SHL limit.
+    pub fn longest_manifest_url(&self) -> String {
+        format!(
+            "{}{MANIFEST_PATH}{}",
+            self.base(),
+            "x".repeat(MANIFEST_ID_LEN)
+        )
+    }
+
+    fn base(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+}
+
+#[derive(Debug)]
+pub struct EmbeddedIssuer {
+    store: Arc<dyn LinkStore>,
+    keys: Keys,
+    hasher: PasscodeHasher,
+    settings: EmbeddedSettings,
+}
+
+/// A manifest request after validation (`protocol.rs` checks the JSON).
+#[derive(Debug)]
+pub struct ManifestRequest {
+    pub recipient: String,
+    pub passcode: Option<String>,
+    pub embedded_length_max: Option<u64>,
+}
+
+/// One file of a manifest answer: the JWE itself or a ticket URL for it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ManifestFile {
+    Embedded(String),
+    Location(String),
+}
+
+/// What a manifest request gets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ManifestAnswer {
+    Files(Vec<ManifestFile>),
+    WrongPasscode {
+        remaining_attempts: i64,
+    },
+    /// Unknown, expired, revoked or locked: one answer for all, so nothing leaks.
+    NotActive,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `2025-12-19T19:42:02.887Z`, the form of b.well's dates.
+pub fn format_instant(ms: i64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|instant| instant.format(&format).ok())
+        .unwrap_or_default()
+}
+
+/// The stored form of a manifest id. A plain hash suffices: the id has 256 bits of entropy.
+pub fn manifest_id_hash(manifest_id: &str) -> String {
+    hex::encode(Sha256::digest(manifest_id.as_bytes()))
+}
+
+pub fn is_well_formed_manifest_id(candidate: &str) -> bool {
+    candidate.len() == MANIFEST_ID_LEN
+        && candidate
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+fn store_error(error: StoreError) -> AppError {
+    tracing::error!(error = %error, "store operation failed");
+    AppError::internal()
+}
+
+impl EmbeddedIssuer {
+    pub fn new(
+        store: Arc<dyn LinkStore>,
+        keys: Keys,
+        hasher: PasscodeHasher,
+        settings: EmbeddedSettings,
+    ) -> Self {
+        Self {
+            store,
+            keys,
+            hasher,
+            settings,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn LinkStore> {
+        &self.store
+    }
+
+    /// The patient behind the caller's bearer token.
+    async fn patient_of(&self, caller: &Caller) -> Result<String, AppError> {
+        let unauthenticated = || AppError::new(ErrorCode::Unauthenticated, "unknown bearer token");
+        let token = caller
+            .authorization
+            .as_ref()
+            .and_then(|value| bearer_token(value.expose_secret()).map(str::to_owned))
+            .ok_or_else(unauthenticated)?;
+        self.store
+            .patient_for_token(&self.keys.token_hmac(&token))
+            .await
+            .map_err(store_error)?
+            .ok_or_else(unauthenticated)
+    }
+
+    fn manifest_url(&self, manifest_id: &str) -> String {
+        format!("{}{MANIFEST_PATH}{manifest_id}", self.settings.base())
+    }
+
+    /// Serves a manifest request (flag `P`, or no `U`).
+    pub async fn open_manifest(
+        &self,
+        manifest_id: &str,
+        request: ManifestRequest,
+    ) -> Result<ManifestAnswer, AppError> {
+        let now = now_ms();
+        let Some(link) = self.find_link(manifest_id).await? else {
+            return Ok(ManifestAnswer::NotActive);
+        };
+        let access = |outcome: &str| AccessRecord {
+            link_id: link.id.clone(),
+            at: now,
+            recipient: request.recipient.clone(),
+            action: "manifest".to_owned(),
+            outcome: outcome.to_owned(),
+        };
+        if link.flag.contains('U') || !link.is_servable(now) {
+            self.record(access("inactive")).await?;
+            return Ok(ManifestAnswer::NotActive);
+        }
+        if let Some(passcode_hash) = &link.passcode_hash {
+            let Some(candidate) = request.passcode.as_deref() else {
+                self.record(access("no-passcode")).await?;
+                return Ok(ManifestAnswer::WrongPasscode {
+                    remaining_attempts: link.attempts_remaining,
+                });
+            };
+            // Reserve first, verify second: a storm of parallel guesses costs at most the
+            // budget in hash verifications, and never more guesses than the budget.
+            let remaining_after = match self
+                .store
+                .reserve_attempt(&link.id, now)
+                .await
+                .map_err(store_error)?
+            {
+                AttemptReservation::Reserved { remaining_after } => remaining_after,
+                AttemptReservation::Refused => {
+                    self.record(access("inactive")).await?;
+                    return Ok(ManifestAnswer::NotActive);
+                }
+            };
+            if !self.hasher.verify(candidate, passcode_hash).await {
+                self.record(access("bad-passcode")).await?;
+                return Ok(ManifestAnswer::WrongPasscode {
+                    remaining_attempts: remaining_after,
+                });
+            }
+            self.store
+                .refund_attempt(&link.id)
+                .await
+                .map_err(store_error)?;
+        }
+        let Some(jwe) = link.jwe.clone() else {
+            return Ok(ManifestAnswer::NotActive);
+        };
+        let embed = request
+            .embedded_length_max
+            .is_some_and(|max| max >= jwe.len() as u64);
+        let file = if embed {
+            ManifestFile::Embedded(jwe)
+        } else {
+            ManifestFile::Location(self.location_url(&link)?)
+        };
+        self.record(access("ok")).await?;
+        Ok(ManifestAnswer::Files(vec![file]))
+    }
+
+    fn location_url(&self, link: &LinkRecord) -> Result<String, AppError> {
+        let link_id = Uuid::parse_str(&link.id).map_err(|_| AppError::internal())?;
+        let expires_at = now_ms() / 1000
+            + i64::try_from(self.settings.location_ticket_lifetime.as_secs()).unwrap_or(300);
+        let ticket = ticket::issue(&self.keys.location_ticket, link_id, expires_at);
+        Ok(format!("{}{FILES_PATH}{ticket}", self.settings.base()))
+    }
+
+    /// Serves a location ticket: the JWE, if the ticket is valid and the link still live.
+    pub async fn open_file(&self, ticket: &str) -> Result<Option<String>, AppError> {
+        let now = now_ms();
+        let Some(link_id) = ticket::verify(&self.keys.location_ticket, ticket, now / 1000) else {
+            return Ok(None);
+        };
+        let Some(link) = self
+            .store
+            .link_by_id(&link_id.to_string())
+            .await
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let servable = link.is_servable(now);
+        self.record(AccessRecord {
+            link_id: link.id.clone(),
+            at: now,
+            recipient: String::new(),
+            action: "file".to_owned(),
+            outcome: if servable { "ok" } else { "inactive" }.to_owned(),
+        })
+        .await?;
+        Ok(if servable { link.jwe } else { None })
+    }
+
+    /// Serves a direct (flag `U`) link: `GET {url}?recipient=...`.
+    pub async fn open_direct(
+        &self,
+        manifest_id: &str,
+        recipient: &str,
+    ) -> Result<Option<String>, AppError> {
+        let now = now_ms();
+        let Some(link) = self.find_link(manifest_id).await? else {
+            return Ok(None);
+        };
+        let servable = link.flag.contains('U') && link.is_servable(now);
+        self.record(AccessRecord {
+            link_id: link.id.clone(),
+            at: now,
+            recipient: recipient.to_owned(),
+            action: "direct".to_owned(),
+            outcome: if servable { "ok" } else { "inactive" }.to_owned(),
+        })
+        .await?;
+        Ok(if servable { link.jwe } else { None })
+    }
+
+    async fn find_link(&self, manifest_id: &str) -> Result<Option<LinkRecord>, AppError> {
+        if !is_well_formed_manifest_id(manifest_id) {
+            return Ok(None);
+        }
+        self.store
+            .link_by_manifest(&manifest_id_hash(manifest_id))
+            .await
+            .map_err(store_error)
+    }
+
+    async fn record(&self, access: AccessRecord) -> Result<(), AppError> {
+        self.store.record_access(&access).await.map_err(store_error)
+    }
+
+    async fn summary(&self, link: LinkRecord) -> Result<LinkSummary, AppError> {
+        let accesses = self
+            .store
+            .accesses_of_link(&link.id)
+            .await
+            .map_err(store_error)?;
+        Ok(LinkSummary::new(link, accesses, now_ms()))
+    }
+
+    /// Drops expired and revoked files, and old link metadata. Returns (files, links).
+    pub async fn purge(&self, retention: Duration) -> Result<(u64, u64), StoreError> {
+        let now = now_ms();
+        self.store.purge(now, now - duration_ms(retention)).await
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+fn random_manifest_id() -> Result<String, AppError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|_| AppError::internal())?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[async_trait]
+impl Issuer for EmbeddedIssuer {
+    fn mode(&self) -> IssuerMode {
+        IssuerMode::Embedded
+    }
+
+    async fn create_health_link(
+        &self,
+        caller: &Caller,
+        request: &CreateLinkRequest,
+    ) -> Result<DocumentReference, AppError> {
+        let patient_id = self.patient_of(caller).await?;
+        let record = self
+            .store
+            .patient(&patient_id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| {
+                AppError::new(ErrorCode::NotFound, "no records on file for this patient")
+            })?;
+
+        let now = now_ms();
+        let (flag, validity) = match request.mode {
+            LinkMode::Passcode => ("P", self.settings.passcode_link_validity),
+            LinkMode::Direct => ("U", self.settings.direct_link_validity),
+        };
+        let expires_at = now + duration_ms(validity);
+        let link_id = Uuid::new_v4();
+        let manifest_id = random_manifest_id()?;
+
+        let bundle = build_ips(
+            &record,
+            &IpsOptions {
+                selected: &request.resources,
+                bundle_id: &Uuid::new_v4().to_string(),
+                timestamp: &format_instant(now),
+                title: "Patient summary",
+            },
+        );
+        let key = ShlKey::generate().map_err(|_| AppError::internal())?;
+        let jwe =
+            jwe::encrypt(&key, bundle.to_string().as_bytes()).map_err(|_| AppError::internal())?;
+        let passcode_hash = match &request.passcode {
+            Some(passcode) => Some(
+                self.hasher
+                    .hash(passcode)
+                    .await
+                    .map_err(|_| AppError::internal())?,
+            ),
+            None => None,
+        };
+
+        let link = LinkRecord {
+            id: link_id.to_string(),
+            patient_id: patient_id.clone(),
+            label: request
+                .label
+                .as_ref()
+                .map(|label| label.as_str().to_owned()),
+            mode: match request.mode {
+                LinkMode::Passcode => "PASSCODE",
+                LinkMode::Direct => "DIRECT",
+            }
+            .to_owned(),
+            flag: flag.to_owned(),
+            resource_types: request
+                .resources
+                .iter()
+                .map(|r| r.as_str().to_owned())
+                .collect(),
+            passcode_hash,
+            attempts_remaining: i64::from(self.settings.passcode_attempts),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            jwe: Some(jwe),
+        };
+        self.store
+            .insert_link(&link, &manifest_id_hash(&manifest_id))
+            .await
+            .map_err(store_error)?;
+        tracing::info!(link.id = %link.id, link.mode = %link.mode, "health link created");
+
+        let mut payload = json!({
+            "url": self.manifest_url(&manifest_id),
+            "key": key.to_base64url(),
+            "exp": expires_at / 1000,
+            "flag": flag,
+            "v": 1,
+        });
+        if let Some(label) = &request.label {
+            payload["label"] = json!(label.as_str());
+        }
+        let shlink = format!("shlink:/{}", URL_SAFE_NO_PAD.encode(payload.to_string()));
+        let viewer_url = format!("{}{VIEWER_PATH}#{shlink}", self.settings.base());
+        Ok(self.document_reference(&link, &viewer_url))
+    }
+
+    async fn health_links(&self, caller: &Caller) -> Result<Vec<LinkSummary>, AppError> {
+        let patient_id = self.patient_of(caller).await?;
+        let links = self
+            .store
+            .links_of_patient(&patient_id)
+            .await
+            .map_err(store_error)?;
+        let mut summaries = Vec::with_capacity(links.len());
+        for link in links {
+            summaries.push(self.summary(link).await?);
+        }
+        Ok(summaries)
+    }
+
+    async fn revoke_health_link(
+        &self,
+        caller: &Caller,
+        link_id: &str,
+    ) -> Result<LinkSummary, AppError> {
+        let patient_id = self.patient_of(caller).await?;
+        let not_found = || AppError::new(ErrorCode::NotFound, "no such health link");
+        let link = self
+            .store
+            .link_by_id(link_id)
+            .await
+            .map_err(store_error)?
+            .filter(|link| link.patient_id == patient_id)
+            .ok_or_else(not_found)?;
+        if self
+            .store
+            .revoke_link(&link.id, now_ms())
+            .await
+            .map_err(store_error)?
+        {
+            tracing::info!(link.id = %link.id, "health link revoked");
+        }
+        let revoked = self
+            .store
+            .link_by_id(&link.id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(not_found)?;
+        self.summary(revoked).await
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.store.ping().await
+    }
+}
+
+impl EmbeddedIssuer {
+    /// The same shape as b.well's answer, with the gateway's own identifier system.
+    fn document_reference(&self, link: &LinkRecord, viewer_url: &str) -> DocumentReference {
+        let created = format_instant(link.created_at);
+        DocumentReference {
+            id: ID(link.id.clone()),
+            identifier: Some(vec![Identifier {
+                system: Some(self.settings.identifier_system.clone()),
+                value: Some(link.id.clone()),
+            }]),
+            description: Some("Patient Summary".to_owned()),
+            resource_type: Some("DocumentReference".to_owned()),
+            date: Some(created.clone()),
+            status: Some("current".to_owned()),
+            subject: Some(Reference {
+                reference: Some(format!("Patient/{}", link.patient_id)),
+            }),
+            context: Some(DocumentReferenceContext {
+                period: Some(Period {
+                    start: Some(created),
+                    end: Some(format_instant(link.expires_at)),
+                }),
+            }),
+            content: Some(vec![DocumentReferenceContent {
+                attachment: Some(Attachment {
+                    content_type: Some(SHL_CONTENT_TYPE.to_owned()),
+                    url: Some(viewer_url.to_owned()),
+                    title: Some("SMART Health Link Payload".to_owned()),
+                }),
+            }]),
+            category: Some(vec![CodeableConcept {
+                coding: Some(vec![Coding {
+                    system: Some(
+                        "http://hl7.org/fhir/uv/smart-health-cards-and-links/StructureDefinition/ShlPayload"
+                            .to_owned(),
+                    ),
+                    code: Some("smart-health-link".to_owned()),
+                }]),
+            }]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_have_the_seed_form() {
+        assert_eq!(
+            format_instant(1_766_173_322_887),
+            "2025-12-19T19:42:02.887Z"
+        );
+        assert_eq!(format_instant(0), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn manifest_ids_are_43_base64url_characters() {
+        let id = random_manifest_id().expect("rng");
+        assert!(is_well_formed_manifest_id(&id), "{id}");
+        assert!(!is_well_formed_manifest_id("short"));
+        assert!(!is_well_formed_manifest_id(&format!("{}/", &id[..42])));
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+    }
+}

@@ -1,0 +1,155 @@
+//! Reference rewriting inside the resources copied into the document.
+//!
+//! A document is read without the server it came from, so a reference is useful only if it names
+//! another entry by its fullUrl. A reference to a stored resource that the document leaves out is
+//! removed, element and all: keeping it would say that a withheld resource exists, and its
+//! `display` could say what it is.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::issuer::fhir::MAX_DEPTH;
+
+/// Every stored resource by `Type/id`: its fullUrl in the document, or `None` when left out.
+pub(super) type Targets = HashMap<String, Option<String>>;
+
+/// Rewrites `Type/id` (and `Type/id/_history/n`) references in `resource` to fullUrls and removes
+/// references to left-out resources, then any object or array that the removal left empty (FHIR
+/// forbids empty elements). Other references (absolute, contained `#id`, or to resources the record
+/// does not hold) stay as they are.
+pub(super) fn rewrite(resource: &mut Value, targets: &Targets) {
+    // The resource itself never carries a `reference`, so it is never removed.
+    keep(resource, targets, MAX_DEPTH);
+}
+
+/// Whether `value` stays in its parent after rewriting. `levels` bounds the recursion; a record
+/// imported through `PatientRecord::from_bundle` is never deeper than this.
+fn keep(value: &mut Value, targets: &Targets, levels: usize) -> bool {
+    match value {
+        Value::Object(fields) => {
+            if let Some(Value::String(reference)) = fields.get_mut("reference") {
+                match target(reference, targets) {
+                    Some(Some(full_url)) => full_url.clone_into(reference),
+                    Some(None) => return false,
+                    None => {}
+                }
+            }
+            if levels == 0 {
+                return true;
+            }
+            let before = fields.len();
+            fields.retain(|_, child| keep(child, targets, levels - 1));
+            before == 0 || !fields.is_empty()
+        }
+        Value::Array(items) => {
+            if levels == 0 {
+                return true;
+            }
+            let before = items.len();
+            items.retain_mut(|item| keep(item, targets, levels - 1));
+            before == 0 || !items.is_empty()
+        }
+        _ => true,
+    }
+}
+
+/// The stored resource a relative reference names, if the record holds it.
+fn target<'t>(reference: &str, targets: &'t Targets) -> Option<&'t Option<String>> {
+    let mut parts = reference.split('/');
+    let (type_name, id) = (parts.next()?, parts.next()?);
+    let tail = [parts.next(), parts.next(), parts.next()];
+    if !matches!(tail, [None, _, _] | [Some("_history"), Some(_), None]) {
+        return None;
+    }
+    targets.get(&reference[..type_name.len() + 1 + id.len()])
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn targets() -> Targets {
+        Targets::from([
+            ("Patient/p".to_owned(), Some("urn:uuid:p".to_owned())),
+            ("Condition/kept".to_owned(), Some("urn:uuid:c".to_owned())),
+            ("Condition/withheld".to_owned(), None),
+        ])
+    }
+
+    #[test]
+    fn rewrites_known_removes_left_out_keeps_unknown() {
+        let mut resource = json!({
+            "resourceType": "MedicationStatement",
+            "subject": { "reference": "Patient/p", "display": "someone" },
+            "reasonReference": [
+                { "reference": "Condition/kept/_history/3" },
+                { "reference": "Condition/withheld", "display": "secret diagnosis" }
+            ],
+            "basedOn": [{ "reference": "Condition/withheld" }],
+            "informationSource": { "reference": "Practitioner/elsewhere" },
+            "derivedFrom": [{ "reference": "https://example.org/fhir/Condition/withheld" }],
+            "medicationReference": { "reference": "#med" },
+            "extension": [{ "url": "https://example.org/x", "extension": [] }]
+        });
+        rewrite(&mut resource, &targets());
+        assert_eq!(
+            resource["subject"],
+            json!({ "reference": "urn:uuid:p", "display": "someone" })
+        );
+        assert_eq!(
+            resource["reasonReference"],
+            json!([{ "reference": "urn:uuid:c" }])
+        );
+        assert!(
+            resource.get("basedOn").is_none(),
+            "emptied array stays: {resource}"
+        );
+        assert_eq!(
+            resource["informationSource"]["reference"],
+            "Practitioner/elsewhere"
+        );
+        assert_eq!(
+            resource["derivedFrom"][0]["reference"],
+            "https://example.org/fhir/Condition/withheld"
+        );
+        assert_eq!(resource["medicationReference"]["reference"], "#med");
+        // Emptiness that was not caused by a removal is not this function's business.
+        assert_eq!(resource["extension"][0]["extension"], json!([]));
+        assert!(!resource.to_string().contains("secret"));
+    }
+
+    #[test]
+    fn removes_a_wrapper_left_empty() {
+        let mut care_plan = json!({
+            "resourceType": "CarePlan",
+            "activity": [
+                { "reference": { "reference": "Condition/withheld" } },
+                { "detail": { "status": "in-progress" } }
+            ]
+        });
+        rewrite(&mut care_plan, &targets());
+        assert_eq!(
+            care_plan["activity"],
+            json!([{ "detail": { "status": "in-progress" } }])
+        );
+    }
+
+    #[test]
+    fn only_relative_forms_are_targets() {
+        let targets = targets();
+        for unknown in [
+            "Condition",
+            "Condition/",
+            "Condition/kept/x",
+            "Condition/kept/_history",
+            "urn:uuid:c",
+            "#kept",
+        ] {
+            assert!(target(unknown, &targets).is_none(), "{unknown}");
+        }
+        assert!(target("Condition/kept/_history/1", &targets).is_some());
+    }
+}

@@ -1,0 +1,171 @@
+//! The SMART Health Links data plane over HTTP: manifest, location and direct endpoints.
+//!
+//! Paths mirror b.well's (`/v1/health-link/...`). Every inactive state answers the same `404`, so
+//! a prober learns nothing about which links exist. Receivers are browsers on other origins (web
+//! viewers), so these endpoints answer `Access-Control-Allow-Origin: *`; they need no cookies or
+//! credentials, only the capability in the URL. Answers are never cached.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+use tower_http::cors::{Any, CorsLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use super::embedded::{EmbeddedIssuer, ManifestAnswer, ManifestFile, ManifestRequest};
+use crate::error::{AppError, ErrorCode};
+
+/// Longest recipient name accepted: it is stored and shown to the patient.
+pub const MAX_RECIPIENT_CHARS: usize = 100;
+/// Manifest request bodies are a few fields: anything larger is not one.
+const MAX_MANIFEST_BODY_BYTES: usize = 4 * 1024;
+const JOSE: &str = "application/jose";
+
+pub fn router(issuer: Arc<EmbeddedIssuer>) -> Router {
+    Router::new()
+        .route(
+            "/v1/health-link/manifests/{manifest_id}",
+            get(direct).post(manifest),
+        )
+        .route("/v1/health-link/files/{ticket}", get(file))
+        .layer(DefaultBodyLimit::max(MAX_MANIFEST_BODY_BYTES))
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers([header::CONTENT_TYPE])
+                .expose_headers([header::RETRY_AFTER]),
+        )
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .with_state(issuer)
+}
+
+/// The manifest request body. Unknown fields are ignored, as the spec asks of both sides.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestBody {
+    recipient: Option<String>,
+    passcode: Option<String>,
+    embedded_length_max: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DirectQuery {
+    recipient: Option<String>,
+}
+
+fn not_found() -> Response {
+    AppError::new(ErrorCode::NotFound, "not found").into_response()
+}
+
+fn bad_request() -> Response {
+    AppError::bad_user_input("bad request").into_response()
+}
+
+/// A recipient is required, short, and printable: it is shown to the patient later.
+fn valid_recipient(recipient: Option<String>) -> Option<String> {
+    let recipient = recipient?;
+    let trimmed = recipient.trim();
+    let acceptable = !trimmed.is_empty()
+        && trimmed.chars().count() <= MAX_RECIPIENT_CHARS
+        && !trimmed.chars().any(char::is_control);
+    acceptable.then(|| trimmed.to_owned())
+}
+
+async fn manifest(
+    State(issuer): State<Arc<EmbeddedIssuer>>,
+    Path(manifest_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        return bad_request();
+    };
+    let Ok(body) = serde_json::from_slice::<ManifestBody>(&body) else {
+        return bad_request();
+    };
+    let Some(recipient) = valid_recipient(body.recipient) else {
+        return bad_request();
+    };
+    let request = ManifestRequest {
+        recipient,
+        passcode: body.passcode,
+        embedded_length_max: body.embedded_length_max,
+    };
+    match issuer.open_manifest(&manifest_id, request).await {
+        Ok(ManifestAnswer::Files(files)) => {
+            let files: Vec<_> = files
+                .into_iter()
+                .map(|file| match file {
+                    ManifestFile::Embedded(jwe) => {
+                        json!({"contentType": "application/fhir+json", "embedded": jwe})
+                    }
+                    ManifestFile::Location(url) => {
+                        json!({"contentType": "application/fhir+json", "location": url})
+                    }
+                })
+                .collect();
+            axum::Json(json!({"status": "finalized", "files": files})).into_response()
+        }
+        Ok(ManifestAnswer::WrongPasscode { remaining_attempts }) => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({"remainingAttempts": remaining_attempts.max(0)})),
+        )
+            .into_response(),
+        Ok(ManifestAnswer::NotActive) => not_found(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn direct(
+    State(issuer): State<Arc<EmbeddedIssuer>>,
+    Path(manifest_id): Path<String>,
+    query: Result<Query<DirectQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(recipient) = query
+        .ok()
+        .and_then(|Query(query)| valid_recipient(query.recipient))
+    else {
+        return bad_request();
+    };
+    jose(issuer.open_direct(&manifest_id, &recipient).await)
+}
+
+async fn file(State(issuer): State<Arc<EmbeddedIssuer>>, Path(ticket): Path<String>) -> Response {
+    jose(issuer.open_file(&ticket).await)
+}
+
+fn jose(result: Result<Option<String>, AppError>) -> Response {
+    match result {
+        Ok(Some(jwe)) => ([(header::CONTENT_TYPE, JOSE)], jwe).into_response(),
+        Ok(None) => not_found(),
+        Err(error) => error.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_are_required_short_and_printable() {
+        assert_eq!(
+            valid_recipient(Some(" Dr. Who ".into())),
+            Some("Dr. Who".into())
+        );
+        assert_eq!(valid_recipient(None), None);
+        assert_eq!(valid_recipient(Some("  ".into())), None);
+        assert_eq!(valid_recipient(Some("a\nb".into())), None);
+        assert_eq!(valid_recipient(Some("x".repeat(101))), None);
+        assert!(valid_recipient(Some("é".repeat(100))).is_some());
+    }
+}

@@ -1,0 +1,161 @@
+//! The embedded issuer's persistence, behind [`LinkStore`].
+//!
+//! One implementation, [`SqlStore`], speaks SQLite (a file, the single-instance default) and
+//! PostgreSQL (shared by replicas) through sqlx's `Any` driver, so that every query is written
+//! once and both databases run the same tests. Times are milliseconds since the Unix epoch.
+
+mod sql;
+
+use async_trait::async_trait;
+
+pub use sql::SqlStore;
+
+use super::fhir::PatientRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(&'static str),
+}
+
+/// A link as the issuer keeps it. It holds no key: the issuer cannot rebuild the link's URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LinkRecord {
+    pub id: String,
+    pub patient_id: String,
+    pub label: Option<String>,
+    /// `PASSCODE` or `DIRECT`.
+    pub mode: String,
+    /// The SHL flag letters (`P`, `U`).
+    pub flag: String,
+    pub resource_types: Vec<String>,
+    /// PHC string of argon2id over the peppered passcode; `None` for direct links.
+    pub passcode_hash: Option<String>,
+    pub attempts_remaining: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    /// The encrypted file; `None` once purged (expired or revoked).
+    pub jwe: Option<String>,
+}
+
+/// Labels are patient text and the JWE is the shared file: neither goes to a log.
+impl std::fmt::Debug for LinkRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkRecord")
+            .field("id", &self.id)
+            .field("mode", &self.mode)
+            .field("attempts_remaining", &self.attempts_remaining)
+            .field("expires_at", &self.expires_at)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a link is, now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    Active,
+    Expired,
+    Revoked,
+    /// The wrong-passcode budget is spent.
+    Locked,
+}
+
+impl LinkRecord {
+    pub fn state(&self, now_ms: i64) -> LinkState {
+        if self.revoked_at.is_some() {
+            LinkState::Revoked
+        } else if self.expires_at <= now_ms {
+            LinkState::Expired
+        } else if self.passcode_hash.is_some() && self.attempts_remaining <= 0 {
+            LinkState::Locked
+        } else {
+            LinkState::Active
+        }
+    }
+
+    /// Active and still holding its file: the only links whose data may be served.
+    pub fn is_servable(&self, now_ms: i64) -> bool {
+        self.state(now_ms) == LinkState::Active && self.jwe.is_some()
+    }
+}
+
+/// One access to a link (KTC: the patient can see who opened their data, and when).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRecord {
+    pub link_id: String,
+    pub at: i64,
+    pub recipient: String,
+    /// `manifest`, `file` or `direct`.
+    pub action: String,
+    /// `ok`, `bad-passcode`, `no-passcode` or `inactive`.
+    pub outcome: String,
+}
+
+/// The result of reserving one passcode attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptReservation {
+    /// One attempt is reserved; this many remain if it turns out wrong.
+    Reserved { remaining_after: i64 },
+    /// The link is not active (unknown, expired, revoked, or out of attempts).
+    Refused,
+}
+
+#[async_trait]
+pub trait LinkStore: Send + Sync + std::fmt::Debug {
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> bool;
+
+    /// Inserts or replaces a patient and all of their resources.
+    async fn put_patient(&self, record: &PatientRecord, now_ms: i64) -> Result<(), StoreError>;
+    async fn patient(&self, patient_id: &str) -> Result<Option<PatientRecord>, StoreError>;
+
+    /// Replaces, in one transaction, every token of `source` (`config` or `demo`) with `tokens`
+    /// (pairs of token HMAC and patient id): a token removed from the configuration stops
+    /// working at the next start, and other replicas never see a half-replaced set.
+    async fn replace_tokens(
+        &self,
+        source: &str,
+        tokens: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    async fn patient_for_token(&self, token_hmac: &str) -> Result<Option<String>, StoreError>;
+
+    async fn insert_link(
+        &self,
+        link: &LinkRecord,
+        manifest_id_hash: &str,
+    ) -> Result<(), StoreError>;
+    async fn link_by_manifest(
+        &self,
+        manifest_id_hash: &str,
+    ) -> Result<Option<LinkRecord>, StoreError>;
+    async fn link_by_id(&self, link_id: &str) -> Result<Option<LinkRecord>, StoreError>;
+    /// A patient's links, newest first.
+    async fn links_of_patient(&self, patient_id: &str) -> Result<Vec<LinkRecord>, StoreError>;
+
+    /// Atomically takes one attempt from an active passcode link's budget. Correct under any
+    /// number of concurrent callers: the decrement and the check are one statement.
+    async fn reserve_attempt(
+        &self,
+        link_id: &str,
+        now_ms: i64,
+    ) -> Result<AttemptReservation, StoreError>;
+    /// Gives back an attempt reserved for what turned out to be the right passcode.
+    async fn refund_attempt(&self, link_id: &str) -> Result<(), StoreError>;
+
+    /// Revokes and drops the file at once; `false` if already revoked.
+    async fn revoke_link(&self, link_id: &str, now_ms: i64) -> Result<bool, StoreError>;
+
+    async fn record_access(&self, access: &AccessRecord) -> Result<(), StoreError>;
+    async fn accesses_of_link(&self, link_id: &str) -> Result<Vec<AccessRecord>, StoreError>;
+
+    /// Drops the files of expired or revoked links, and deletes links (with their access
+    /// history) that ended before `retain_after_ms`. Returns (files purged, links deleted).
+    async fn purge(&self, now_ms: i64, retain_after_ms: i64) -> Result<(u64, u64), StoreError>;
+}

@@ -1,0 +1,363 @@
+//! [`LinkStore`] over SQLite or PostgreSQL, through sqlx's `Any` driver.
+//!
+//! Queries use `$n` placeholders in order of first use, which both SQLite and PostgreSQL accept,
+//! and only types both map the same way (TEXT, BIGINT). Each backend has its own migration
+//! folder, since DDL differs (identity columns).
+
+use async_trait::async_trait;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor as _, Row as _};
+
+use super::{AccessRecord, AttemptReservation, LinkRecord, LinkStore, StoreError};
+use crate::issuer::fhir::PatientRecord;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+}
+
+const LINK_COLUMNS: &str = "id, patient_id, label, mode, flag, resource_types, passcode_hash, \
+     attempts_remaining, created_at, expires_at, revoked_at, jwe";
+
+impl SqlStore {
+    /// Connects (`sqlite://path?mode=rwc`, `sqlite::memory:`, `postgres://...`) and migrates.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(StoreError::Corrupt(
+                "database URL must start with sqlite: or postgres:",
+            ));
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 16,
+            })
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; foreign keys are off by
+                        // default in SQLite. sqlx already sets a 5 s busy timeout.
+                        connection
+                            .execute("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(Self { pool })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn link_from_row(row: &AnyRow) -> Result<LinkRecord, StoreError> {
+    let resource_types: String = row.try_get("resource_types")?;
+    Ok(LinkRecord {
+        id: row.try_get("id")?,
+        patient_id: row.try_get("patient_id")?,
+        label: row.try_get("label")?,
+        mode: row.try_get("mode")?,
+        flag: row.try_get("flag")?,
+        resource_types: resource_types
+            .split(',')
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        passcode_hash: row.try_get("passcode_hash")?,
+        attempts_remaining: row.try_get("attempts_remaining")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        jwe: row.try_get("jwe")?,
+    })
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::Corrupt("stored FHIR resource is not JSON"))
+}
+
+#[async_trait]
+impl LinkStore for SqlStore {
+    async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    async fn put_patient(&self, record: &PatientRecord, now_ms: i64) -> Result<(), StoreError> {
+        let patient_id = record.patient_id().to_owned();
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO patients (id, resource, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET resource = excluded.resource, updated_at = excluded.updated_at",
+        )
+        .bind(&patient_id)
+        .bind(record.patient.to_string())
+        .bind(now_ms)
+        .execute(&mut *transaction)
+        .await?;
+        sqlx::query("DELETE FROM patient_resources WHERE patient_id = $1")
+            .bind(&patient_id)
+            .execute(&mut *transaction)
+            .await?;
+        for resource in &record.resources {
+            let resource_type = resource["resourceType"].as_str().unwrap_or_default();
+            let resource_id = resource["id"].as_str().unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO patient_resources (patient_id, resource_type, resource_id, resource) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&patient_id)
+            .bind(resource_type)
+            .bind(resource_id)
+            .bind(resource.to_string())
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn patient(&self, patient_id: &str) -> Result<Option<PatientRecord>, StoreError> {
+        let Some(row) = sqlx::query("SELECT resource FROM patients WHERE id = $1")
+            .bind(patient_id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let patient = parse_json(&row.try_get::<String, _>("resource")?)?;
+        let rows = sqlx::query(
+            "SELECT resource FROM patient_resources WHERE patient_id = $1 \
+             ORDER BY resource_type, resource_id",
+        )
+        .bind(patient_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let resources = rows
+            .iter()
+            .map(|row| parse_json(&row.try_get::<String, _>("resource")?))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(PatientRecord { patient, resources }))
+    }
+
+    async fn replace_tokens(
+        &self,
+        source: &str,
+        tokens: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("DELETE FROM api_tokens WHERE source = $1")
+            .bind(source)
+            .execute(&mut *transaction)
+            .await?;
+        for (token_hmac, patient_id) in tokens {
+            sqlx::query(
+                "INSERT INTO api_tokens (token_hmac, patient_id, source, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (token_hmac) DO UPDATE SET patient_id = excluded.patient_id, source = excluded.source",
+            )
+            .bind(token_hmac)
+            .bind(patient_id)
+            .bind(source)
+            .bind(now_ms)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn patient_for_token(&self, token_hmac: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT patient_id FROM api_tokens WHERE token_hmac = $1")
+            .bind(token_hmac)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("patient_id")).transpose()?)
+    }
+
+    async fn insert_link(
+        &self,
+        link: &LinkRecord,
+        manifest_id_hash: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO health_links (id, manifest_id_hash, patient_id, label, mode, flag, \
+             resource_types, passcode_hash, attempts_remaining, created_at, expires_at, revoked_at, jwe) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        )
+        .bind(&link.id)
+        .bind(manifest_id_hash)
+        .bind(&link.patient_id)
+        .bind(&link.label)
+        .bind(&link.mode)
+        .bind(&link.flag)
+        .bind(link.resource_types.join(","))
+        .bind(&link.passcode_hash)
+        .bind(link.attempts_remaining)
+        .bind(link.created_at)
+        .bind(link.expires_at)
+        .bind(link.revoked_at)
+        .bind(&link.jwe)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn link_by_manifest(
+        &self,
+        manifest_id_hash: &str,
+    ) -> Result<Option<LinkRecord>, StoreError> {
+        let query = format!("SELECT {LINK_COLUMNS} FROM health_links WHERE manifest_id_hash = $1");
+        let row = sqlx::query(&query)
+            .bind(manifest_id_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(link_from_row).transpose()
+    }
+
+    async fn link_by_id(&self, link_id: &str) -> Result<Option<LinkRecord>, StoreError> {
+        let query = format!("SELECT {LINK_COLUMNS} FROM health_links WHERE id = $1");
+        let row = sqlx::query(&query)
+            .bind(link_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(link_from_row).transpose()
+    }
+
+    async fn links_of_patient(&self, patient_id: &str) -> Result<Vec<LinkRecord>, StoreError> {
+        let query = format!(
+            "SELECT {LINK_COLUMNS} FROM health_links WHERE patient_id = $1 ORDER BY created_at DESC, id DESC"
+        );
+        let rows = sqlx::query(&query)
+            .bind(patient_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(link_from_row).collect()
+    }
+
+    async fn reserve_attempt(
+        &self,
+        link_id: &str,
+        now_ms: i64,
+    ) -> Result<AttemptReservation, StoreError> {
+        let row = sqlx::query(
+            "UPDATE health_links SET attempts_remaining = attempts_remaining - 1 \
+             WHERE id = $1 AND attempts_remaining > 0 AND revoked_at IS NULL \
+             AND expires_at > $2 AND jwe IS NOT NULL \
+             RETURNING attempts_remaining",
+        )
+        .bind(link_id)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => AttemptReservation::Reserved {
+                remaining_after: row.try_get("attempts_remaining")?,
+            },
+            None => AttemptReservation::Refused,
+        })
+    }
+
+    async fn refund_attempt(&self, link_id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE health_links SET attempts_remaining = attempts_remaining + 1 WHERE id = $1",
+        )
+        .bind(link_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_link(&self, link_id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE health_links SET revoked_at = $1, jwe = NULL WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_ms)
+        .bind(link_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn record_access(&self, access: &AccessRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO link_accesses (link_id, at, recipient, action, outcome) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&access.link_id)
+        .bind(access.at)
+        .bind(&access.recipient)
+        .bind(&access.action)
+        .bind(&access.outcome)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn accesses_of_link(&self, link_id: &str) -> Result<Vec<AccessRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT link_id, at, recipient, action, outcome FROM link_accesses WHERE link_id = $1 ORDER BY at, id",
+        )
+        .bind(link_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AccessRecord {
+                    link_id: row.try_get("link_id")?,
+                    at: row.try_get("at")?,
+                    recipient: row.try_get("recipient")?,
+                    action: row.try_get("action")?,
+                    outcome: row.try_get("outcome")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge(&self, now_ms: i64, retain_after_ms: i64) -> Result<(u64, u64), StoreError> {
+        let files = sqlx::query(
+            "UPDATE health_links SET jwe = NULL WHERE jwe IS NOT NULL AND (expires_at <= $1 OR revoked_at IS NOT NULL)",
+        )
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM link_accesses WHERE link_id IN \
+             (SELECT id FROM health_links WHERE expires_at < $1 OR revoked_at < $1)",
+        )
+        .bind(retain_after_ms)
+        .execute(&mut *transaction)
+        .await?;
+        let links =
+            sqlx::query("DELETE FROM health_links WHERE expires_at < $1 OR revoked_at < $1")
+                .bind(retain_after_ms)
+                .execute(&mut *transaction)
+                .await?
+                .rows_affected();
+        transaction.commit().await?;
+        Ok((files, links))
+    }
+}
