@@ -36,6 +36,16 @@ pub enum Command {
     Serve(Box<Config>),
     /// Print the GraphQL schema (SDL), the same text as `schema/schema.graphql`.
     Schema,
+    /// Load a patient's FHIR Bundle (JSON) into the embedded store, replacing their records.
+    /// Prints the patient id, to map a token to it with --patient-token TOKEN=ID.
+    ImportBundle {
+        /// The Bundle file: exactly one Patient, plus resources of the shareable types.
+        file: PathBuf,
+        #[arg(long, env = "SHL_GATEWAY_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<SecretString>,
+        #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
     /// Exit 0 if the gateway at `--listen` answers `/healthz` (for images without curl).
     Healthcheck {
         #[arg(long, env = "SHL_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]

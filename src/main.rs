@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
+use secrecy::ExposeSecret as _;
 use shl_gateway::config::{Cli, Command, Config};
 use shl_gateway::startup::Application;
 
@@ -13,6 +14,11 @@ async fn main() -> ExitCode {
         None => serve(cli.serve).await,
         Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::Schema) => print_schema(),
+        Some(Command::ImportBundle {
+            file,
+            database_url,
+            data_dir,
+        }) => import_bundle(&file, database_url.as_ref(), &data_dir).await,
         Some(Command::Healthcheck { listen }) => healthcheck(listen).await,
     };
     match result {
@@ -34,10 +40,52 @@ fn print_schema() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Demo mode's one exception to "no secret on any output": the development token, once, on
+/// stdout (never in the logs), so a newcomer can create a link straight away.
+#[expect(
+    clippy::print_stdout,
+    reason = "the token is for the person who started the gateway"
+)]
+fn print_development_token(token: &str, address: std::net::SocketAddr) {
+    println!();
+    println!("  shl-gateway demo mode: a synthetic patient and a development token.");
+    println!("  GraphiQL:  http://{address}/graphiql");
+    println!("  Header:    Authorization: {token}");
+    println!();
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     shl_gateway::telemetry::init(config.log_format, &config.log_filter)?;
     let application = Application::build(config).await?;
+    if let Some(token) = application.development_token() {
+        print_development_token(token.expose_secret(), application.local_addr());
+    }
     application.run_until_stopped().await?;
+    Ok(())
+}
+
+#[expect(
+    clippy::print_stdout,
+    reason = "the patient id is the command's output"
+)]
+async fn import_bundle(
+    file: &std::path::Path,
+    database_url: Option<&secrecy::SecretString>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    use shl_gateway::issuer::store::LinkStore as _;
+    let text = std::fs::read_to_string(file)
+        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", file.display()))?;
+    let bundle: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|_| anyhow::anyhow!("{} is not JSON", file.display()))?;
+    let record = shl_gateway::issuer::fhir::PatientRecord::from_bundle(&bundle)?;
+    let store = shl_gateway::startup::open_store(database_url, data_dir).await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    store.put_patient(&record, i64::try_from(now)?).await?;
+    store.close().await;
+    println!("{}", record.patient_id());
     Ok(())
 }
 

@@ -119,10 +119,7 @@ impl Application {
                 .context("--cors-allowed-origins")?,
             graphiql_assets_dir: config.graphiql.then(|| config.graphiql_assets_dir.clone()),
         };
-        let mut app_router = router(state, &http_settings);
-        if let Some(routes) = embedded_routes {
-            app_router = app_router.merge(routes);
-        }
+        let app_router = router(state, &http_settings, embedded_routes);
 
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
@@ -245,9 +242,7 @@ async fn build_embedded_issuer(
          the SHL limit is {MAX_SHL_URL_LEN}",
         longest.len()
     );
-    let store = SqlStore::connect(&database_url(config)?)
-        .await
-        .context("--database-url (SHL_GATEWAY_DATABASE_URL): cannot open the store")?;
+    let store = open_store(config.database_url.as_ref(), &config.data_dir).await?;
     let hasher = PasscodeHasher::new(
         keys.passcode_pepper.clone(),
         config.max_concurrent_passcode_hashes,
@@ -260,20 +255,29 @@ async fn build_embedded_issuer(
     ))
 }
 
-fn database_url(config: &Config) -> anyhow::Result<String> {
-    if let Some(url) = &config.database_url {
-        return Ok(url.expose_secret().to_owned());
-    }
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
-            config.data_dir.display()
-        )
-    })?;
-    Ok(format!(
-        "sqlite://{}?mode=rwc",
-        config.data_dir.join("shl-gateway.db").display()
-    ))
+/// Opens (and migrates) the embedded store: `--database-url`, or a SQLite file in `--data-dir`.
+pub async fn open_store(
+    database_url: Option<&SecretString>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<SqlStore> {
+    let url = match database_url {
+        Some(url) => url.expose_secret().to_owned(),
+        None => {
+            std::fs::create_dir_all(data_dir).with_context(|| {
+                format!(
+                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
+                    data_dir.display()
+                )
+            })?;
+            format!(
+                "sqlite://{}?mode=rwc",
+                data_dir.join("shl-gateway.db").display()
+            )
+        }
+    };
+    SqlStore::connect(&url)
+        .await
+        .context("--database-url (SHL_GATEWAY_DATABASE_URL): cannot open the store")
 }
 
 /// Stores the configured tokens (as HMACs) and, in demo mode, seeds the demo patient and makes

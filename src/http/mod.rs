@@ -61,7 +61,9 @@ pub struct HttpSettings {
     pub graphiql_assets_dir: Option<PathBuf>,
 }
 
-pub fn router(state: AppState, settings: &HttpSettings) -> Router {
+/// The whole application. `data_plane` (embedded mode's SHL endpoints and viewer) is merged
+/// before the middleware, so it gets the same request ids, spans and panic guard.
+pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Router>) -> Router {
     let graphql_routes = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
@@ -76,6 +78,9 @@ pub fn router(state: AppState, settings: &HttpSettings) -> Router {
         router = router
             .route("/", get(|| async { Redirect::temporary("/graphiql") }))
             .merge(graphiql::router(assets_dir.clone()));
+    }
+    if let Some(data_plane) = data_plane {
+        router = router.merge(data_plane);
     }
 
     router.fallback(not_found).layer(

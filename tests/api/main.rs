@@ -1,10 +1,12 @@
 //! Integration tests: the real application on 127.0.0.1:0, b.well played by wiremock over HTTP.
 
+mod browser;
 mod create_health_link;
 mod embedded;
 mod health;
 mod helpers;
 mod http_transport;
+mod import_bundle;
 mod manifest_protocol;
 mod operation_limits;
 mod qr;

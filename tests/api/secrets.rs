@@ -48,6 +48,10 @@ struct GatewayProcess {
 
 impl GatewayProcess {
     fn start(upstream: &str) -> Self {
+        Self::start_with(&["--upstream-url", upstream, "--upstream-timeout", "500ms"])
+    }
+
+    fn start_with(args: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir").keep();
         let mut child = Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
             .args([
@@ -58,7 +62,7 @@ impl GatewayProcess {
                 "--log-filter",
                 "debug",
             ])
-            .args(["--upstream-url", upstream, "--upstream-timeout", "500ms"])
+            .args(args)
             .arg("--data-dir")
             .arg(&data_dir)
             .env_clear()
@@ -349,4 +353,169 @@ async fn canaries_never_reach_logs_or_error_bodies() {
             "{body}"
         );
     }
+}
+
+#[tokio::test]
+async fn embedded_mode_canaries_never_reach_logs_or_error_bodies() {
+    let patient_token = "embedded-canary-token-4c7d1e9a";
+    let mapping = format!("{patient_token}=demo-alex");
+    let gateway = GatewayProcess::start_with(&["--demo", "on", "--patient-token", &mapping]);
+    let http = reqwest::Client::new();
+    let authorization = format!("Bearer {patient_token}");
+    let create = "mutation($input: CreateHealthLinkInput!) { createHealthLink(input: $input) { id passcode content { attachment { url } } } }";
+
+    let passcode_link: Value = serde_json::from_str(
+        &post(
+            &http,
+            &gateway.address,
+            Some(&authorization),
+            json!({"query": create,
+            "variables": {"input": {"label": LABEL, "securityConfig": {"passcode": PASSCODE}}}}),
+        )
+        .await,
+    )
+    .expect("json");
+    let direct_link: Value = serde_json::from_str(
+        &post(
+            &http,
+            &gateway.address,
+            Some(&authorization),
+            json!({"query": create,
+            "variables": {"input": {"label": LABEL, "mode": "DIRECT"}}}),
+        )
+        .await,
+    )
+    .expect("json");
+    let payload = |link: &Value| {
+        crate::embedded::shl_payload(
+            link["data"]["createHealthLink"]["content"][0]["attachment"]["url"]
+                .as_str()
+                .expect("url"),
+        )
+    };
+    let (passcode_payload, direct_payload) = (payload(&passcode_link), payload(&direct_link));
+    let manifest_url = passcode_payload["url"].as_str().expect("url").to_owned();
+
+    let mut error_bodies = Vec::new();
+    let manifest = |body: Value| http.post(&manifest_url).json(&body).send();
+    error_bodies.push(
+        manifest(json!({"recipient": "canary-recipient", "passcode": "000001"}))
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("body"),
+    );
+    error_bodies.push(
+        manifest(json!({"recipient": "canary-recipient"}))
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("body"),
+    );
+    error_bodies.push(
+        manifest(json!({"passcode": PASSCODE}))
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("body"),
+    );
+    let ok: Value = manifest(json!({"recipient": "canary-recipient", "passcode": PASSCODE}))
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let location = ok["files"][0]["location"]
+        .as_str()
+        .expect("location")
+        .to_owned();
+    let ticket = location.rsplit('/').next().expect("ticket").to_owned();
+    assert_eq!(
+        http.get(&location).send().await.expect("sent").status(),
+        200
+    );
+    let direct_url = direct_payload["url"].as_str().expect("url");
+    assert_eq!(
+        http.get(direct_url)
+            .query(&[("recipient", "front desk")])
+            .send()
+            .await
+            .expect("sent")
+            .status(),
+        200
+    );
+    let revoke = json!({"query": "mutation($id: ID!) { revokeHealthLink(id: $id) { status } }",
+        "variables": {"id": passcode_link["data"]["createHealthLink"]["id"]}});
+    post(&http, &gateway.address, Some(&authorization), revoke).await;
+    error_bodies.push(
+        http.get(&location)
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("body"),
+    );
+    error_bodies.push(
+        manifest(json!({"recipient": "r", "passcode": PASSCODE}))
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("body"),
+    );
+    post(
+        &http,
+        &gateway.address,
+        Some(&authorization),
+        json!({"query": "{ healthLinks { id accesses { outcome } } }"}),
+    )
+    .await;
+
+    let lines = gateway.stop();
+
+    let manifest_id = manifest_url.rsplit('/').next().expect("id").to_owned();
+    let secrets = [
+        ("passcode", PASSCODE.to_owned()),
+        ("token", patient_token.to_owned()),
+        ("label", LABEL.to_owned()),
+        ("manifest id", manifest_id),
+        (
+            "direct manifest id",
+            direct_url.rsplit('/').next().expect("id").to_owned(),
+        ),
+        (
+            "SHL key",
+            passcode_payload["key"].as_str().expect("key").to_owned(),
+        ),
+        (
+            "direct SHL key",
+            direct_payload["key"].as_str().expect("key").to_owned(),
+        ),
+        ("location ticket", ticket),
+        ("shlink", "shlink:/".to_owned()),
+    ];
+    for (name, secret) in &secrets {
+        for line in &lines {
+            assert!(
+                !line.contains(secret.as_str()),
+                "{name} leaked into a log line: {line}"
+            );
+        }
+        for body in &error_bodies {
+            assert!(
+                !body.contains(secret.as_str()),
+                "{name} leaked into an error body: {body}"
+            );
+        }
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("/v1/health-link/manifests/{manifest_id}")),
+        "route templates are logged"
+    );
 }

@@ -1,0 +1,85 @@
+//! The viewer in a real browser: headless Chromium opens the link from the QR code, the test
+//! types the passcode, and the page must decrypt and render the allergy list.
+//!
+//! Runs when `SHL_GATEWAY_TEST_BROWSER` is set (`.ci/run` sets it after installing Chromium and
+//! `npm ci --prefix tests/browser`); set but unable to run is a failure, not a skip.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::embedded::create_link;
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_viewer_decrypts_and_renders_the_records_in_chromium() {
+    if std::env::var_os("SHL_GATEWAY_TEST_BROWSER").is_none() {
+        return;
+    }
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+    let (link, _) = create_link(&app, json!({"label": "Health Records"})).await;
+    // The URL a phone reads from the QR code, not the one in the JSON answer.
+    let url = crate::qr::decode_svg(link["qrCodeSvg"].as_str().expect("svg"));
+    let passcode = link["passcode"].as_str().expect("passcode").to_owned();
+    let wrong = if passcode == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer.png");
+    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/viewer.mjs");
+
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(driver)
+            .arg(&url)
+            .arg(format!("{wrong},{passcode}"))
+            .arg(&screenshot)
+            .output()
+    })
+    .await
+    .expect("task")
+    .expect(
+        "node runs (SHL_GATEWAY_TEST_BROWSER is set: install node, chromium and tests/browser)",
+    );
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "viewer failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("driver summary");
+    let allergies = summary["allergies"].as_array().expect("allergies");
+    assert!(
+        allergies
+            .iter()
+            .any(|allergy| allergy.as_str().unwrap_or_default().contains("Penicillin")),
+        "{summary}"
+    );
+    assert!(
+        summary["sections"]
+            .as_array()
+            .expect("sections")
+            .iter()
+            .any(|s| s == "Allergies and intolerances")
+    );
+    let (_, body) = app
+        .graphql(
+            "{ healthLinks { accesses { action outcome } } }",
+            json!({}),
+            Some(&format!("Bearer {PATIENT_TOKEN}")),
+        )
+        .await;
+    let outcomes: Vec<&str> = body["data"]["healthLinks"][0]["accesses"]
+        .as_array()
+        .expect("accesses")
+        .iter()
+        .filter_map(|access| access["outcome"].as_str())
+        .collect();
+    assert!(
+        outcomes.contains(&"bad-passcode") && outcomes.contains(&"ok"),
+        "{outcomes:?}"
+    );
+}
