@@ -207,6 +207,15 @@ pub struct Config {
     )]
     pub max_concurrent_passcode_hashes: usize,
 
+    /// PEM certificate chain: with --tls-key, --listen serves HTTPS (the viewer's WebCrypto
+    /// needs a secure context, e.g. to open links from a phone on the LAN).
+    #[arg(long, env = "SHL_GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SHL_GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Key for every HMAC the gateway makes; at least 32 bytes, the same on every replica.
     /// Prefer --secret-key-file. Neither given: generated once and kept in --data-dir.
     #[arg(
@@ -293,6 +302,8 @@ impl Default for Config {
             purge_interval: Duration::from_secs(60),
             link_retention: Duration::from_secs(90 * 24 * 3600),
             max_concurrent_passcode_hashes: 2,
+            tls_cert: None,
+            tls_key: None,
             secret_key: None,
             secret_key_file: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
@@ -359,6 +370,11 @@ impl Config {
         {
             bail!(
                 "--link-validity, --direct-link-validity and --purge-interval must be longer than 0"
+            );
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!(
+                "--tls-cert and --tls-key (SHL_GATEWAY_TLS_CERT, SHL_GATEWAY_TLS_KEY) go together"
             );
         }
         if self.max_body_bytes < 1024 {

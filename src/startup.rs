@@ -41,6 +41,8 @@ pub struct Application {
     development_token: Option<SecretString>,
     /// Embedded mode's background purge of expired files.
     purge: Option<PurgeTask>,
+    /// Set: the listener serves HTTPS.
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
 }
 
 #[derive(Debug)]
@@ -74,13 +76,25 @@ impl Application {
         })?;
         let local_addr = listener.local_addr()?;
 
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .context("--tls-cert / --tls-key: cannot load the certificate and key")?,
+            ),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+
         let mut development_token = None;
         let mut purge = None;
         let mut embedded_routes = None;
         let issuer: Arc<dyn Issuer> = match &config.upstream_url {
             Some(url) => build_upstream_issuer(&config, url.clone())?,
             None => {
-                let embedded = Arc::new(build_embedded_issuer(&config, &keys, local_addr).await?);
+                let default_public_url = format!("{scheme}://{local_addr}");
+                let embedded =
+                    Arc::new(build_embedded_issuer(&config, &keys, &default_public_url).await?);
                 development_token =
                     set_up_identities(&config, &keys, local_addr, embedded.store()).await?;
                 purge = Some(PurgeTask {
@@ -132,6 +146,7 @@ impl Application {
             shutdown,
             development_token,
             purge,
+            tls,
         })
     }
 
@@ -160,6 +175,7 @@ impl Application {
             shutdown,
             development_token: _,
             purge,
+            tls,
         } = self;
         if let Some(purge) = purge {
             tokio::spawn(run_purge(purge, shutdown.subscribe()));
@@ -180,13 +196,29 @@ impl Application {
             tracing::info!("draining in-flight requests");
             let _ = drain_started.send(true);
         };
-        tracing::info!(address = %local_addr, "listening");
-        let server = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop_signal);
-        let server = std::pin::pin!(server.into_future());
+        tracing::info!(address = %local_addr, tls = tls.is_some(), "listening");
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let server = async move {
+            match tls {
+                None => {
+                    axum::serve(listener, service)
+                        .with_graceful_shutdown(stop_signal)
+                        .await
+                }
+                Some(tls) => {
+                    let handle = axum_server::Handle::new();
+                    let stopper = handle.clone();
+                    tokio::spawn(async move {
+                        stop_signal.await;
+                        stopper.graceful_shutdown(None);
+                    });
+                    axum_server::from_tcp_rustls(listener.into_std()?, tls)?
+                        .handle(handle)
+                        .serve(service)
+                        .await
+                }
+            }
+        };
         // Once draining starts, it may take at most `shutdown_timeout`.
         let deadline = async {
             let _ = drain_started_rx.wait_for(|started| *started).await;
@@ -219,11 +251,11 @@ fn build_upstream_issuer(config: &Config, url: url::Url) -> anyhow::Result<Arc<d
 async fn build_embedded_issuer(
     config: &Config,
     keys: &Keys,
-    local_addr: SocketAddr,
+    default_public_url: &str,
 ) -> anyhow::Result<EmbeddedIssuer> {
     let public_url = match &config.public_url {
         Some(url) => url.clone(),
-        None => format!("http://{local_addr}")
+        None => default_public_url
             .parse()
             .context("cannot form the default --public-url")?,
     };

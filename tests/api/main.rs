@@ -12,4 +12,5 @@ mod operation_limits;
 mod qr;
 mod schema_contract;
 mod secrets;
+mod tls;
 mod upstream_errors;
