@@ -129,6 +129,11 @@ pub struct Config {
     #[arg(long, env = "SHL_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
+    /// Serve /metrics on this separate address (e.g. 0.0.0.0:9090, reachable by Prometheus
+    /// only) instead of on --listen.
+    #[arg(long, env = "SHL_GATEWAY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// b.well's GraphQL endpoint, e.g. https://api.client-sandbox.icanbwell.com/v1/graphql.
     /// Set: upstream mode.
     #[arg(long, env = "SHL_GATEWAY_UPSTREAM_URL")]
@@ -285,6 +290,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("constant address"),
+            metrics_listen: None,
             upstream_url: None,
             upstream_timeout: parse_duration(DEFAULT_UPSTREAM_TIMEOUT).expect("constant"),
             upstream_connect_timeout: parse_duration(DEFAULT_UPSTREAM_CONNECT_TIMEOUT)

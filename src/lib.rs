@@ -14,6 +14,7 @@
 //! - [`qr`]: QR encoding and compact SVG rendering.
 //! - [`passcode`]: CSPRNG passcode generation and validation, peppered argon2id hashing.
 //! - [`keys`]: per-purpose HMAC keys derived from `--secret-key`.
+//! - [`metrics`]: the Prometheus recorder and the names of what is counted.
 
 pub mod config;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod graphql;
 pub mod http;
 pub mod issuer;
 pub mod keys;
+pub mod metrics;
 pub mod passcode;
 pub mod qr;
 pub mod startup;

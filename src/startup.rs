@@ -43,6 +43,8 @@ pub struct Application {
     purge: Option<PurgeTask>,
     /// Set: the listener serves HTTPS.
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    /// Set: `/metrics` is served here rather than on the main listener.
+    metrics_listener: Option<TcpListener>,
 }
 
 #[derive(Debug)]
@@ -132,7 +134,16 @@ impl Application {
                 .collect::<Result<_, _>>()
                 .context("--cors-allowed-origins")?,
             graphiql_assets_dir: config.graphiql.then(|| config.graphiql_assets_dir.clone()),
+            metrics_route: config.metrics_listen.is_none(),
         };
+        let metrics_listener = match config.metrics_listen {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!("--metrics-listen (SHL_GATEWAY_METRICS_LISTEN): cannot bind {address}")
+            })?),
+            None => None,
+        };
+        // Installs the recorder before the first request, so early counts are not lost.
+        let _ = crate::metrics::handle();
         let app_router = router(state, &http_settings, embedded_routes);
 
         let (shutdown, _) = watch::channel(false);
@@ -147,7 +158,15 @@ impl Application {
             development_token,
             purge,
             tls,
+            metrics_listener,
         })
+    }
+
+    /// Where `/metrics` is served when `--metrics-listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Demo mode's bearer token (`Bearer <token>`), printed once by `main`.
@@ -176,7 +195,20 @@ impl Application {
             development_token: _,
             purge,
             tls,
+            metrics_listener,
         } = self;
+        if let Some(metrics_listener) = metrics_listener {
+            let mut stop = shutdown.subscribe();
+            tokio::spawn(async move {
+                let serving = axum::serve(metrics_listener, crate::http::metrics_router())
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stop| *stop).await;
+                    });
+                if let Err(error) = serving.await {
+                    tracing::warn!(error = %error, "metrics listener failed");
+                }
+            });
+        }
         if let Some(purge) = purge {
             tokio::spawn(run_purge(purge, shutdown.subscribe()));
         }
@@ -187,6 +219,8 @@ impl Application {
                 () = termination_signal() => {},
                 _ = requested.wait_for(|stop| *stop) => {},
             }
+            // A signal stops the background tasks (purge, metrics listener) too.
+            let _ = shutdown.send(true);
             readiness.mark_shutting_down();
             tracing::info!(
                 delay_ms = shutdown_delay.as_millis() as u64,

@@ -10,10 +10,11 @@
 use std::sync::Arc;
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextValidation,
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextResolve, NextValidation,
+    ResolveInfo,
 };
 use async_graphql::parser::types::ExecutableDocument;
-use async_graphql::{ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{ServerError, ServerResult, ValidationResult, Value, Variables};
 
 use crate::error::ErrorCode;
 
@@ -97,6 +98,34 @@ impl Extension for ErrorCodesExtension {
             ))]);
         }
         Ok(result)
+    }
+
+    /// Counts root field executions by schema field name (aliases counted one by one).
+    async fn resolve(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        info: ResolveInfo<'_>,
+        next: NextResolve<'_>,
+    ) -> ServerResult<Option<Value>> {
+        let is_root = info.path_node.parent.is_none();
+        let field = is_root.then(|| info.name.to_owned());
+        let result = next.run(ctx, info).await;
+        if let Some(field) = field {
+            let outcome = match &result {
+                Ok(_) => "ok".to_owned(),
+                Err(error) => error
+                    .extensions
+                    .as_ref()
+                    .and_then(|extensions| extensions.get("code"))
+                    .map_or_else(
+                        || "error".to_owned(),
+                        |code| code.to_string().trim_matches('"').to_owned(),
+                    ),
+            };
+            metrics::counter!(crate::metrics::GRAPHQL_FIELDS, "field" => field, "outcome" => outcome)
+                .increment(1);
+        }
+        result
     }
 }
 

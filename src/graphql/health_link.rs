@@ -117,9 +117,15 @@ impl CreatedHealthLink {
         };
         let url = url.to_owned();
         // Encoding a version-15 code takes milliseconds: keep it off the async workers.
-        let rendered = tokio::task::spawn_blocking(move || qr::render_svg(&url, &options))
-            .await
-            .map_err(|_| AppError::internal())?;
+        let rendered = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let rendered = qr::render_svg(&url, &options);
+            metrics::histogram!(crate::metrics::QR_RENDER_DURATION)
+                .record(started.elapsed().as_secs_f64());
+            rendered
+        })
+        .await
+        .map_err(|_| AppError::internal())?;
         match rendered {
             Ok(svg) => Ok(Some(svg)),
             Err(qr::QrError::DataTooLong) => Err(AppError::new(

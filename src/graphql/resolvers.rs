@@ -53,6 +53,12 @@ impl MutationRoot {
         let request = input.validate()?;
         let issuer = ctx.data::<Arc<dyn Issuer>>()?;
         let document = issuer.create_health_link(caller, &request).await?;
+        let link_mode = match request.mode {
+            crate::issuer::LinkMode::Passcode => "PASSCODE",
+            crate::issuer::LinkMode::Direct => "DIRECT",
+        };
+        metrics::counter!(crate::metrics::LINKS_CREATED, "issuer" => issuer.mode().as_str(), "mode" => link_mode)
+            .increment(1);
         Ok(CreatedHealthLink {
             document,
             passcode: request.passcode,

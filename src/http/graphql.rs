@@ -151,6 +151,17 @@ async fn execute(
     let values = RequestValues::collect(&request.query, &request.variables);
     let caller = caller_from(headers, request_id);
     let response = state.schema.execute(request.data(caller)).await;
+    let outcome = response
+        .errors
+        .first()
+        .and_then(|error| error.extensions.as_ref())
+        .and_then(|extensions| extensions.get("code"))
+        .and_then(|code| match code {
+            async_graphql::Value::String(code) => Some(code.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "ok".to_owned());
+    metrics::counter!(crate::metrics::GRAPHQL_REQUESTS, "outcome" => outcome).increment(1);
     format.render(response, &values)
 }
 

@@ -7,6 +7,7 @@
 mod graphiql;
 mod graphql;
 mod health;
+mod metrics;
 mod request_id;
 
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 pub use health::Readiness;
+pub use metrics::router as metrics_router;
 
 use crate::error::AppError;
 use crate::graphql::GatewaySchema;
@@ -59,6 +61,8 @@ pub struct HttpSettings {
     pub cors_allowed_origins: Vec<HeaderValue>,
     /// `None` disables the playground.
     pub graphiql_assets_dir: Option<PathBuf>,
+    /// Serve `/metrics` on this router (off when a separate metrics listener is configured).
+    pub metrics_route: bool,
 }
 
 /// The whole application. `data_plane` (embedded mode's SHL endpoints and viewer) is merged
@@ -82,6 +86,9 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
     if let Some(data_plane) = data_plane {
         router = router.merge(data_plane);
     }
+    if settings.metrics_route {
+        router = router.merge(metrics::router());
+    }
 
     router.fallback(not_found).layer(
         ServiceBuilder::new()
@@ -98,6 +105,7 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
                     .on_response(DefaultOnResponse::new().level(Level::INFO)),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
+            .layer(axum::middleware::from_fn(metrics::record_request))
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),

@@ -316,6 +316,12 @@ impl EmbeddedIssuer {
     }
 
     async fn record(&self, access: AccessRecord) -> Result<(), AppError> {
+        metrics::counter!(
+            crate::metrics::SHL_ACCESSES,
+            "action" => access.action.clone(),
+            "outcome" => access.outcome.clone()
+        )
+        .increment(1);
         self.store.record_access(&access).await.map_err(store_error)
     }
 

@@ -70,7 +70,12 @@ impl UpstreamClient {
         }
         .instrument(span)
         .await;
-        let latency_ms = started.elapsed().as_millis() as u64;
+        let elapsed = started.elapsed();
+        let latency_ms = elapsed.as_millis() as u64;
+        let label = outcome.as_ref().map_or_else(Error::kind, |_| "ok");
+        metrics::counter!(crate::metrics::UPSTREAM_REQUESTS, "outcome" => label).increment(1);
+        metrics::histogram!(crate::metrics::UPSTREAM_DURATION, "outcome" => label)
+            .record(elapsed.as_secs_f64());
         match &outcome {
             Ok(_) => tracing::info!(upstream.latency_ms = latency_ms, "upstream call succeeded"),
             Err(error) => warn!(

@@ -8,6 +8,7 @@ mod helpers;
 mod http_transport;
 mod import_bundle;
 mod manifest_protocol;
+mod metrics;
 mod operation_limits;
 mod qr;
 mod schema_contract;

@@ -312,7 +312,21 @@ async fn canaries_never_reach_logs_or_error_bodies() {
         .expect("sent");
     error_bodies.push(csrf.text().await.expect("body"));
 
-    let lines = gateway.stop();
+    let metrics = http
+        .get(format!("{}/metrics", gateway.address))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains("shl_gateway_http_requests_total"),
+        "{metrics}"
+    );
+    let mut lines = gateway.stop();
+    // The metrics a Prometheus server would store are held to the same rule as the logs.
+    lines.extend(metrics.lines().map(str::to_owned));
 
     assert!(
         lines.len() > 20,
@@ -475,7 +489,21 @@ async fn embedded_mode_canaries_never_reach_logs_or_error_bodies() {
     )
     .await;
 
-    let lines = gateway.stop();
+    let metrics = http
+        .get(format!("{}/metrics", gateway.address))
+        .send()
+        .await
+        .expect("sent")
+        .text()
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains("shl_gateway_http_requests_total"),
+        "{metrics}"
+    );
+    let mut lines = gateway.stop();
+    // The metrics a Prometheus server would store are held to the same rule as the logs.
+    lines.extend(metrics.lines().map(str::to_owned));
 
     let manifest_id = manifest_url.rsplit('/').next().expect("id").to_owned();
     let secrets = [

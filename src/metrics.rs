@@ -1,0 +1,88 @@
+//! Prometheus metrics: one process-wide recorder, and the names of everything the gateway counts.
+//!
+//! Labels come from fixed sets only (route templates, schema field names, error codes, outcome
+//! words), never from client input such as operation names, so a client cannot blow up the
+//! number of series, and nothing secret can reach a label.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS: &str = "shl_gateway_http_requests_total";
+pub const HTTP_DURATION: &str = "shl_gateway_http_request_duration_seconds";
+pub const GRAPHQL_FIELDS: &str = "shl_gateway_graphql_root_fields_total";
+pub const GRAPHQL_REQUESTS: &str = "shl_gateway_graphql_requests_total";
+pub const UPSTREAM_REQUESTS: &str = "shl_gateway_upstream_requests_total";
+pub const UPSTREAM_DURATION: &str = "shl_gateway_upstream_request_duration_seconds";
+pub const QR_RENDER_DURATION: &str = "shl_gateway_qr_render_duration_seconds";
+pub const LINKS_CREATED: &str = "shl_gateway_links_created_total";
+pub const SHL_ACCESSES: &str = "shl_gateway_shl_accesses_total";
+
+/// Latency buckets in seconds, from sub-millisecond (QR SVG, rate-limit checks) to the
+/// upstream timeout range.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the recorder once per process and returns the handle that renders `/metrics`.
+/// Several applications in one process (the tests) share it.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .expect("constant, non-empty buckets");
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    describe();
+                    handle
+                }
+                // Another recorder is installed (an embedding program's): render ours anyway,
+                // it will simply stay empty.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_histogram};
+    describe_counter!(
+        HTTP_REQUESTS,
+        "HTTP requests by route template, method and status."
+    );
+    describe_histogram!(
+        HTTP_DURATION,
+        metrics::Unit::Seconds,
+        "HTTP request latency by route template and method."
+    );
+    describe_counter!(
+        GRAPHQL_REQUESTS,
+        "GraphQL requests by operation type and outcome (ok or the first error code)."
+    );
+    describe_counter!(
+        GRAPHQL_FIELDS,
+        "Executions of root fields (aliases counted) by field and outcome."
+    );
+    describe_counter!(UPSTREAM_REQUESTS, "Calls to the upstream by outcome.");
+    describe_histogram!(
+        UPSTREAM_DURATION,
+        metrics::Unit::Seconds,
+        "Upstream call latency by outcome."
+    );
+    describe_histogram!(
+        QR_RENDER_DURATION,
+        metrics::Unit::Seconds,
+        "QR encoding and SVG rendering time."
+    );
+    describe_counter!(
+        LINKS_CREATED,
+        "Health links created, by issuer mode and link mode."
+    );
+    describe_counter!(
+        SHL_ACCESSES,
+        "Embedded SHL data-plane requests by action and outcome."
+    );
+}
