@@ -348,3 +348,61 @@ async fn readiness_checks_the_store() {
         .expect("sent");
     assert_eq!(ready.status(), 200);
 }
+
+#[tokio::test]
+async fn the_purge_task_drops_the_ciphertext_of_ended_links() {
+    use shl_gateway::issuer::store::{LinkStore as _, SqlStore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("purge.db").display()
+    );
+    let url_for_app = database_url.clone();
+    let app = spawn_embedded(&TestDatabase::Sqlite, move |mut config| {
+        config.database_url = Some(secrecy::SecretString::from(url_for_app));
+        config.link_validity = Duration::from_secs(1);
+        config.purge_interval = Duration::from_millis(200);
+        config
+    })
+    .await;
+    let (expiring, _) = create_link(&app, json!({})).await;
+    let store = SqlStore::connect(&database_url).await.expect("store");
+    let id = expiring["id"].as_str().expect("id");
+    assert!(
+        store
+            .link_by_id(id)
+            .await
+            .expect("read")
+            .expect("link")
+            .jwe
+            .is_some()
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let link = store
+            .link_by_id(id)
+            .await
+            .expect("read")
+            .expect("metadata stays");
+        if link.jwe.is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ciphertext was never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, body) = app
+        .graphql(
+            "{ healthLinks { id status } }",
+            json!({}),
+            Some(&format!("Bearer {PATIENT_TOKEN}")),
+        )
+        .await;
+    assert_eq!(
+        body["data"]["healthLinks"][0]["status"], "EXPIRED",
+        "metadata and history stay"
+    );
+}
