@@ -271,6 +271,26 @@ pub struct Config {
     #[arg(long, env = "SHL_GATEWAY_MAX_COMPLEXITY", default_value_t = DEFAULT_MAX_COMPLEXITY)]
     pub max_complexity: usize,
 
+    /// Longest GraphQL query text, in bytes.
+    #[arg(long, env = "SHL_GATEWAY_MAX_QUERY_BYTES", default_value_t = 16 * 1024)]
+    pub max_query_bytes: usize,
+
+    /// Most aliases in one document.
+    #[arg(long, env = "SHL_GATEWAY_MAX_ALIASES", default_value_t = 30)]
+    pub max_aliases: usize,
+
+    /// Most root fields in one operation (fragments expanded).
+    #[arg(long, env = "SHL_GATEWAY_MAX_ROOT_FIELDS", default_value_t = 10)]
+    pub max_root_fields: usize,
+
+    /// Most directives in one document.
+    #[arg(long, env = "SHL_GATEWAY_MAX_DIRECTIVES", default_value_t = 20)]
+    pub max_directives: usize,
+
+    /// Most createHealthLink executions in one request (aliases count): each is a disclosure.
+    #[arg(long, env = "SHL_GATEWAY_MAX_LINKS_PER_REQUEST", default_value_t = 1)]
+    pub max_links_per_request: usize,
+
     /// Browser origins allowed to call /graphql (comma-separated, e.g. https://app.example.org).
     #[arg(long, env = "SHL_GATEWAY_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
@@ -321,6 +341,11 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_depth: DEFAULT_MAX_DEPTH,
             max_complexity: DEFAULT_MAX_COMPLEXITY,
+            max_query_bytes: 16 * 1024,
+            max_aliases: 30,
+            max_root_fields: 10,
+            max_directives: 20,
+            max_links_per_request: 1,
             cors_allowed_origins: Vec::new(),
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: parse_duration(DEFAULT_SHUTDOWN_TIMEOUT).expect("constant"),

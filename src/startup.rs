@@ -115,6 +115,11 @@ impl Application {
             limits: OperationLimits {
                 max_depth: config.max_depth,
                 max_complexity: config.max_complexity,
+                max_query_bytes: config.max_query_bytes,
+                max_aliases: config.max_aliases,
+                max_root_fields: config.max_root_fields,
+                max_directives: config.max_directives,
+                max_link_creations: config.max_links_per_request,
             },
             introspection: config.introspection,
         };

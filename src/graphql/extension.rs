@@ -16,15 +16,24 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{ServerError, ServerResult, ValidationResult, Value, Variables};
 
+use super::shape::DocumentShape;
 use crate::error::ErrorCode;
 
-/// Limits on the shape of a GraphQL operation.
+/// Limits on the shape of a GraphQL operation. Each has a flag (see `Config`) and a test that
+/// crosses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperationLimits {
     /// Deepest field nesting. GraphiQL's introspection query nests 13 deep.
     pub max_depth: usize,
     /// Sum of field costs (1 per field, `qrCodeSvg` costs extra).
     pub max_complexity: usize,
+    /// Longest query text, in bytes (checked before parsing).
+    pub max_query_bytes: usize,
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
+    pub max_directives: usize,
+    /// `createHealthLink` executions per request (aliases count).
+    pub max_link_creations: usize,
 }
 
 impl Default for OperationLimits {
@@ -32,6 +41,11 @@ impl Default for OperationLimits {
         Self {
             max_depth: 15,
             max_complexity: 250,
+            max_query_bytes: 16 * 1024,
+            max_aliases: 30,
+            max_root_fields: 10,
+            max_directives: 20,
+            max_link_creations: 1,
         }
     }
 }
@@ -56,8 +70,33 @@ impl ExtensionFactory for ErrorCodes {
     }
 }
 
+/// Created per request.
 struct ErrorCodesExtension {
     limits: Arc<OperationLimits>,
+}
+
+impl ErrorCodesExtension {
+    fn check_shape(&self, shape: &DocumentShape) -> Result<(), ServerError> {
+        let limits = &self.limits;
+        let checks = [
+            ("aliases", shape.aliases, limits.max_aliases),
+            ("root fields", shape.root_fields, limits.max_root_fields),
+            ("directives", shape.directives, limits.max_directives),
+            (
+                "createHealthLink fields",
+                shape.link_creations,
+                limits.max_link_creations,
+            ),
+        ];
+        for (what, count, limit) in checks {
+            if count > limit {
+                return Err(limit_error(format!(
+                    "the operation has {count} {what}; the limit is {limit}"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
@@ -69,9 +108,19 @@ impl Extension for ErrorCodesExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        next.run(ctx, query, variables)
+        if query.len() > self.limits.max_query_bytes {
+            return Err(limit_error(format!(
+                "the query has {} bytes; the limit is {}",
+                query.len(),
+                self.limits.max_query_bytes
+            )));
+        }
+        let document = next
+            .run(ctx, query, variables)
             .await
-            .map_err(|error| with_code(error, ErrorCode::GraphqlParseFailed))
+            .map_err(|error| with_code(error, ErrorCode::GraphqlParseFailed))?;
+        self.check_shape(&DocumentShape::measure(&document))?;
+        Ok(document)
     }
 
     async fn validation(

@@ -7,6 +7,7 @@ mod health_links;
 mod inputs;
 mod redact;
 mod resolvers;
+mod shape;
 
 use std::sync::Arc;
 
