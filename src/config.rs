@@ -147,6 +147,19 @@ pub struct Config {
     #[arg(long, env = "SHL_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = DEFAULT_UPSTREAM_CONNECT_TIMEOUT, value_parser = parse_duration)]
     pub upstream_connect_timeout: Duration,
 
+    /// Consecutive upstream failures (5xx, garbage, timeouts, refused) that open the circuit
+    /// breaker: calls then fail fast with UPSTREAM_UNAVAILABLE.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_UPSTREAM_BREAKER_FAILURES",
+        default_value_t = 5
+    )]
+    pub upstream_breaker_failures: u32,
+
+    /// How long the open breaker fails fast before letting one probe through.
+    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
+    pub upstream_breaker_cooldown: Duration,
+
     /// Largest upstream answer read, in bytes; larger answers are UPSTREAM_ERROR.
     #[arg(long, env = "SHL_GATEWAY_UPSTREAM_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES)]
     pub upstream_max_response_bytes: usize,
@@ -316,6 +329,8 @@ impl Default for Config {
             upstream_connect_timeout: parse_duration(DEFAULT_UPSTREAM_CONNECT_TIMEOUT)
                 .expect("constant"),
             upstream_max_response_bytes: DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES,
+            upstream_breaker_failures: 5,
+            upstream_breaker_cooldown: Duration::from_secs(30),
             public_url: None,
             database_url: None,
             patient_tokens: Vec::new(),

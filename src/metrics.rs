@@ -14,6 +14,7 @@ pub const GRAPHQL_FIELDS: &str = "shl_gateway_graphql_root_fields_total";
 pub const GRAPHQL_REQUESTS: &str = "shl_gateway_graphql_requests_total";
 pub const UPSTREAM_REQUESTS: &str = "shl_gateway_upstream_requests_total";
 pub const UPSTREAM_DURATION: &str = "shl_gateway_upstream_request_duration_seconds";
+pub const UPSTREAM_BREAKER_STATE: &str = "shl_gateway_upstream_breaker_state";
 pub const QR_RENDER_DURATION: &str = "shl_gateway_qr_render_duration_seconds";
 pub const LINKS_CREATED: &str = "shl_gateway_links_created_total";
 pub const SHL_ACCESSES: &str = "shl_gateway_shl_accesses_total";

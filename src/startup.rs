@@ -26,7 +26,7 @@ use crate::issuer::store::{LinkStore, SqlStore};
 use crate::issuer::{Issuer, protocol, viewer};
 use crate::keys::Keys;
 use crate::passcode::PasscodeHasher;
-use crate::upstream::{UpstreamClient, UpstreamIssuer, UpstreamSettings};
+use crate::upstream::{CircuitBreaker, UpstreamClient, UpstreamIssuer, UpstreamSettings};
 
 #[derive(Debug)]
 pub struct Application {
@@ -284,7 +284,11 @@ fn build_upstream_issuer(config: &Config, url: url::Url) -> anyhow::Result<Arc<d
         max_response_bytes: config.upstream_max_response_bytes,
     })
     .context("cannot build the upstream HTTP client")?;
-    Ok(Arc::new(UpstreamIssuer::new(client)))
+    let breaker = CircuitBreaker::new(
+        config.upstream_breaker_failures,
+        config.upstream_breaker_cooldown,
+    );
+    Ok(Arc::new(UpstreamIssuer::new(client, breaker)))
 }
 
 async fn build_embedded_issuer(

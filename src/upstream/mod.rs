@@ -8,6 +8,7 @@
 //! Every way it can fail becomes one [`Error`] variant; the upstream's own error text is logged
 //! by kind only and never reaches the client.
 
+mod breaker;
 mod client;
 mod operation;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use breaker::CircuitBreaker;
 pub use client::{UpstreamClient, UpstreamSettings};
 
 use crate::error::AppError;
@@ -57,14 +59,15 @@ impl Error {
 }
 
 /// The [`Issuer`] of upstream mode: every link is created by b.well.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct UpstreamIssuer {
     client: UpstreamClient,
+    breaker: CircuitBreaker,
 }
 
 impl UpstreamIssuer {
-    pub fn new(client: UpstreamClient) -> Self {
-        Self { client }
+    pub fn new(client: UpstreamClient, breaker: CircuitBreaker) -> Self {
+        Self { client, breaker }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -89,6 +92,16 @@ impl Issuer for UpstreamIssuer {
                 IssuerMode::Upstream.as_str(),
             ));
         }
-        Ok(self.client.create_health_link(caller, request).await?)
+        let Some(permit) = self.breaker.try_acquire() else {
+            tracing::warn!(
+                upstream.error = "breaker_open",
+                "upstream call refused: circuit open"
+            );
+            return Err(Error::Unavailable.into());
+        };
+        let result = self.client.create_health_link(caller, request).await;
+        self.breaker
+            .record(permit, &result.as_ref().map(|_| ()).map_err(Clone::clone));
+        Ok(result?)
     }
 }

@@ -212,3 +212,44 @@ async fn a_reset_connection_is_upstream_unavailable() {
 
     assert_eq!(error_code(&body), "UPSTREAM_UNAVAILABLE");
 }
+
+#[tokio::test]
+async fn the_breaker_fails_fast_while_the_upstream_is_down_and_recovers_with_it() {
+    let app = spawn_app_with(|mut config| {
+        config.upstream_breaker_failures = 3;
+        config.upstream_breaker_cooldown = Duration::from_millis(500);
+        config
+    })
+    .await;
+    app.upstream_responds(ResponseTemplate::new(503)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            error_code(&app.create_seed_link().await.1),
+            "UPSTREAM_ERROR"
+        );
+    }
+
+    let started = Instant::now();
+    let (_, body) = app.create_seed_link().await;
+    assert_eq!(error_code(&body), "UPSTREAM_UNAVAILABLE");
+    assert!(started.elapsed() < Duration::from_secs(2), "fails fast");
+    assert_eq!(
+        app.upstream
+            .received_requests()
+            .await
+            .expect("recorded")
+            .len(),
+        3,
+        "not called while open"
+    );
+
+    // 4xx answers are about the caller and never open the breaker: checked by unit tests. Here
+    // the upstream recovers, and after the cooldown one probe closes the breaker again.
+    app.upstream.reset().await;
+    app.upstream_answers_seed().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (_, probe) = app.create_seed_link().await;
+    assert!(probe.get("errors").is_none(), "{probe}");
+    let (_, after) = app.create_seed_link().await;
+    assert!(after.get("errors").is_none(), "{after}");
+}
