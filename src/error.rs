@@ -146,6 +146,15 @@ impl AppError {
         )
     }
 
+    /// `OVERLOADED`: shed before any work, come back in a second.
+    pub fn overloaded() -> Self {
+        Self {
+            code: ErrorCode::Overloaded,
+            message: "the gateway is at capacity; retry shortly".to_owned(),
+            retry_after_seconds: Some(1),
+        }
+    }
+
     pub fn internal() -> Self {
         Self::new(ErrorCode::InternalServerError, "internal server error")
     }

@@ -18,6 +18,7 @@ pub const UPSTREAM_BREAKER_STATE: &str = "shl_gateway_upstream_breaker_state";
 pub const QR_RENDER_DURATION: &str = "shl_gateway_qr_render_duration_seconds";
 pub const LINKS_CREATED: &str = "shl_gateway_links_created_total";
 pub const SHL_ACCESSES: &str = "shl_gateway_shl_accesses_total";
+pub const SHED_REQUESTS: &str = "shl_gateway_shed_requests_total";
 
 /// Latency buckets in seconds, from sub-millisecond (QR SVG, rate-limit checks) to the
 /// upstream timeout range.

@@ -140,6 +140,7 @@ impl Application {
                 .context("--cors-allowed-origins")?,
             graphiql_assets_dir: config.graphiql.then(|| config.graphiql_assets_dir.clone()),
             metrics_route: config.metrics_listen.is_none(),
+            max_concurrent_requests: config.max_concurrent_requests,
         };
         let metrics_listener = match config.metrics_listen {
             Some(address) => Some(TcpListener::bind(address).await.with_context(|| {

@@ -63,6 +63,8 @@ pub struct HttpSettings {
     pub graphiql_assets_dir: Option<PathBuf>,
     /// Serve `/metrics` on this router (off when a separate metrics listener is configured).
     pub metrics_route: bool,
+    /// Requests served at once; more are shed with 503 `OVERLOADED` instead of queueing.
+    pub max_concurrent_requests: usize,
 }
 
 /// The whole application. `data_plane` (embedded mode's SHL endpoints and viewer) is merged
@@ -73,11 +75,11 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(graphql_cors(&settings.cors_allowed_origins));
 
-    let mut router = Router::new()
-        .merge(graphql_routes)
+    let health_routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .with_state(state);
+        .with_state(state.clone());
+    let mut router = Router::new().merge(graphql_routes).with_state(state);
     if let Some(assets_dir) = &settings.graphiql_assets_dir {
         router = router
             .route("/", get(|| async { Redirect::temporary("/graphiql") }))
@@ -86,6 +88,25 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
     if let Some(data_plane) = data_plane {
         router = router.merge(data_plane);
     }
+    // Shedding covers the work routes only: probes and scrapes must answer under overload, or
+    // an orchestrator would restart a pod for being busy.
+    // One semaphore for all routes (a plain ConcurrencyLimitLayer would make one per route), and
+    // refusal at once (503, `Retry-After: 1`) when it is full: a growing queue would only turn
+    // overload into timeouts for everyone.
+    router = router.layer(
+        ServiceBuilder::new()
+            .layer(axum::error_handling::HandleErrorLayer::new(
+                |_: tower::BoxError| async {
+                    ::metrics::counter!(crate::metrics::SHED_REQUESTS).increment(1);
+                    AppError::overloaded().into_response()
+                },
+            ))
+            .layer(tower::load_shed::LoadShedLayer::new())
+            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                settings.max_concurrent_requests.max(1),
+            )),
+    );
+    router = router.merge(health_routes);
     if settings.metrics_route {
         router = router.merge(metrics::router());
     }

@@ -287,3 +287,62 @@ async fn cors_allows_only_configured_origins() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn beyond_the_concurrency_limit_requests_are_shed_at_once_but_probes_answer() {
+    let app = spawn_app_with(|mut config| {
+        config.max_concurrent_requests = 1;
+        config
+    })
+    .await;
+    app.upstream_responds(
+        wiremock::ResponseTemplate::new(200)
+            .set_body_raw(SEED_RESPONSE, "application/json")
+            .set_delay(std::time::Duration::from_millis(800)),
+    )
+    .await;
+    let address = app.address.clone();
+    let client = app.http.clone();
+    let slow = tokio::spawn(async move {
+        client
+            .post(format!("{address}/graphql"))
+            .header("authorization", TOKEN)
+            .json(&json!({"query": SEED_MUTATION, "variables": seed_variables()}))
+            .send()
+            .await
+            .expect("sent")
+            .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let started = std::time::Instant::now();
+    let shed = app
+        .http
+        .post(format!("{}/graphql", app.address))
+        .json(&json!({"query": "{ shareableResourceTypes }"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(shed.status(), 503);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "refused at once, not queued"
+    );
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert_eq!(
+        shed.json::<Value>().await.expect("json"),
+        json!({"error": "OVERLOADED"})
+    );
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        slow.await.expect("task"),
+        200,
+        "the request in flight completes"
+    );
+}
