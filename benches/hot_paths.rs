@@ -1,0 +1,117 @@
+//! The gateway's hot paths besides QR rendering: passcodes, the IPS document, JWE, and a whole
+//! GraphQL request (parse, validate, execute) against an in-process issuer, so the gateway's own
+//! cost is measured without a network hop.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use criterion::{Criterion, criterion_group, criterion_main};
+use shl_gateway::error::AppError;
+use shl_gateway::graphql::{SchemaOptions, build_schema};
+use shl_gateway::issuer::fhir::PatientRecord;
+use shl_gateway::issuer::ips::{IpsOptions, build_ips};
+use shl_gateway::issuer::jwe::{self, ShlKey};
+use shl_gateway::issuer::{
+    Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, TraceContext,
+};
+use shl_gateway::keys::Keys;
+use shl_gateway::passcode::{Passcode, PasscodeHasher};
+
+const SEED_RESPONSE: &str = include_str!("../tests/fixtures/seed-response.json");
+const SEED_MUTATION: &str = include_str!("../tests/fixtures/seed-mutation.graphql");
+const SEED_VARIABLES: &str = include_str!("../tests/fixtures/seed-variables.json");
+
+/// Answers every creation with b.well's example, at once.
+#[derive(Debug)]
+struct InstantIssuer(DocumentReference);
+
+#[async_trait]
+impl Issuer for InstantIssuer {
+    fn mode(&self) -> IssuerMode {
+        IssuerMode::Upstream
+    }
+
+    async fn create_health_link(
+        &self,
+        _: &Caller,
+        _: &CreateLinkRequest,
+    ) -> Result<DocumentReference, AppError> {
+        Ok(self.0.clone())
+    }
+}
+
+fn bench_passcodes(c: &mut Criterion) {
+    let mut group = c.benchmark_group("passcode");
+    group.bench_function("generate", |b| b.iter(Passcode::generate));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let keys = Keys::derive(&secrecy::SecretBox::new(Box::new(vec![7u8; 32])));
+    let hasher = PasscodeHasher::new(keys.passcode_pepper, 1);
+    let passcode = Passcode::parse("743730").expect("valid");
+    // argon2id at 19 MiB takes tens of milliseconds on purpose: few samples suffice.
+    group.sample_size(10);
+    group.bench_function("hash_argon2id_19MiB_t2", |b| {
+        b.iter(|| runtime.block_on(hasher.hash(black_box(&passcode))))
+    });
+    group.finish();
+}
+
+fn bench_documents(c: &mut Criterion) {
+    let record = PatientRecord::demo();
+    let options = IpsOptions {
+        selected: &[],
+        bundle_id: "6f1c3b1e-2d4a-4c55-9a43-6d1c1a1c0e00",
+        timestamp: "2025-12-19T19:42:02.887Z",
+        title: "Patient summary",
+    };
+    let bundle = build_ips(&record, &options).to_string();
+    let key = ShlKey::generate().expect("rng");
+    let encrypted = jwe::encrypt(&key, bundle.as_bytes()).expect("encrypts");
+
+    let mut group = c.benchmark_group("document");
+    group.bench_function("ips_build_demo_patient", |b| {
+        b.iter(|| build_ips(black_box(&record), black_box(&options)))
+    });
+    group.bench_function("jwe_encrypt_demo_ips", |b| {
+        b.iter(|| jwe::encrypt(black_box(&key), black_box(bundle.as_bytes())))
+    });
+    group.bench_function("jwe_decrypt_demo_ips", |b| {
+        b.iter(|| jwe::decrypt(black_box(&key), black_box(&encrypted)))
+    });
+    group.finish();
+}
+
+fn bench_graphql(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let answer: serde_json::Value = serde_json::from_str(SEED_RESPONSE).expect("json");
+    let document: DocumentReference =
+        serde_json::from_value(answer["data"]["createHealthLink"].clone()).expect("seed answer");
+    let schema = build_schema(Arc::new(InstantIssuer(document)), &SchemaOptions::default());
+    let variables: serde_json::Value = serde_json::from_str(SEED_VARIABLES).expect("json");
+    let caller = Caller {
+        authorization: Some(secrecy::SecretString::from("Bearer bench")),
+        request_id: "bench".to_owned(),
+        trace: TraceContext::default(),
+    };
+
+    let mut group = c.benchmark_group("graphql");
+    group.bench_function("seed_mutation_parse_validate_execute", |b| {
+        b.iter(|| {
+            let request = async_graphql::Request::new(SEED_MUTATION)
+                .variables(async_graphql::Variables::from_json(variables.clone()))
+                .data(caller.clone());
+            runtime.block_on(schema.execute(request))
+        })
+    });
+    group.bench_function("shareable_resource_types", |b| {
+        b.iter(|| {
+            runtime.block_on(schema.execute(
+                async_graphql::Request::new("{ shareableResourceTypes }").data(caller.clone()),
+            ))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_passcodes, bench_documents, bench_graphql);
+criterion_main!(benches);
