@@ -17,6 +17,7 @@ use shl_gateway::issuer::{
 };
 use shl_gateway::keys::Keys;
 use shl_gateway::passcode::{Passcode, PasscodeHasher};
+use shl_gateway::ratelimit::{InProcessQuotas, Quota, QuotaSpec, QuotaSpecs, RatePolicy};
 
 const SEED_RESPONSE: &str = include_str!("../tests/fixtures/seed-response.json");
 const SEED_MUTATION: &str = include_str!("../tests/fixtures/seed-mutation.graphql");
@@ -86,12 +87,17 @@ fn bench_graphql(c: &mut Criterion) {
     let answer: serde_json::Value = serde_json::from_str(SEED_RESPONSE).expect("json");
     let document: DocumentReference =
         serde_json::from_value(answer["data"]["createHealthLink"].clone()).expect("seed answer");
-    let schema = build_schema(Arc::new(InstantIssuer(document)), &SchemaOptions::default());
+    let schema = build_schema(
+        Arc::new(InstantIssuer(document)),
+        generous_policy(),
+        &SchemaOptions::default(),
+    );
     let variables: serde_json::Value = serde_json::from_str(SEED_VARIABLES).expect("json");
     let caller = Caller {
         authorization: Some(secrecy::SecretString::from("Bearer bench")),
         request_id: "bench".to_owned(),
         trace: TraceContext::default(),
+        client_ip: Some("192.0.2.1".parse().expect("ip")),
     };
 
     let mut group = c.benchmark_group("graphql");
@@ -113,5 +119,51 @@ fn bench_graphql(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_passcodes, bench_documents, bench_graphql);
+/// Quotas so large that the benchmark measures the check, never a refusal.
+fn generous_policy() -> RatePolicy {
+    let keys = Keys::derive(&secrecy::SecretBox::new(Box::new(vec![7u8; 32])));
+    let spec = QuotaSpec {
+        burst: 1_000_000_000,
+        period: std::time::Duration::from_secs(1),
+    };
+    RatePolicy::new(
+        Arc::new(InProcessQuotas::new(100_000)),
+        keys.rate_limit,
+        QuotaSpecs {
+            links_per_caller: spec,
+            links_per_ip: spec,
+            http_per_ip: spec,
+            shl_per_ip: spec,
+            shl_per_link: spec,
+        },
+    )
+}
+
+fn bench_rate_limit(c: &mut Criterion) {
+    let quotas = InProcessQuotas::new(100_000);
+    let quota = Quota::new("bench", 1_000_000_000, std::time::Duration::from_secs(1));
+    let mut group = c.benchmark_group("rate_limit");
+    group.bench_function("in_process_check_one_key", |b| {
+        b.iter(|| quotas.check_now(&quota, black_box("192.0.2.1"), 1))
+    });
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("10.0.{}.{}", i / 256, i % 256))
+        .collect();
+    let mut next = 0usize;
+    group.bench_function("in_process_check_10k_keys", |b| {
+        b.iter(|| {
+            next = (next + 1) % keys.len();
+            quotas.check_now(&quota, black_box(&keys[next]), 1)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_passcodes,
+    bench_documents,
+    bench_graphql,
+    bench_rate_limit
+);
 criterion_main!(benches);

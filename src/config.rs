@@ -14,6 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 
+use crate::ratelimit::{QuotaSpec, RedisFailurePolicy};
+
 /// The command line of the `shl-gateway` binary.
 #[derive(Debug, Parser)]
 #[command(
@@ -313,6 +315,63 @@ pub struct Config {
     )]
     pub max_concurrent_requests: usize,
 
+    /// Shared rate limits across replicas: `redis://host:6379/`. Default: in process.
+    #[arg(long, env = "SHL_GATEWAY_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// Prefix of every Redis key the gateway writes.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_REDIS_KEY_PREFIX",
+        default_value = "shl-gateway:"
+    )]
+    pub redis_key_prefix: String,
+
+    /// Longest wait for one Redis rate-limit check.
+    #[arg(long, env = "SHL_GATEWAY_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// When Redis cannot answer: refuse limited requests (OVERLOADED), or limit per replica.
+    #[arg(long, env = "SHL_GATEWAY_REDIS_FAILURE_POLICY", value_enum, default_value_t = RedisFailurePolicy::FallBackToInProcess)]
+    pub redis_failure_policy: RedisFailurePolicy,
+
+    /// Proxies whose X-Forwarded-For is believed (comma-separated CIDRs, e.g. the load
+    /// balancer's). From any other peer the header is ignored.
+    #[arg(long, env = "SHL_GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// createHealthLink per caller (bearer token): BURST/PERIOD.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_LINK_QUOTA_PER_CALLER",
+        default_value = "5/1m"
+    )]
+    pub link_quota_per_caller: QuotaSpec,
+
+    /// createHealthLink per client address (IPv6 by /64).
+    #[arg(long, env = "SHL_GATEWAY_LINK_QUOTA_PER_IP", default_value = "20/1m")]
+    pub link_quota_per_ip: QuotaSpec,
+
+    /// Any request per client address (probes and metrics excepted).
+    #[arg(long, env = "SHL_GATEWAY_HTTP_QUOTA_PER_IP", default_value = "600/1m")]
+    pub http_quota_per_ip: QuotaSpec,
+
+    /// SHL manifest, file and direct requests per client address.
+    #[arg(long, env = "SHL_GATEWAY_SHL_QUOTA_PER_IP", default_value = "30/1m")]
+    pub shl_quota_per_ip: QuotaSpec,
+
+    /// SHL manifest, file and direct requests per link.
+    #[arg(long, env = "SHL_GATEWAY_SHL_QUOTA_PER_LINK", default_value = "60/1m")]
+    pub shl_quota_per_link: QuotaSpec,
+
+    /// Keys each in-process quota holds at most (about 45 bytes each).
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_RATE_LIMIT_MAX_KEYS",
+        default_value_t = 100_000
+    )]
+    pub rate_limit_max_keys: usize,
+
     /// Browser origins allowed to call /graphql (comma-separated, e.g. https://app.example.org).
     #[arg(long, env = "SHL_GATEWAY_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub cors_allowed_origins: Vec<String>,
@@ -371,6 +430,32 @@ impl Default for Config {
             max_directives: 20,
             max_links_per_request: 1,
             max_concurrent_requests: 512,
+            redis_url: None,
+            redis_key_prefix: "shl-gateway:".to_owned(),
+            redis_timeout: Duration::from_millis(100),
+            redis_failure_policy: RedisFailurePolicy::FallBackToInProcess,
+            trusted_proxies: Vec::new(),
+            link_quota_per_caller: QuotaSpec {
+                burst: 5,
+                period: Duration::from_secs(60),
+            },
+            link_quota_per_ip: QuotaSpec {
+                burst: 20,
+                period: Duration::from_secs(60),
+            },
+            http_quota_per_ip: QuotaSpec {
+                burst: 600,
+                period: Duration::from_secs(60),
+            },
+            shl_quota_per_ip: QuotaSpec {
+                burst: 30,
+                period: Duration::from_secs(60),
+            },
+            shl_quota_per_link: QuotaSpec {
+                burst: 60,
+                period: Duration::from_secs(60),
+            },
+            rate_limit_max_keys: 100_000,
             cors_allowed_origins: Vec::new(),
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: parse_duration(DEFAULT_SHUTDOWN_TIMEOUT).expect("constant"),

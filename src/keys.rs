@@ -59,6 +59,8 @@ pub struct Keys {
     pub passcode_pepper: PurposeKey,
     /// Signs short-lived file location tickets.
     pub location_ticket: PurposeKey,
+    /// Turns bearer tokens into rate-limit keys (which reach Redis) without the token.
+    pub rate_limit: PurposeKey,
 }
 
 impl Keys {
@@ -68,6 +70,7 @@ impl Keys {
             token: PurposeKey::derive(secret, "shl-gateway/v1/bearer-token"),
             passcode_pepper: PurposeKey::derive(secret, "shl-gateway/v1/passcode-pepper"),
             location_ticket: PurposeKey::derive(secret, "shl-gateway/v1/location-ticket"),
+            rate_limit: PurposeKey::derive(secret, "shl-gateway/v1/rate-limit-key"),
         }
     }
 

@@ -12,6 +12,7 @@
 //! - [`issuer`]: the `Issuer` trait resolvers call, and the types of a link request and answer.
 //! - [`upstream`]: the b.well client, an `Issuer` that relays to the upstream API.
 //! - [`qr`]: QR encoding and compact SVG rendering.
+//! - [`ratelimit`]: GCRA quotas, in process (governor) and shared across replicas (Redis).
 //! - [`passcode`]: CSPRNG passcode generation and validation, peppered argon2id hashing.
 //! - [`keys`]: per-purpose HMAC keys derived from `--secret-key`.
 //! - [`metrics`]: the Prometheus recorder and the names of what is counted.
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod metrics;
 pub mod passcode;
 pub mod qr;
+pub mod ratelimit;
 pub mod startup;
 pub mod telemetry;
 pub mod upstream;

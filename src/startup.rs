@@ -26,6 +26,9 @@ use crate::issuer::store::{LinkStore, SqlStore};
 use crate::issuer::{Issuer, protocol, viewer};
 use crate::keys::Keys;
 use crate::passcode::PasscodeHasher;
+use crate::ratelimit::{
+    InProcessQuotas, QuotaSpecs, QuotaStore, RatePolicy, RedisQuotas, SharedQuotas,
+};
 use crate::upstream::{CircuitBreaker, UpstreamClient, UpstreamIssuer, UpstreamSettings};
 
 #[derive(Debug)]
@@ -45,6 +48,8 @@ pub struct Application {
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     /// Set: `/metrics` is served here rather than on the main listener.
     metrics_listener: Option<TcpListener>,
+    /// The in-process quotas (or the Redis fallback's), whose old keys need dropping.
+    quota_housekeeping: InProcessQuotas,
 }
 
 #[derive(Debug)]
@@ -88,6 +93,19 @@ impl Application {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
 
+        let quotas = build_quota_store(&config).await?;
+        let rate_policy = RatePolicy::new(
+            quotas.store.clone(),
+            keys.rate_limit.clone(),
+            QuotaSpecs {
+                links_per_caller: config.link_quota_per_caller,
+                links_per_ip: config.link_quota_per_ip,
+                http_per_ip: config.http_quota_per_ip,
+                shl_per_ip: config.shl_quota_per_ip,
+                shl_per_link: config.shl_quota_per_link,
+            },
+        );
+
         let mut development_token = None;
         let mut purge = None;
         let mut embedded_routes = None;
@@ -104,8 +122,10 @@ impl Application {
                     interval: config.purge_interval,
                     retention: config.link_retention,
                 });
-                embedded_routes =
-                    Some(protocol::router(Arc::clone(&embedded)).merge(viewer::router()));
+                embedded_routes = Some(
+                    protocol::router(Arc::clone(&embedded), rate_policy.clone())
+                        .merge(viewer::router()),
+                );
                 embedded
             }
         };
@@ -125,10 +145,12 @@ impl Application {
         };
         let readiness = Readiness::default();
         let state = AppState {
-            schema: build_schema(Arc::clone(&issuer), &schema_options),
+            schema: build_schema(Arc::clone(&issuer), rate_policy.clone(), &schema_options),
             issuer,
             readiness: readiness.clone(),
             max_body_bytes: config.max_body_bytes,
+            rate_policy,
+            shared_quotas: quotas.shared.clone(),
         };
         let http_settings = HttpSettings {
             max_body_bytes: config.max_body_bytes,
@@ -141,6 +163,7 @@ impl Application {
             graphiql_assets_dir: config.graphiql.then(|| config.graphiql_assets_dir.clone()),
             metrics_route: config.metrics_listen.is_none(),
             max_concurrent_requests: config.max_concurrent_requests,
+            trusted_proxies: config.trusted_proxies.clone(),
         };
         let metrics_listener = match config.metrics_listen {
             Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
@@ -165,6 +188,7 @@ impl Application {
             purge,
             tls,
             metrics_listener,
+            quota_housekeeping: quotas.in_process,
         })
     }
 
@@ -202,7 +226,9 @@ impl Application {
             purge,
             tls,
             metrics_listener,
+            quota_housekeeping,
         } = self;
+        let housekeeping = quota_housekeeping.spawn_housekeeping(Duration::from_secs(30));
         if let Some(metrics_listener) = metrics_listener {
             let mut stop = shutdown.subscribe();
             tokio::spawn(async move {
@@ -264,7 +290,7 @@ impl Application {
             let _ = drain_started_rx.wait_for(|started| *started).await;
             tokio::time::sleep(shutdown_timeout).await;
         };
-        tokio::select! {
+        let outcome = tokio::select! {
             result = server => {
                 tracing::info!("shutdown complete");
                 result
@@ -273,8 +299,45 @@ impl Application {
                 tracing::warn!(timeout_s = shutdown_timeout.as_secs(), "shutdown timed out with requests in flight");
                 Ok(())
             }
-        }
+        };
+        housekeeping.abort();
+        outcome
     }
+}
+
+/// The quota store: Redis (with its in-process fallback) when `--redis-url` is set, else memory.
+struct QuotaStores {
+    store: Arc<dyn QuotaStore>,
+    shared: Option<Arc<SharedQuotas>>,
+    in_process: InProcessQuotas,
+}
+
+async fn build_quota_store(config: &Config) -> anyhow::Result<QuotaStores> {
+    let in_process = InProcessQuotas::new(config.rate_limit_max_keys);
+    let Some(url) = &config.redis_url else {
+        return Ok(QuotaStores {
+            store: Arc::new(in_process.clone()),
+            shared: None,
+            in_process,
+        });
+    };
+    let redis = RedisQuotas::connect(
+        url.expose_secret(),
+        config.redis_key_prefix.clone(),
+        config.redis_timeout,
+    )
+    .await
+    .map_err(|error| anyhow::anyhow!("--redis-url (SHL_GATEWAY_REDIS_URL): {error}"))?;
+    let shared = Arc::new(SharedQuotas::new(
+        redis,
+        in_process.clone(),
+        config.redis_failure_policy,
+    ));
+    Ok(QuotaStores {
+        store: shared.clone(),
+        shared: Some(shared),
+        in_process,
+    })
 }
 
 fn build_upstream_issuer(config: &Config, url: url::Url) -> anyhow::Result<Arc<dyn Issuer>> {

@@ -19,6 +19,7 @@ pub use redact::RequestValues;
 pub use resolvers::{MutationRoot, QueryRoot};
 
 use crate::issuer::Issuer;
+use crate::ratelimit::RatePolicy;
 
 pub type GatewaySchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
@@ -40,9 +41,14 @@ impl Default for SchemaOptions {
     }
 }
 
-pub fn build_schema(issuer: Arc<dyn Issuer>, options: &SchemaOptions) -> GatewaySchema {
+pub fn build_schema(
+    issuer: Arc<dyn Issuer>,
+    rate_policy: RatePolicy,
+    options: &SchemaOptions,
+) -> GatewaySchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(issuer)
+        .data(rate_policy)
         .extension(extension::ErrorCodes::new(options.limits.clone()));
     if !options.introspection {
         builder = builder.disable_introspection().disable_suggestions();

@@ -10,6 +10,7 @@ use super::health_links::HealthLink;
 use super::inputs::CreateHealthLinkInput;
 use crate::error::{AppError, ErrorCode};
 use crate::issuer::{Caller, Issuer, ResourceType};
+use crate::ratelimit::RatePolicy;
 
 #[derive(Debug, Default)]
 pub struct QueryRoot;
@@ -51,6 +52,15 @@ impl MutationRoot {
         let caller = ctx.data::<Caller>()?;
         require_bearer(caller)?;
         let request = input.validate()?;
+        // Charged per execution: aliases each pay (and the document limits allow one by default).
+        let token = caller
+            .authorization
+            .as_ref()
+            .map(|value| value.expose_secret().to_owned())
+            .unwrap_or_default();
+        ctx.data::<RatePolicy>()?
+            .charge_link_creation(&token, caller.client_ip)
+            .await?;
         let issuer = ctx.data::<Arc<dyn Issuer>>()?;
         let document = issuer.create_health_link(caller, &request).await?;
         let link_mode = match request.mode {

@@ -13,6 +13,7 @@
 //! - `application/graphql-response+json` answers use 4xx for request errors (nothing executed);
 //!   `application/json` answers are always 200, as older clients expect.
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -22,6 +23,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::client_ip::ClientIp;
 use super::request_id::RequestId;
 use crate::error::{AppError, ErrorCode};
 use crate::graphql::{RequestValues, is_request_error};
@@ -37,6 +39,7 @@ pub async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
     request_id: RequestId,
+    client_ip: Option<Extension<ClientIp>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let format = ResponseFormat::negotiate(&headers);
@@ -81,7 +84,8 @@ pub async fn post(
             return format.refusal(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, message);
         }
     };
-    execute(&state, &headers, request_id, request, format).await
+    let client_ip = client_ip.map(|Extension(ClientIp(ip))| ip);
+    execute(&state, &headers, request_id, client_ip, request, format).await
 }
 
 /// `GET /graphql` parameters, named as the GraphQL-over-HTTP spec names them.
@@ -97,6 +101,7 @@ pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
     request_id: RequestId,
+    client_ip: Option<Extension<ClientIp>>,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Response {
     let format = ResponseFormat::negotiate(&headers);
@@ -124,7 +129,8 @@ pub async fn get(
             .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         return response;
     }
-    execute(&state, &headers, request_id, request, format).await
+    let client_ip = client_ip.map(|Extension(ClientIp(ip))| ip);
+    execute(&state, &headers, request_id, client_ip, request, format).await
 }
 
 impl GetParams {
@@ -145,11 +151,13 @@ async fn execute(
     state: &AppState,
     headers: &HeaderMap,
     request_id: RequestId,
+    client_ip: Option<std::net::IpAddr>,
     request: async_graphql::Request,
     format: ResponseFormat,
 ) -> Response {
     let values = RequestValues::collect(&request.query, &request.variables);
-    let caller = caller_from(headers, request_id);
+    let mut caller = caller_from(headers, request_id);
+    caller.client_ip = client_ip;
     let response = state.schema.execute(request.data(caller)).await;
     let outcome = response
         .errors
@@ -171,6 +179,7 @@ fn caller_from(headers: &HeaderMap, request_id: RequestId) -> Caller {
         authorization: text(header::AUTHORIZATION.as_str())
             .map(|value| SecretString::from(value.to_owned())),
         request_id: request_id.0,
+        client_ip: None,
         trace: TraceContext {
             traceparent: text("traceparent")
                 .filter(|value| is_traceparent(value))

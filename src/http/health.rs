@@ -41,7 +41,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response();
     }
-    if !state.issuer.is_ready().await {
+    let quotas_ready = match &state.shared_quotas {
+        Some(shared) => shared.ping().await,
+        None => true,
+    };
+    if !quotas_ready || !state.issuer.is_ready().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "dependencies_unavailable" })),

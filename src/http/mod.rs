@@ -4,6 +4,7 @@
 //! route template, never the raw path), id echoed on the response, security headers. `/graphql`
 //! adds its body limit and CORS allowlist.
 
+mod client_ip;
 mod graphiql;
 mod graphql;
 mod health;
@@ -27,12 +28,14 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+pub use client_ip::ClientIp;
 pub use health::Readiness;
 pub use metrics::router as metrics_router;
 
 use crate::error::AppError;
 use crate::graphql::GatewaySchema;
 use crate::issuer::Issuer;
+use crate::ratelimit::RatePolicy;
 use request_id::{MakeUuid, REQUEST_ID_HEADER};
 
 /// What handlers share. Cheap to clone: everything inside is reference-counted.
@@ -42,6 +45,9 @@ pub struct AppState {
     pub issuer: Arc<dyn Issuer>,
     pub readiness: Readiness,
     pub max_body_bytes: usize,
+    pub rate_policy: RatePolicy,
+    /// Set when quotas live in Redis: readiness checks it.
+    pub shared_quotas: Option<Arc<crate::ratelimit::SharedQuotas>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -65,6 +71,8 @@ pub struct HttpSettings {
     pub metrics_route: bool,
     /// Requests served at once; more are shed with 503 `OVERLOADED` instead of queueing.
     pub max_concurrent_requests: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The whole application. `data_plane` (embedded mode's SHL endpoints and viewer) is merged
@@ -79,6 +87,7 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state.clone());
+    let rate_policy = state.rate_policy.clone();
     let mut router = Router::new().merge(graphql_routes).with_state(state);
     if let Some(assets_dir) = &settings.graphiql_assets_dir {
         router = router
@@ -90,6 +99,11 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
     }
     // Shedding covers the work routes only: probes and scrapes must answer under overload, or
     // an orchestrator would restart a pod for being busy.
+    // The coarse per-address limit covers the work routes too (not probes and scrapes).
+    router = router.layer(axum::middleware::from_fn_with_state(
+        rate_policy,
+        limit_requests,
+    ));
     // One semaphore for all routes (a plain ConcurrencyLimitLayer would make one per route), and
     // refusal at once (503, `Retry-After: 1`) when it is full: a growing queue would only turn
     // overload into timeouts for everyone.
@@ -120,6 +134,10 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
                 request_id::drop_unusable_client_id,
             ))
             .layer(SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeUuid))
+            .layer(axum::middleware::from_fn_with_state(
+                client_ip::TrustedProxies(Arc::new(settings.trusted_proxies.clone())),
+                client_ip::resolve,
+            ))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(request_span)
@@ -170,6 +188,22 @@ fn graphql_cors(origins: &[HeaderValue]) -> CorsLayer {
         ])
         .expose_headers([REQUEST_ID_HEADER])
         .max_age(Duration::from_secs(600))
+}
+
+/// The coarse per-address limit on every work request: 429 with `Retry-After` when spent.
+async fn limit_requests(
+    axum::extract::State(policy): axum::extract::State<RatePolicy>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ip = request.extensions().get::<ClientIp>().map_or(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        |client| client.0,
+    );
+    match policy.charge_request(ip).await {
+        Ok(()) => next.run(request).await,
+        Err(error) => error.into_response(),
+    }
 }
 
 async fn not_found() -> Response {

@@ -7,20 +7,26 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use std::net::{IpAddr, Ipv4Addr};
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use serde::Deserialize;
 use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::embedded::{EmbeddedIssuer, ManifestAnswer, ManifestFile, ManifestRequest};
+use super::embedded::{
+    EmbeddedIssuer, ManifestAnswer, ManifestFile, ManifestRequest, manifest_id_hash,
+};
 use crate::error::{AppError, ErrorCode};
+use crate::http::ClientIp;
+use crate::ratelimit::RatePolicy;
 
 /// Longest recipient name accepted: it is stored and shown to the patient.
 pub const MAX_RECIPIENT_CHARS: usize = 100;
@@ -28,7 +34,14 @@ pub const MAX_RECIPIENT_CHARS: usize = 100;
 const MAX_MANIFEST_BODY_BYTES: usize = 4 * 1024;
 const JOSE: &str = "application/jose";
 
-pub fn router(issuer: Arc<EmbeddedIssuer>) -> Router {
+/// What the data-plane handlers share.
+#[derive(Debug, Clone)]
+pub struct DataPlane {
+    issuer: Arc<EmbeddedIssuer>,
+    rate_policy: RatePolicy,
+}
+
+pub fn router(issuer: Arc<EmbeddedIssuer>, rate_policy: RatePolicy) -> Router {
     Router::new()
         .route(
             "/v1/health-link/manifests/{manifest_id}",
@@ -47,7 +60,10 @@ pub fn router(issuer: Arc<EmbeddedIssuer>) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-store"),
         ))
-        .with_state(issuer)
+        .with_state(DataPlane {
+            issuer,
+            rate_policy,
+        })
 }
 
 /// The manifest request body. Unknown fields are ignored, as the spec asks of both sides.
@@ -82,11 +98,36 @@ fn valid_recipient(recipient: Option<String>) -> Option<String> {
     acceptable.then(|| trimmed.to_owned())
 }
 
+/// Charges the address and the link: many links from one address, or many addresses on one
+/// link, each meet a quota. The link is keyed by the hash of its id, like the store.
+async fn charge(
+    plane: &DataPlane,
+    client_ip: IpAddr,
+    link_key: Option<String>,
+) -> Result<(), Response> {
+    plane
+        .rate_policy
+        .charge_shl(client_ip, link_key.as_deref())
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
 async fn manifest(
-    State(issuer): State<Arc<EmbeddedIssuer>>,
+    State(plane): State<DataPlane>,
+    client_ip: Option<Extension<ClientIp>>,
     Path(manifest_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Err(refused) = charge(
+        &plane,
+        ip_of(client_ip),
+        Some(manifest_id_hash(&manifest_id)),
+    )
+    .await
+    {
+        return refused;
+    }
+    let issuer = &plane.issuer;
     let Ok(body) = body else {
         return bad_request();
     };
@@ -127,10 +168,21 @@ async fn manifest(
 }
 
 async fn direct(
-    State(issuer): State<Arc<EmbeddedIssuer>>,
+    State(plane): State<DataPlane>,
+    client_ip: Option<Extension<ClientIp>>,
     Path(manifest_id): Path<String>,
     query: Result<Query<DirectQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    if let Err(refused) = charge(
+        &plane,
+        ip_of(client_ip),
+        Some(manifest_id_hash(&manifest_id)),
+    )
+    .await
+    {
+        return refused;
+    }
+    let issuer = &plane.issuer;
     let Some(recipient) = query
         .ok()
         .and_then(|Query(query)| valid_recipient(query.recipient))
@@ -140,8 +192,23 @@ async fn direct(
     jose(issuer.open_direct(&manifest_id, &recipient).await)
 }
 
-async fn file(State(issuer): State<Arc<EmbeddedIssuer>>, Path(ticket): Path<String>) -> Response {
-    jose(issuer.open_file(&ticket).await)
+async fn file(
+    State(plane): State<DataPlane>,
+    client_ip: Option<Extension<ClientIp>>,
+    Path(ticket): Path<String>,
+) -> Response {
+    // A ticket names its link only once verified; the address quota applies either way.
+    if let Err(refused) = charge(&plane, ip_of(client_ip), None).await {
+        return refused;
+    }
+    jose(plane.issuer.open_file(&ticket).await)
+}
+
+fn ip_of(client_ip: Option<Extension<ClientIp>>) -> IpAddr {
+    client_ip.map_or(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        |Extension(ClientIp(ip))| ip,
+    )
 }
 
 fn jose(result: Result<Option<String>, AppError>) -> Response {

@@ -122,4 +122,6 @@ pub struct Caller {
     pub authorization: Option<SecretString>,
     pub request_id: String,
     pub trace: TraceContext,
+    /// The client's address as the HTTP layer decided it (proxies considered).
+    pub client_ip: Option<std::net::IpAddr>,
 }

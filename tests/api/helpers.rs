@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
 use shl_gateway::config::{Config, DemoMode};
+use shl_gateway::ratelimit::QuotaSpec;
 use shl_gateway::startup::{Application, ShutdownHandle};
 use tokio::task::JoinHandle;
 use wiremock::matchers::{method, path};
@@ -29,6 +30,11 @@ pub struct TestApp {
     postgres_schema: Option<(String, String)>,
 }
 
+pub const GENEROUS: QuotaSpec = QuotaSpec {
+    burst: 100_000,
+    period: Duration::from_secs(60),
+};
+
 /// A configuration for tests: port 0, a fixed secret, and the given upstream.
 pub fn test_config(upstream: &MockServer) -> Config {
     Config {
@@ -44,6 +50,12 @@ pub fn test_config(upstream: &MockServer) -> Config {
             "test-secret-key-test-secret-key-0123456789",
         )),
         graphiql: false,
+        // Each test asserts one thing; the quota tests (ratelimit.rs) set tight quotas themselves.
+        link_quota_per_caller: GENEROUS,
+        link_quota_per_ip: GENEROUS,
+        http_quota_per_ip: GENEROUS,
+        shl_quota_per_ip: GENEROUS,
+        shl_quota_per_link: GENEROUS,
         ..Config::default()
     }
 }

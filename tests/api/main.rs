@@ -11,6 +11,7 @@ mod manifest_protocol;
 mod metrics;
 mod operation_limits;
 mod qr;
+mod ratelimit;
 mod schema_contract;
 mod secrets;
 mod tls;
