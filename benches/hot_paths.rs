@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
+use shl_gateway::audit::{AuditTrail, MemoryAuditSink};
 use shl_gateway::error::AppError;
 use shl_gateway::graphql::{SchemaOptions, build_schema};
 use shl_gateway::issuer::fhir::PatientRecord;
@@ -90,6 +91,12 @@ fn bench_graphql(c: &mut Criterion) {
     let schema = build_schema(
         Arc::new(InstantIssuer(document)),
         generous_policy(),
+        // In memory: the benchmark measures the gateway, not a disk's fsync.
+        AuditTrail::new(
+            Arc::new(MemoryAuditSink::new()),
+            keys().audit_actor,
+            "upstream",
+        ),
         &SchemaOptions::default(),
     );
     let variables: serde_json::Value = serde_json::from_str(SEED_VARIABLES).expect("json");
@@ -117,6 +124,10 @@ fn bench_graphql(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+fn keys() -> Keys {
+    Keys::derive(&secrecy::SecretBox::new(Box::new(vec![7u8; 32])))
 }
 
 /// Quotas so large that the benchmark measures the check, never a refusal.

@@ -48,10 +48,18 @@ pub enum Command {
         #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
+    /// Check or export the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Exit 0 if the gateway at `--listen` answers `/healthz` (for images without curl).
     Healthcheck {
         #[arg(long, env = "SHL_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
+        /// Set (as for `serve`): the listener speaks HTTPS, so probe with HTTPS.
+        #[arg(long, env = "SHL_GATEWAY_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
     },
 }
 
@@ -68,6 +76,68 @@ const DEFAULT_GRAPHIQL_ASSETS_DIR: &str = "graphiql/node_modules";
 const DEFAULT_IDENTIFIER_SYSTEM: &str = "urn:shl-gateway:health-link";
 /// The shortest `--secret-key` accepted: 32 bytes, as for an HMAC-SHA256 key.
 pub const MIN_SECRET_KEY_BYTES: usize = 32;
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify an audit file's HMAC chain (rotated files: oldest first). Prints OK and the head,
+    /// or the first broken or missing record, and exits non-zero.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The head exported earlier (`seq:mac`): also detects a truncated tail.
+        #[arg(long)]
+        head: Option<String>,
+        #[command(flatten)]
+        key: SecretKeyArgs,
+    },
+    /// Write the audit records as a FHIR R4 Bundle of AuditEvent resources (IHE BALP shapes).
+    Export {
+        file: PathBuf,
+        /// Where to write the Bundle (JSON); default stdout.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+}
+
+/// The secret key, for commands that need the gateway's key but must never create one.
+#[derive(Debug, Clone, Args)]
+pub struct SecretKeyArgs {
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_SECRET_KEY",
+        hide_env_values = true,
+        conflicts_with = "secret_key_file"
+    )]
+    pub secret_key: Option<SecretString>,
+    #[arg(long, env = "SHL_GATEWAY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+impl SecretKeyArgs {
+    /// The configured key, or the one kept in the data directory; never a new one.
+    pub fn load_existing(&self) -> anyhow::Result<SecretKey> {
+        let key = if let Some(key) = &self.secret_key {
+            key.expose_secret().as_bytes().to_vec()
+        } else {
+            let path = self
+                .secret_key_file
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("secret-key"));
+            read_key_file(&path).with_context(|| {
+                format!(
+                    "cannot read the secret key from {} (--secret-key-file or --data-dir)",
+                    path.display()
+                )
+            })?
+        };
+        if key.len() < MIN_SECRET_KEY_BYTES {
+            bail!("the secret key must be at least {MIN_SECRET_KEY_BYTES} bytes");
+        }
+        Ok(SecretBox::new(Box::new(key)))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DemoMode {
@@ -315,6 +385,18 @@ pub struct Config {
     )]
     pub max_concurrent_requests: usize,
 
+    /// The audit trail as a JSON-lines file (single instance). Default: `<data-dir>/audit.jsonl`.
+    #[arg(long, env = "SHL_GATEWAY_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
+    /// The audit trail in PostgreSQL instead of a file (replicas: one chain each).
+    #[arg(long, env = "SHL_GATEWAY_AUDIT_DATABASE_URL", hide_env_values = true)]
+    pub audit_database_url: Option<SecretString>,
+
+    /// This writer's chain name (one per replica: e.g. the pod name). Default: `gateway`.
+    #[arg(long, env = "SHL_GATEWAY_AUDIT_CHAIN", default_value = "gateway")]
+    pub audit_chain: String,
+
     /// Shared rate limits across replicas: `redis://host:6379/`. Default: in process.
     #[arg(long, env = "SHL_GATEWAY_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<SecretString>,
@@ -430,6 +512,9 @@ impl Default for Config {
             max_directives: 20,
             max_links_per_request: 1,
             max_concurrent_requests: 512,
+            audit_log: None,
+            audit_database_url: None,
+            audit_chain: "gateway".to_owned(),
             redis_url: None,
             redis_key_prefix: "shl-gateway:".to_owned(),
             redis_timeout: Duration::from_millis(100),

@@ -155,6 +155,13 @@ impl AppError {
         }
     }
 
+    pub fn audit_unavailable() -> Self {
+        Self::new(
+            ErrorCode::AuditUnavailable,
+            "the audit trail cannot record this operation; nothing was disclosed",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(ErrorCode::InternalServerError, "internal server error")
     }

@@ -28,6 +28,11 @@ impl PurposeKey {
         Self(hmac_sha256(secret, purpose.as_bytes()))
     }
 
+    /// The key itself, for the one consumer that keys its own HMACs (the audit chain).
+    pub fn bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     pub fn mac(&self, message: &[u8]) -> [u8; 32] {
         hmac_sha256(&self.0, message)
     }
@@ -61,6 +66,10 @@ pub struct Keys {
     pub location_ticket: PurposeKey,
     /// Turns bearer tokens into rate-limit keys (which reach Redis) without the token.
     pub rate_limit: PurposeKey,
+    /// Keys the audit chain's MACs.
+    pub audit_chain: PurposeKey,
+    /// Turns bearer tokens into audit actor ids.
+    pub audit_actor: PurposeKey,
 }
 
 impl Keys {
@@ -71,6 +80,8 @@ impl Keys {
             passcode_pepper: PurposeKey::derive(secret, "shl-gateway/v1/passcode-pepper"),
             location_ticket: PurposeKey::derive(secret, "shl-gateway/v1/location-ticket"),
             rate_limit: PurposeKey::derive(secret, "shl-gateway/v1/rate-limit-key"),
+            audit_chain: PurposeKey::derive(secret, "shl-gateway/v1/audit-chain"),
+            audit_actor: PurposeKey::derive(secret, "shl-gateway/v1/audit-actor"),
         }
     }
 

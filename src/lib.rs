@@ -3,6 +3,7 @@
 //! An app sends b.well's `createHealthLink` mutation here and gets back, in one round trip, the
 //! link, its QR code, its passcode and its validity. Module map:
 //!
+//! - [`audit`]: the tamper-evident audit trail (HMAC chain; file or PostgreSQL), verify, export.
 //! - [`config`]: the typed command line and environment, validated at startup.
 //! - [`startup`]: `Application::build` (bind, assemble) and `run_until_stopped` (serve, drain).
 //! - [`telemetry`]: the tracing subscriber (text or JSON lines).
@@ -17,6 +18,7 @@
 //! - [`keys`]: per-purpose HMAC keys derived from `--secret-key`.
 //! - [`metrics`]: the Prometheus recorder and the names of what is counted.
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod graphql;

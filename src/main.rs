@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use secrecy::ExposeSecret as _;
-use shl_gateway::config::{Cli, Command, Config};
+use shl_gateway::config::{AuditCommand, Cli, Command, Config};
 use shl_gateway::startup::Application;
 
 #[tokio::main]
@@ -19,7 +19,10 @@ async fn main() -> ExitCode {
             database_url,
             data_dir,
         }) => import_bundle(&file, database_url.as_ref(), &data_dir).await,
-        Some(Command::Healthcheck { listen }) => healthcheck(listen).await,
+        Some(Command::Audit { command }) => audit(command),
+        Some(Command::Healthcheck { listen, tls_cert }) => {
+            healthcheck(listen, tls_cert.is_some()).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,8 +92,36 @@ async fn import_bundle(
     Ok(())
 }
 
+#[expect(
+    clippy::print_stdout,
+    reason = "the report and the export are the commands' output"
+)]
+fn audit(command: AuditCommand) -> anyhow::Result<()> {
+    use shl_gateway::audit::{export_fhir, verify_files};
+    match command {
+        AuditCommand::Verify { files, head, key } => {
+            let keys = shl_gateway::keys::Keys::derive(&key.load_existing()?);
+            let report = verify_files(&files, &keys.audit_chain.bytes(), head.as_deref());
+            println!("{report}");
+            anyhow::ensure!(report.is_ok(), "the audit trail does not verify");
+            Ok(())
+        }
+        AuditCommand::Export { file, output } => {
+            let bundle = serde_json::to_string_pretty(&export_fhir(&file)?)?;
+            match output {
+                Some(path) => std::fs::write(&path, bundle)
+                    .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display())),
+                None => {
+                    println!("{bundle}");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
 /// Probes `/healthz` on the local listener; a wildcard listen address is probed on loopback.
-async fn healthcheck(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn healthcheck(listen: std::net::SocketAddr, tls: bool) -> anyhow::Result<()> {
     let mut target = listen;
     if target.ip().is_unspecified() {
         target.set_ip(match target {
@@ -98,11 +129,15 @@ async fn healthcheck(listen: std::net::SocketAddr) -> anyhow::Result<()> {
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
+    // The probe talks to this host's own listener over loopback, where the certificate's names
+    // (the public host) cannot match: liveness, not identity, is what it checks.
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(3))
+        .danger_accept_invalid_certs(tls)
         .build()?;
+    let scheme = if tls { "https" } else { "http" };
     let response = client
-        .get(format!("http://{target}/healthz"))
+        .get(format!("{scheme}://{target}/healthz"))
         .send()
         .await?;
     anyhow::ensure!(

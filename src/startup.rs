@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::audit::{AuditKey, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
 use crate::config::{Config, DemoMode};
 use crate::graphql::{OperationLimits, SchemaOptions, build_schema};
 use crate::http::{AppState, HttpSettings, Readiness, router};
@@ -93,6 +94,16 @@ impl Application {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
 
+        let mode = if config.upstream_url.is_some() {
+            "upstream"
+        } else {
+            "embedded"
+        };
+        let audit = AuditTrail::new(
+            open_audit_sink(&config, &keys).await?,
+            keys.audit_actor.clone(),
+            mode,
+        );
         let quotas = build_quota_store(&config).await?;
         let rate_policy = RatePolicy::new(
             quotas.store.clone(),
@@ -113,8 +124,10 @@ impl Application {
             Some(url) => build_upstream_issuer(&config, url.clone())?,
             None => {
                 let default_public_url = format!("{scheme}://{local_addr}");
-                let embedded =
-                    Arc::new(build_embedded_issuer(&config, &keys, &default_public_url).await?);
+                let embedded = Arc::new(
+                    build_embedded_issuer(&config, &keys, &default_public_url, audit.clone())
+                        .await?,
+                );
                 development_token =
                     set_up_identities(&config, &keys, local_addr, embedded.store()).await?;
                 purge = Some(PurgeTask {
@@ -145,12 +158,18 @@ impl Application {
         };
         let readiness = Readiness::default();
         let state = AppState {
-            schema: build_schema(Arc::clone(&issuer), rate_policy.clone(), &schema_options),
+            schema: build_schema(
+                Arc::clone(&issuer),
+                rate_policy.clone(),
+                audit.clone(),
+                &schema_options,
+            ),
             issuer,
             readiness: readiness.clone(),
             max_body_bytes: config.max_body_bytes,
             rate_policy,
             shared_quotas: quotas.shared.clone(),
+            audit,
         };
         let http_settings = HttpSettings {
             max_body_bytes: config.max_body_bytes,
@@ -305,6 +324,39 @@ impl Application {
     }
 }
 
+/// The audit sink: PostgreSQL (`--audit-database-url`, one chain per replica) or a JSON-lines
+/// file (`--audit-log`, default in `--data-dir`). Opening verifies the chain's tail.
+async fn open_audit_sink(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn AuditSink>> {
+    let key = AuditKey::new(keys.audit_chain.bytes());
+    if let Some(url) = &config.audit_database_url {
+        let sink = PostgresAuditSink::connect(url.expose_secret(), key, config.audit_chain.clone())
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!("--audit-database-url (SHL_GATEWAY_AUDIT_DATABASE_URL): {error}")
+            })?;
+        return Ok(Arc::new(sink));
+    }
+    let path = match &config.audit_log {
+        Some(path) => path.clone(),
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!(
+                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
+                    config.data_dir.display()
+                )
+            })?;
+            config.data_dir.join("audit.jsonl")
+        }
+    };
+    let sink = FileAuditSink::open(&path, key, config.audit_chain.clone()).map_err(|error| {
+        anyhow::anyhow!(
+            "--audit-log (SHL_GATEWAY_AUDIT_LOG) {}: {error}",
+            path.display()
+        )
+    })?;
+    Ok(Arc::new(sink))
+}
+
 /// The quota store: Redis (with its in-process fallback) when `--redis-url` is set, else memory.
 struct QuotaStores {
     store: Arc<dyn QuotaStore>,
@@ -359,6 +411,7 @@ async fn build_embedded_issuer(
     config: &Config,
     keys: &Keys,
     default_public_url: &str,
+    audit: AuditTrail,
 ) -> anyhow::Result<EmbeddedIssuer> {
     let public_url = match &config.public_url {
         Some(url) => url.clone(),
@@ -391,6 +444,7 @@ async fn build_embedded_issuer(
         keys.clone(),
         hasher,
         settings,
+        audit,
     ))
 }
 

@@ -111,6 +111,7 @@ pub mod fhir;
 mod file;
 mod memory;
 mod postgres;
+mod trail;
 mod verify;
 
 use std::time::Duration;
@@ -123,6 +124,7 @@ pub use memory::MemoryAuditSink;
 pub use postgres::{
     PostgresAuditSink, PostgresSinkOptions, verify_postgres, verify_postgres_against_head,
 };
+pub use trail::AuditTrail;
 pub use verify::{
     FailureKind, VerifyFailure, VerifyReport, verify_file, verify_file_against_head, verify_files,
 };

@@ -18,6 +18,7 @@ pub use health_link::QR_CODE_COMPLEXITY;
 pub use redact::RequestValues;
 pub use resolvers::{MutationRoot, QueryRoot};
 
+use crate::audit::AuditTrail;
 use crate::issuer::Issuer;
 use crate::ratelimit::RatePolicy;
 
@@ -44,11 +45,13 @@ impl Default for SchemaOptions {
 pub fn build_schema(
     issuer: Arc<dyn Issuer>,
     rate_policy: RatePolicy,
+    audit: AuditTrail,
     options: &SchemaOptions,
 ) -> GatewaySchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(issuer)
         .data(rate_policy)
+        .data(audit)
         .extension(extension::ErrorCodes::new(options.limits.clone()));
     if !options.introspection {
         builder = builder.disable_introspection().disable_suggestions();

@@ -8,8 +8,9 @@ use secrecy::ExposeSecret;
 use super::health_link::CreatedHealthLink;
 use super::health_links::HealthLink;
 use super::inputs::CreateHealthLinkInput;
+use crate::audit::{AuditAction, AuditEvent, AuditTrail};
 use crate::error::{AppError, ErrorCode};
-use crate::issuer::{Caller, Issuer, ResourceType};
+use crate::issuer::{Caller, Issuer, IssuerMode, ResourceType};
 use crate::ratelimit::RatePolicy;
 
 #[derive(Debug, Default)]
@@ -50,29 +51,28 @@ impl MutationRoot {
         input: CreateHealthLinkInput,
     ) -> Result<CreatedHealthLink> {
         let caller = ctx.data::<Caller>()?;
-        require_bearer(caller)?;
-        let request = input.validate()?;
-        // Charged per execution: aliases each pay (and the document limits allow one by default).
-        let token = caller
-            .authorization
-            .as_ref()
-            .map(|value| value.expose_secret().to_owned())
-            .unwrap_or_default();
-        ctx.data::<RatePolicy>()?
-            .charge_link_creation(&token, caller.client_ip)
-            .await?;
-        let issuer = ctx.data::<Arc<dyn Issuer>>()?;
-        let document = issuer.create_health_link(caller, &request).await?;
-        let link_mode = match request.mode {
-            crate::issuer::LinkMode::Passcode => "PASSCODE",
-            crate::issuer::LinkMode::Direct => "DIRECT",
+        let audit = ctx.data::<AuditTrail>()?;
+        let event = |action: AuditAction, outcome: &str| AuditEvent {
+            request_id: Some(caller.request_id.clone()),
+            client_ip: caller.client_ip.map(|ip| ip.to_string()),
+            actor: caller
+                .authorization
+                .as_ref()
+                .map(|value| audit.actor(value.expose_secret())),
+            ..AuditEvent::new(action, outcome)
         };
-        metrics::counter!(crate::metrics::LINKS_CREATED, "issuer" => issuer.mode().as_str(), "mode" => link_mode)
-            .increment(1);
-        Ok(CreatedHealthLink {
-            document,
-            passcode: request.passcode,
-        })
+        match create(ctx, caller, audit, input, &event).await {
+            Ok(created) => Ok(created),
+            Err(Refusal::BeforeAttempt(error)) => {
+                // Nothing was disclosed, so a failing trail does not change the answer; it is
+                // logged by the trail.
+                let _ = audit
+                    .record(event(AuditAction::CreationRefused, error.code().as_str()))
+                    .await;
+                Err(error.into())
+            }
+            Err(Refusal::Recorded(error)) => Err(error.into()),
+        }
     }
 
     /// Revokes one of the caller's links at once: its encrypted file is deleted and every later
@@ -85,6 +85,90 @@ impl MutationRoot {
             issuer.revoke_health_link(caller, id.as_str()).await?,
         ))
     }
+}
+
+/// How `createHealthLink` failed: before its attempt record (the refusal still needs one) or
+/// after (its outcome is recorded already, or the trail itself failed).
+enum Refusal {
+    BeforeAttempt(AppError),
+    Recorded(AppError),
+}
+
+/// Auth, input, quota, attempt record, issuer call, outcome record: in that order, so that
+/// every creation leaves an attempt and an outcome in the audit trail, and no link leaves the
+/// gateway without its record.
+async fn create(
+    ctx: &Context<'_>,
+    caller: &Caller,
+    audit: &AuditTrail,
+    input: CreateHealthLinkInput,
+    event: &impl Fn(AuditAction, &str) -> AuditEvent,
+) -> Result<CreatedHealthLink, Refusal> {
+    let internal = |_| Refusal::BeforeAttempt(AppError::internal());
+    require_bearer(caller).map_err(Refusal::BeforeAttempt)?;
+    let request = input.validate().map_err(Refusal::BeforeAttempt)?;
+    let token = caller
+        .authorization
+        .as_ref()
+        .map(|value| value.expose_secret().to_owned())
+        .unwrap_or_default();
+    ctx.data::<RatePolicy>()
+        .map_err(internal)?
+        .charge_link_creation(&token, caller.client_ip)
+        .await
+        .map_err(Refusal::BeforeAttempt)?;
+    let issuer = ctx.data::<Arc<dyn Issuer>>().map_err(internal)?;
+    let resource_types: Vec<String> = request
+        .resources
+        .iter()
+        .map(|r| r.as_str().to_owned())
+        .collect();
+    audit
+        .record(AuditEvent {
+            resource_types: resource_types.clone(),
+            ..event(AuditAction::CreationAttempt, "attempt")
+        })
+        .await
+        .map_err(Refusal::Recorded)?;
+
+    let started = std::time::Instant::now();
+    let outcome = issuer.create_health_link(caller, &request).await;
+    let latency = Some(started.elapsed().as_millis() as u64);
+    let upstream = issuer.mode() == IssuerMode::Upstream;
+    let document = match outcome {
+        Ok(document) => document,
+        Err(error) => {
+            audit
+                .record(AuditEvent {
+                    resource_types,
+                    upstream_latency_ms: latency.filter(|_| upstream),
+                    ..event(AuditAction::CreationRefused, error.code().as_str())
+                })
+                .await
+                .map_err(Refusal::Recorded)?;
+            return Err(Refusal::Recorded(error));
+        }
+    };
+    audit
+        .record(AuditEvent {
+            link_id: Some(document.id.to_string()),
+            resource_types,
+            upstream_status: upstream.then_some(200),
+            upstream_latency_ms: latency.filter(|_| upstream),
+            ..event(AuditAction::LinkCreated, "ok")
+        })
+        .await
+        .map_err(Refusal::Recorded)?;
+    let link_mode = match request.mode {
+        crate::issuer::LinkMode::Passcode => "PASSCODE",
+        crate::issuer::LinkMode::Direct => "DIRECT",
+    };
+    metrics::counter!(crate::metrics::LINKS_CREATED, "issuer" => issuer.mode().as_str(), "mode" => link_mode)
+        .increment(1);
+    Ok(CreatedHealthLink {
+        document,
+        passcode: request.passcode,
+    })
 }
 
 /// Refuses a request without a bearer credential before anything is sent anywhere.

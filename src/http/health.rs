@@ -45,7 +45,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Some(shared) => shared.ping().await,
         None => true,
     };
-    if !quotas_ready || !state.issuer.is_ready().await {
+    if !quotas_ready || !state.audit.is_ready().await || !state.issuer.is_ready().await {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "dependencies_unavailable" })),

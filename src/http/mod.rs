@@ -48,6 +48,8 @@ pub struct AppState {
     pub rate_policy: RatePolicy,
     /// Set when quotas live in Redis: readiness checks it.
     pub shared_quotas: Option<Arc<crate::ratelimit::SharedQuotas>>,
+    /// Readiness requires a writable audit trail: without it, nothing may be disclosed.
+    pub audit: crate::audit::AuditTrail,
 }
 
 impl std::fmt::Debug for AppState {

@@ -26,6 +26,7 @@ use super::{
     DocumentReferenceContent, DocumentReferenceContext, Identifier, Issuer, IssuerMode, LinkMode,
     LinkSummary, Period, Reference, SHL_CONTENT_TYPE, ticket,
 };
+use crate::audit::{AuditAction, AuditEvent, AuditTrail};
 use crate::error::{AppError, ErrorCode};
 use crate::keys::Keys;
 use crate::passcode::PasscodeHasher;
@@ -75,6 +76,15 @@ pub struct EmbeddedIssuer {
     keys: Keys,
     hasher: PasscodeHasher,
     settings: EmbeddedSettings,
+    audit: AuditTrail,
+}
+
+/// Who is asking on the data plane, for the access record and the audit trail.
+#[derive(Debug, Clone, Default)]
+pub struct AccessContext {
+    pub request_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// A manifest request after validation (`protocol.rs` checks the JSON).
@@ -149,12 +159,14 @@ impl EmbeddedIssuer {
         keys: Keys,
         hasher: PasscodeHasher,
         settings: EmbeddedSettings,
+        audit: AuditTrail,
     ) -> Self {
         Self {
             store,
             keys,
             hasher,
             settings,
+            audit,
         }
     }
 
@@ -186,6 +198,7 @@ impl EmbeddedIssuer {
         &self,
         manifest_id: &str,
         request: ManifestRequest,
+        context: &AccessContext,
     ) -> Result<ManifestAnswer, AppError> {
         let now = now_ms();
         let Some(link) = self.find_link(manifest_id).await? else {
@@ -199,12 +212,17 @@ impl EmbeddedIssuer {
             outcome: outcome.to_owned(),
         };
         if link.flag.contains('U') || !link.is_servable(now) {
-            self.record(access("inactive")).await?;
+            self.record(access("inactive"), context, None).await?;
             return Ok(ManifestAnswer::NotActive);
         }
         if let Some(passcode_hash) = &link.passcode_hash {
             let Some(candidate) = request.passcode.as_deref() else {
-                self.record(access("no-passcode")).await?;
+                self.record(
+                    access("no-passcode"),
+                    context,
+                    Some(link.attempts_remaining),
+                )
+                .await?;
                 return Ok(ManifestAnswer::WrongPasscode {
                     remaining_attempts: link.attempts_remaining,
                 });
@@ -219,12 +237,13 @@ impl EmbeddedIssuer {
             {
                 AttemptReservation::Reserved { remaining_after } => remaining_after,
                 AttemptReservation::Refused => {
-                    self.record(access("inactive")).await?;
+                    self.record(access("inactive"), context, None).await?;
                     return Ok(ManifestAnswer::NotActive);
                 }
             };
             if !self.hasher.verify(candidate, passcode_hash).await {
-                self.record(access("bad-passcode")).await?;
+                self.record(access("bad-passcode"), context, Some(remaining_after))
+                    .await?;
                 return Ok(ManifestAnswer::WrongPasscode {
                     remaining_attempts: remaining_after,
                 });
@@ -245,7 +264,8 @@ impl EmbeddedIssuer {
         } else {
             ManifestFile::Location(self.location_url(&link)?)
         };
-        self.record(access("ok")).await?;
+        // Recorded before the answer leaves: no disclosure without its durable record.
+        self.record(access("ok"), context, None).await?;
         Ok(ManifestAnswer::Files(vec![file]))
     }
 
@@ -258,7 +278,11 @@ impl EmbeddedIssuer {
     }
 
     /// Serves a location ticket: the JWE, if the ticket is valid and the link still live.
-    pub async fn open_file(&self, ticket: &str) -> Result<Option<String>, AppError> {
+    pub async fn open_file(
+        &self,
+        ticket: &str,
+        context: &AccessContext,
+    ) -> Result<Option<String>, AppError> {
         let now = now_ms();
         let Some(link_id) = ticket::verify(&self.keys.location_ticket, ticket, now / 1000) else {
             return Ok(None);
@@ -272,13 +296,17 @@ impl EmbeddedIssuer {
             return Ok(None);
         };
         let servable = link.is_servable(now);
-        self.record(AccessRecord {
-            link_id: link.id.clone(),
-            at: now,
-            recipient: String::new(),
-            action: "file".to_owned(),
-            outcome: if servable { "ok" } else { "inactive" }.to_owned(),
-        })
+        self.record(
+            AccessRecord {
+                link_id: link.id.clone(),
+                at: now,
+                recipient: String::new(),
+                action: "file".to_owned(),
+                outcome: if servable { "ok" } else { "inactive" }.to_owned(),
+            },
+            context,
+            None,
+        )
         .await?;
         Ok(if servable { link.jwe } else { None })
     }
@@ -288,19 +316,24 @@ impl EmbeddedIssuer {
         &self,
         manifest_id: &str,
         recipient: &str,
+        context: &AccessContext,
     ) -> Result<Option<String>, AppError> {
         let now = now_ms();
         let Some(link) = self.find_link(manifest_id).await? else {
             return Ok(None);
         };
         let servable = link.flag.contains('U') && link.is_servable(now);
-        self.record(AccessRecord {
-            link_id: link.id.clone(),
-            at: now,
-            recipient: recipient.to_owned(),
-            action: "direct".to_owned(),
-            outcome: if servable { "ok" } else { "inactive" }.to_owned(),
-        })
+        self.record(
+            AccessRecord {
+                link_id: link.id.clone(),
+                at: now,
+                recipient: recipient.to_owned(),
+                action: "direct".to_owned(),
+                outcome: if servable { "ok" } else { "inactive" }.to_owned(),
+            },
+            context,
+            None,
+        )
         .await?;
         Ok(if servable { link.jwe } else { None })
     }
@@ -315,7 +348,30 @@ impl EmbeddedIssuer {
             .map_err(store_error)
     }
 
-    async fn record(&self, access: AccessRecord) -> Result<(), AppError> {
+    /// The audit record first (fail closed: no record, no disclosure), then the patient-visible
+    /// access history.
+    async fn record(
+        &self,
+        access: AccessRecord,
+        context: &AccessContext,
+        remaining_attempts: Option<i64>,
+    ) -> Result<(), AppError> {
+        let action = match access.action.as_str() {
+            "file" => AuditAction::FileFetched,
+            "direct" => AuditAction::DirectFetched,
+            _ => AuditAction::ManifestRequested,
+        };
+        self.audit
+            .record(AuditEvent {
+                request_id: context.request_id.clone(),
+                client_ip: context.client_ip.clone(),
+                user_agent: context.user_agent.clone(),
+                link_id: Some(access.link_id.clone()),
+                recipient: (!access.recipient.is_empty()).then(|| access.recipient.clone()),
+                remaining_attempts,
+                ..AuditEvent::new(action, access.outcome.clone())
+            })
+            .await?;
         metrics::counter!(
             crate::metrics::SHL_ACCESSES,
             "action" => access.action.clone(),
@@ -488,6 +544,18 @@ impl Issuer for EmbeddedIssuer {
         {
             tracing::info!(link.id = %link.id, "health link revoked");
         }
+        self.audit
+            .record(AuditEvent {
+                request_id: Some(caller.request_id.clone()),
+                client_ip: caller.client_ip.map(|ip| ip.to_string()),
+                actor: caller
+                    .authorization
+                    .as_ref()
+                    .map(|value| self.audit.actor(value.expose_secret())),
+                link_id: Some(link.id.clone()),
+                ..AuditEvent::new(AuditAction::LinkRevoked, "ok")
+            })
+            .await?;
         let revoked = self
             .store
             .link_by_id(&link.id)

@@ -22,7 +22,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::embedded::{
-    EmbeddedIssuer, ManifestAnswer, ManifestFile, ManifestRequest, manifest_id_hash,
+    AccessContext, EmbeddedIssuer, ManifestAnswer, ManifestFile, ManifestRequest, manifest_id_hash,
 };
 use crate::error::{AppError, ErrorCode};
 use crate::http::ClientIp;
@@ -115,6 +115,7 @@ async fn charge(
 async fn manifest(
     State(plane): State<DataPlane>,
     client_ip: Option<Extension<ClientIp>>,
+    context: AccessContext,
     Path(manifest_id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -142,7 +143,7 @@ async fn manifest(
         passcode: body.passcode,
         embedded_length_max: body.embedded_length_max,
     };
-    match issuer.open_manifest(&manifest_id, request).await {
+    match issuer.open_manifest(&manifest_id, request, &context).await {
         Ok(ManifestAnswer::Files(files)) => {
             let files: Vec<_> = files
                 .into_iter()
@@ -170,6 +171,7 @@ async fn manifest(
 async fn direct(
     State(plane): State<DataPlane>,
     client_ip: Option<Extension<ClientIp>>,
+    context: AccessContext,
     Path(manifest_id): Path<String>,
     query: Result<Query<DirectQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
@@ -189,19 +191,46 @@ async fn direct(
     else {
         return bad_request();
     };
-    jose(issuer.open_direct(&manifest_id, &recipient).await)
+    jose(issuer.open_direct(&manifest_id, &recipient, &context).await)
 }
 
 async fn file(
     State(plane): State<DataPlane>,
     client_ip: Option<Extension<ClientIp>>,
+    context: AccessContext,
     Path(ticket): Path<String>,
 ) -> Response {
     // A ticket names its link only once verified; the address quota applies either way.
     if let Err(refused) = charge(&plane, ip_of(client_ip), None).await {
         return refused;
     }
-    jose(plane.issuer.open_file(&ticket).await)
+    jose(plane.issuer.open_file(&ticket, &context).await)
+}
+
+/// The request's id, address and user agent, for the audit trail.
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AccessContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let text = |name: &str| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(AccessContext {
+            request_id: text("x-request-id"),
+            client_ip: parts
+                .extensions
+                .get::<ClientIp>()
+                .map(|ClientIp(ip)| ip.to_string()),
+            user_agent: text("user-agent"),
+        })
+    }
 }
 
 fn ip_of(client_ip: Option<Extension<ClientIp>>) -> IpAddr {

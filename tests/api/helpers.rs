@@ -26,6 +26,9 @@ pub struct TestApp {
     shutdown: ShutdownHandle,
     server: Option<JoinHandle<std::io::Result<()>>>,
     data_dir: Option<tempfile::TempDir>,
+    embedded_data_dir: Option<tempfile::TempDir>,
+    /// The app's audit trail (a JSON-lines file).
+    pub audit_path: std::path::PathBuf,
     /// (server URL, schema) of a PostgreSQL test schema, dropped by [`TestApp::stop`].
     postgres_schema: Option<(String, String)>,
 }
@@ -134,7 +137,7 @@ pub async fn spawn_embedded(
         })
     })
     .await;
-    app.data_dir = Some(data_dir);
+    app.embedded_data_dir = Some(data_dir);
     app.postgres_schema = postgres_schema;
     app
 }
@@ -145,7 +148,16 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> TestApp {
     let upstream = MockServer::start().await;
-    let config = customize(test_config(&upstream));
+    // Every app gets its own data directory: its audit file, store and key stay its own.
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let config = customize(Config {
+        data_dir: data_dir.path().to_path_buf(),
+        ..test_config(&upstream)
+    });
+    let audit_path = config
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("audit.jsonl"));
     let application = Application::build(config)
         .await
         .expect("application builds");
@@ -165,8 +177,10 @@ pub async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> TestApp
         development_token,
         shutdown,
         server: Some(server),
-        data_dir: None,
+        data_dir: Some(data_dir),
+        embedded_data_dir: None,
         postgres_schema: None,
+        audit_path,
     }
 }
 
@@ -214,6 +228,16 @@ impl TestApp {
             .respond_with(response)
             .mount(&self.upstream)
             .await;
+    }
+
+    /// The audit records written so far, as JSON (checkpoints and recoveries excluded).
+    pub fn audit_records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).expect("audit lines are JSON"))
+            .filter(|record| !matches!(record["action"].as_str(), Some("checkpoint" | "recovered")))
+            .collect()
     }
 
     /// The JSON bodies the fake b.well received.

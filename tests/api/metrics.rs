@@ -86,7 +86,9 @@ async fn metrics_parse_and_move_with_traffic() {
 #[tokio::test]
 async fn metrics_can_move_to_their_own_listener() {
     let upstream = wiremock::MockServer::start().await;
+    let data_dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(&upstream);
+    config.data_dir = data_dir.path().to_path_buf();
     config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
     let application = shl_gateway::startup::Application::build(config)
         .await

@@ -1,0 +1,49 @@
+//! The gateway's side of the audit trail: what it fills in for every event, and how a sink
+//! failure reaches the client (`AUDIT_UNAVAILABLE`, fail closed).
+
+use std::sync::Arc;
+
+use super::{AuditEvent, AuditSink};
+use crate::error::{AppError, ErrorCode};
+use crate::keys::PurposeKey;
+
+/// Shared by resolvers and the SHL handlers.
+#[derive(Debug, Clone)]
+pub struct AuditTrail {
+    sink: Arc<dyn AuditSink>,
+    actor_key: PurposeKey,
+    mode: &'static str,
+}
+
+impl AuditTrail {
+    pub fn new(sink: Arc<dyn AuditSink>, actor_key: PurposeKey, mode: &'static str) -> Self {
+        Self {
+            sink,
+            actor_key,
+            mode,
+        }
+    }
+
+    /// The actor id of a bearer token: a keyed hash, so records name a caller consistently
+    /// without holding anything that could be replayed as the token.
+    pub fn actor(&self, authorization: &str) -> String {
+        hex::encode(&self.actor_key.mac(authorization.as_bytes())[..16])
+    }
+
+    /// Records an event durably, or fails with `AUDIT_UNAVAILABLE`: nothing may be disclosed
+    /// without its record.
+    pub async fn record(&self, mut event: AuditEvent) -> Result<(), AppError> {
+        event.mode.get_or_insert_with(|| self.mode.to_owned());
+        self.sink.record(event).await.map_err(|error| {
+            tracing::error!(error = %error, "audit record failed; refusing the operation");
+            AppError::new(
+                ErrorCode::AuditUnavailable,
+                "the audit trail cannot record this operation; nothing was disclosed",
+            )
+        })
+    }
+
+    pub async fn is_ready(&self) -> bool {
+        self.sink.is_ready().await
+    }
+}
