@@ -25,8 +25,8 @@ pub struct TestApp {
     pub development_token: Option<String>,
     shutdown: ShutdownHandle,
     server: Option<JoinHandle<std::io::Result<()>>>,
-    data_dir: Option<tempfile::TempDir>,
-    embedded_data_dir: Option<tempfile::TempDir>,
+    /// Temporary directories the app uses, kept alive as long as it runs (dropping one deletes it).
+    _data_dirs: Vec<tempfile::TempDir>,
     /// The app's audit trail (a JSON-lines file).
     pub audit_path: std::path::PathBuf,
     /// (server URL, schema) of a PostgreSQL test schema, dropped by [`TestApp::stop`].
@@ -137,7 +137,7 @@ pub async fn spawn_embedded(
         })
     })
     .await;
-    app.embedded_data_dir = Some(data_dir);
+    app._data_dirs.push(data_dir);
     app.postgres_schema = postgres_schema;
     app
 }
@@ -177,8 +177,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> TestApp
         development_token,
         shutdown,
         server: Some(server),
-        data_dir: Some(data_dir),
-        embedded_data_dir: None,
+        _data_dirs: vec![data_dir],
         postgres_schema: None,
         audit_path,
     }
