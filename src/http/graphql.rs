@@ -21,6 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 use super::AppState;
 use super::client_ip::ClientIp;
@@ -158,7 +159,11 @@ async fn execute(
     let values = RequestValues::collect(&request.query, &request.variables);
     let mut caller = caller_from(headers, request_id);
     caller.client_ip = client_ip;
-    let response = state.schema.execute(request.data(caller)).await;
+    let response = state
+        .schema
+        .execute(request.data(caller))
+        .instrument(tracing::info_span!("graphql.execute"))
+        .await;
     let outcome = response
         .errors
         .first()

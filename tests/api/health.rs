@@ -81,3 +81,23 @@ async fn shutdown_fails_readiness_first_and_finishes_in_flight_requests() {
     );
     stopping.await.expect("stopped");
 }
+
+#[tokio::test]
+async fn the_healthcheck_command_probes_the_local_listener() {
+    let app = spawn_app().await;
+    let listen = app.address.trim_start_matches("http://").to_owned();
+    let probe = |listen: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
+                .args(["healthcheck", "--listen", &listen])
+                .env_remove("SHL_GATEWAY_TLS_CERT")
+                .status()
+                .expect("binary runs")
+        })
+    };
+    assert!(probe(listen).await.expect("task").success());
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_address = closed.local_addr().expect("address").to_string();
+    drop(closed);
+    assert!(!probe(closed_address).await.expect("task").success());
+}

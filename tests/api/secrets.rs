@@ -44,6 +44,7 @@ struct GatewayProcess {
     child: Child,
     address: String,
     lines: Arc<Mutex<Vec<String>>>,
+    data_dir: std::path::PathBuf,
 }
 
 impl GatewayProcess {
@@ -88,6 +89,7 @@ impl GatewayProcess {
             child,
             address,
             lines,
+            data_dir,
         }
     }
 
@@ -105,7 +107,13 @@ impl GatewayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(Duration::from_millis(100));
-        self.lines.lock().expect("lock").clone()
+        let mut lines = self.lines.lock().expect("lock").clone();
+        // The audit trail is held to the same rule as the logs.
+        let audit = std::fs::read_to_string(self.data_dir.join("audit.jsonl"))
+            .expect("audit trail written");
+        assert!(audit.lines().count() > 3, "the run was audited");
+        lines.extend(audit.lines().map(str::to_owned));
+        lines
     }
 }
 

@@ -101,10 +101,12 @@ fn parse_json(text: &str) -> Result<serde_json::Value, StoreError> {
 
 #[async_trait]
 impl LinkStore for SqlStore {
+    #[tracing::instrument(level = "debug", name = "store.ping", skip_all)]
     async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
     }
 
+    #[tracing::instrument(level = "debug", name = "store.put_patient", skip_all)]
     async fn put_patient(&self, record: &PatientRecord, now_ms: i64) -> Result<(), StoreError> {
         let patient_id = record.patient_id().to_owned();
         let mut transaction = self.pool.begin().await?;
@@ -139,6 +141,7 @@ impl LinkStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", name = "store.patient", skip_all)]
     async fn patient(&self, patient_id: &str) -> Result<Option<PatientRecord>, StoreError> {
         let Some(row) = sqlx::query("SELECT resource FROM patients WHERE id = $1")
             .bind(patient_id)
@@ -162,6 +165,7 @@ impl LinkStore for SqlStore {
         Ok(Some(PatientRecord { patient, resources }))
     }
 
+    #[tracing::instrument(level = "debug", name = "store.replace_tokens", skip_all)]
     async fn replace_tokens(
         &self,
         source: &str,
@@ -189,6 +193,7 @@ impl LinkStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", name = "store.patient_for_token", skip_all)]
     async fn patient_for_token(&self, token_hmac: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT patient_id FROM api_tokens WHERE token_hmac = $1")
             .bind(token_hmac)
@@ -197,6 +202,7 @@ impl LinkStore for SqlStore {
         Ok(row.map(|row| row.try_get("patient_id")).transpose()?)
     }
 
+    #[tracing::instrument(level = "debug", name = "store.insert_link", skip_all)]
     async fn insert_link(
         &self,
         link: &LinkRecord,
@@ -225,6 +231,7 @@ impl LinkStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", name = "store.link_by_manifest", skip_all)]
     async fn link_by_manifest(
         &self,
         manifest_id_hash: &str,
@@ -237,6 +244,7 @@ impl LinkStore for SqlStore {
         row.as_ref().map(link_from_row).transpose()
     }
 
+    #[tracing::instrument(level = "debug", name = "store.link_by_id", skip_all)]
     async fn link_by_id(&self, link_id: &str) -> Result<Option<LinkRecord>, StoreError> {
         let query = format!("SELECT {LINK_COLUMNS} FROM health_links WHERE id = $1");
         let row = sqlx::query(&query)
@@ -246,6 +254,7 @@ impl LinkStore for SqlStore {
         row.as_ref().map(link_from_row).transpose()
     }
 
+    #[tracing::instrument(level = "debug", name = "store.links_of_patient", skip_all)]
     async fn links_of_patient(&self, patient_id: &str) -> Result<Vec<LinkRecord>, StoreError> {
         let query = format!(
             "SELECT {LINK_COLUMNS} FROM health_links WHERE patient_id = $1 ORDER BY created_at DESC, id DESC"
@@ -257,6 +266,7 @@ impl LinkStore for SqlStore {
         rows.iter().map(link_from_row).collect()
     }
 
+    #[tracing::instrument(level = "debug", name = "store.reserve_attempt", skip_all)]
     async fn reserve_attempt(
         &self,
         link_id: &str,
@@ -280,6 +290,7 @@ impl LinkStore for SqlStore {
         })
     }
 
+    #[tracing::instrument(level = "debug", name = "store.refund_attempt", skip_all)]
     async fn refund_attempt(&self, link_id: &str) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE health_links SET attempts_remaining = attempts_remaining + 1 WHERE id = $1",
@@ -290,6 +301,7 @@ impl LinkStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", name = "store.revoke_link", skip_all)]
     async fn revoke_link(&self, link_id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let result = sqlx::query(
             "UPDATE health_links SET revoked_at = $1, jwe = NULL WHERE id = $2 AND revoked_at IS NULL",
@@ -301,6 +313,7 @@ impl LinkStore for SqlStore {
         Ok(result.rows_affected() == 1)
     }
 
+    #[tracing::instrument(level = "debug", name = "store.record_access", skip_all)]
     async fn record_access(&self, access: &AccessRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO link_accesses (link_id, at, recipient, action, outcome) VALUES ($1, $2, $3, $4, $5)",
@@ -315,6 +328,7 @@ impl LinkStore for SqlStore {
         Ok(())
     }
 
+    #[tracing::instrument(level = "debug", name = "store.accesses_of_link", skip_all)]
     async fn accesses_of_link(&self, link_id: &str) -> Result<Vec<AccessRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT link_id, at, recipient, action, outcome FROM link_accesses WHERE link_id = $1 ORDER BY at, id",
@@ -335,6 +349,7 @@ impl LinkStore for SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(level = "debug", name = "store.purge", skip_all)]
     async fn purge(&self, now_ms: i64, retain_after_ms: i64) -> Result<(u64, u64), StoreError> {
         let files = sqlx::query(
             "UPDATE health_links SET jwe = NULL WHERE jwe IS NOT NULL AND (expires_at <= $1 OR revoked_at IS NOT NULL)",
