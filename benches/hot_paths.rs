@@ -10,6 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use shl_gateway::audit::{AuditTrail, MemoryAuditSink};
 use shl_gateway::error::AppError;
 use shl_gateway::graphql::{SchemaOptions, build_schema};
+use shl_gateway::idempotency::{Idempotency, InProcessStore};
 use shl_gateway::issuer::fhir::PatientRecord;
 use shl_gateway::issuer::ips::{IpsOptions, build_ips};
 use shl_gateway::issuer::jwe::{self, ShlKey};
@@ -97,6 +98,12 @@ fn bench_graphql(c: &mut Criterion) {
             keys().audit_actor,
             "upstream",
         ),
+        Arc::new(Idempotency::new(
+            Box::new(InProcessStore::default()),
+            keys().idempotency,
+            std::time::Duration::from_secs(60),
+            std::time::Duration::from_secs(1),
+        )),
         &SchemaOptions::default(),
     );
     let variables: serde_json::Value = serde_json::from_str(SEED_VARIABLES).expect("json");
@@ -105,6 +112,7 @@ fn bench_graphql(c: &mut Criterion) {
         request_id: "bench".to_owned(),
         trace: TraceContext::default(),
         client_ip: Some("192.0.2.1".parse().expect("ip")),
+        idempotency_key: None,
     };
 
     let mut group = c.benchmark_group("graphql");

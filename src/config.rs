@@ -397,6 +397,10 @@ pub struct Config {
     #[arg(long, env = "SHL_GATEWAY_AUDIT_CHAIN", default_value = "gateway")]
     pub audit_chain: String,
 
+    /// How long an Idempotency-Key's first answer is kept for retries (encrypted per caller).
+    #[arg(long, env = "SHL_GATEWAY_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub idempotency_window: Duration,
+
     /// Shared rate limits across replicas: `redis://host:6379/`. Default: in process.
     #[arg(long, env = "SHL_GATEWAY_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<SecretString>,
@@ -515,6 +519,7 @@ impl Default for Config {
             audit_log: None,
             audit_database_url: None,
             audit_chain: "gateway".to_owned(),
+            idempotency_window: Duration::from_secs(600),
             redis_url: None,
             redis_key_prefix: "shl-gateway:".to_owned(),
             redis_timeout: Duration::from_millis(100),

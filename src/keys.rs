@@ -70,6 +70,8 @@ pub struct Keys {
     pub audit_chain: PurposeKey,
     /// Turns bearer tokens into audit actor ids.
     pub audit_actor: PurposeKey,
+    /// Files and seals idempotent answers (with the caller's token mixed in).
+    pub idempotency: PurposeKey,
 }
 
 impl Keys {
@@ -82,6 +84,7 @@ impl Keys {
             rate_limit: PurposeKey::derive(secret, "shl-gateway/v1/rate-limit-key"),
             audit_chain: PurposeKey::derive(secret, "shl-gateway/v1/audit-chain"),
             audit_actor: PurposeKey::derive(secret, "shl-gateway/v1/audit-actor"),
+            idempotency: PurposeKey::derive(secret, "shl-gateway/v1/idempotency"),
         }
     }
 

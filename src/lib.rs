@@ -10,6 +10,7 @@
 //! - [`error`]: `AppError` and the closed list of error codes clients see.
 //! - [`http`]: routes and middleware: GraphQL over HTTP, health, GraphiQL, request ids, CORS.
 //! - [`graphql`]: the schema, resolvers, operation limits; knows nothing of HTTP.
+//! - [`idempotency`]: `Idempotency-Key` replays of `createHealthLink`, sealed per caller.
 //! - [`issuer`]: the `Issuer` trait resolvers call, and the types of a link request and answer.
 //! - [`upstream`]: the b.well client, an `Issuer` that relays to the upstream API.
 //! - [`qr`]: QR encoding and compact SVG rendering.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod idempotency;
 pub mod issuer;
 pub mod keys;
 pub mod metrics;

@@ -21,6 +21,7 @@ use crate::audit::{AuditKey, AuditSink, AuditTrail, FileAuditSink, PostgresAudit
 use crate::config::{Config, DemoMode};
 use crate::graphql::{OperationLimits, SchemaOptions, build_schema};
 use crate::http::{AppState, HttpSettings, Readiness, router};
+use crate::idempotency::{Idempotency, IdempotencyStore, InProcessStore, RedisStore};
 use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
 use crate::issuer::fhir::PatientRecord;
 use crate::issuer::store::{LinkStore, SqlStore};
@@ -105,6 +106,7 @@ impl Application {
             mode,
         );
         let quotas = build_quota_store(&config).await?;
+        let idempotency = Arc::new(build_idempotency(&config, &keys)?);
         let rate_policy = RatePolicy::new(
             quotas.store.clone(),
             keys.rate_limit.clone(),
@@ -162,6 +164,7 @@ impl Application {
                 Arc::clone(&issuer),
                 rate_policy.clone(),
                 audit.clone(),
+                idempotency,
                 &schema_options,
             ),
             issuer,
@@ -355,6 +358,31 @@ async fn open_audit_sink(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn
         )
     })?;
     Ok(Arc::new(sink))
+}
+
+/// Idempotent answers: in Redis when configured (a retry may reach any replica), else here.
+fn build_idempotency(config: &Config, keys: &Keys) -> anyhow::Result<Idempotency> {
+    let store: Box<dyn IdempotencyStore> = match &config.redis_url {
+        Some(url) => Box::new(
+            RedisStore::new(
+                url.expose_secret(),
+                config.redis_key_prefix.clone(),
+                config.redis_timeout.max(Duration::from_millis(500)),
+            )
+            .map_err(|_| {
+                anyhow::anyhow!("--redis-url (SHL_GATEWAY_REDIS_URL) is not a Redis URL")
+            })?,
+        ),
+        None => Box::new(InProcessStore::default()),
+    };
+    // A retry waits for a first request still running at most as long as that one can take.
+    let wait = config.upstream_timeout + Duration::from_secs(2);
+    Ok(Idempotency::new(
+        store,
+        keys.idempotency.clone(),
+        config.idempotency_window,
+        wait,
+    ))
 }
 
 /// The quota store: Redis (with its in-process fallback) when `--redis-url` is set, else memory.

@@ -19,6 +19,7 @@ pub use redact::RequestValues;
 pub use resolvers::{MutationRoot, QueryRoot};
 
 use crate::audit::AuditTrail;
+use crate::idempotency::Idempotency;
 use crate::issuer::Issuer;
 use crate::ratelimit::RatePolicy;
 
@@ -46,12 +47,14 @@ pub fn build_schema(
     issuer: Arc<dyn Issuer>,
     rate_policy: RatePolicy,
     audit: AuditTrail,
+    idempotency: Arc<Idempotency>,
     options: &SchemaOptions,
 ) -> GatewaySchema {
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(issuer)
         .data(rate_policy)
         .data(audit)
+        .data(idempotency)
         .extension(extension::ErrorCodes::new(options.limits.clone()));
     if !options.introspection {
         builder = builder.disable_introspection().disable_suggestions();

@@ -10,7 +10,9 @@ use super::health_links::HealthLink;
 use super::inputs::CreateHealthLinkInput;
 use crate::audit::{AuditAction, AuditEvent, AuditTrail};
 use crate::error::{AppError, ErrorCode};
-use crate::issuer::{Caller, Issuer, IssuerMode, ResourceType};
+use crate::idempotency::{Idempotency, StoredAnswer};
+use crate::issuer::{Caller, CreateLinkRequest, Issuer, IssuerMode, ResourceType};
+use crate::passcode::Passcode;
 use crate::ratelimit::RatePolicy;
 
 #[derive(Debug, Default)]
@@ -112,9 +114,70 @@ async fn create(
         .as_ref()
         .map(|value| value.expose_secret().to_owned())
         .unwrap_or_default();
+    let idempotency = ctx.data::<Arc<Idempotency>>().map_err(internal)?;
+    let idempotency_key = caller
+        .idempotency_key
+        .as_deref()
+        .map(crate::idempotency::parse_key)
+        .transpose()
+        .map_err(Refusal::BeforeAttempt)?;
+    if let Some(key) = idempotency_key {
+        // A retry: the first answer again, not a second link (and no quota spent on it).
+        if let Some(stored) = idempotency
+            .begin(&token, key)
+            .await
+            .map_err(Refusal::BeforeAttempt)?
+        {
+            audit
+                .record(AuditEvent {
+                    link_id: Some(stored.document.id.to_string()),
+                    ..event(AuditAction::LinkCreated, "replayed")
+                })
+                .await
+                .map_err(Refusal::Recorded)?;
+            return Ok(CreatedHealthLink {
+                document: stored.document,
+                passcode: stored
+                    .passcode
+                    .as_deref()
+                    .and_then(|code| Passcode::parse(code).ok()),
+            });
+        }
+    }
+    let result = create_new(ctx, caller, audit, request, &token, event).await;
+    if let Some(key) = idempotency_key {
+        match &result {
+            Ok(created) => {
+                let answer = StoredAnswer {
+                    document: created.document.clone(),
+                    passcode: created
+                        .passcode
+                        .as_ref()
+                        .map(|code| code.expose().to_owned()),
+                };
+                if let Err(error) = idempotency.complete(&token, key, &answer).await {
+                    tracing::warn!(error = ?error.code(), "idempotent answer not stored; a retry would create again");
+                }
+            }
+            Err(_) => idempotency.release(&token, key).await,
+        }
+    }
+    result
+}
+
+/// Quota, attempt record, issuer call, outcome record.
+async fn create_new(
+    ctx: &Context<'_>,
+    caller: &Caller,
+    audit: &AuditTrail,
+    request: CreateLinkRequest,
+    token: &str,
+    event: &impl Fn(AuditAction, &str) -> AuditEvent,
+) -> Result<CreatedHealthLink, Refusal> {
+    let internal = |_| Refusal::BeforeAttempt(AppError::internal());
     ctx.data::<RatePolicy>()
         .map_err(internal)?
-        .charge_link_creation(&token, caller.client_ip)
+        .charge_link_creation(token, caller.client_ip)
         .await
         .map_err(Refusal::BeforeAttempt)?;
     let issuer = ctx.data::<Arc<dyn Issuer>>().map_err(internal)?;

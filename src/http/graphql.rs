@@ -185,6 +185,7 @@ fn caller_from(headers: &HeaderMap, request_id: RequestId) -> Caller {
             .map(|value| SecretString::from(value.to_owned())),
         request_id: request_id.0,
         client_ip: None,
+        idempotency_key: text("idempotency-key").map(str::to_owned),
         trace: TraceContext {
             traceparent: text("traceparent")
                 .filter(|value| is_traceparent(value))

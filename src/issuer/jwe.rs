@@ -84,6 +84,11 @@ impl ShlKey {
     }
 
     /// Accepts exactly 43 characters of unpadded base64url, the form the SHL payload uses.
+    /// A key made elsewhere (e.g. derived by HMAC), for sealing that is not an SHL.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(bytes)
+    }
+
     pub fn from_base64url(text: &str) -> Result<Self, JweError> {
         const MALFORMED: JweError = JweError::Malformed("SHL key must be 43 base64url characters");
         // Checked first so an oversized input is refused before any decoding work; 43 is also

@@ -124,4 +124,6 @@ pub struct Caller {
     pub trace: TraceContext,
     /// The client's address as the HTTP layer decided it (proxies considered).
     pub client_ip: Option<std::net::IpAddr>,
+    /// The `Idempotency-Key` header, unvalidated.
+    pub idempotency_key: Option<String>,
 }

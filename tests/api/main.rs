@@ -7,6 +7,7 @@ mod embedded;
 mod health;
 mod helpers;
 mod http_transport;
+mod idempotency;
 mod import_bundle;
 mod manifest_protocol;
 mod metrics;
