@@ -26,6 +26,25 @@ impl Readiness {
     }
 }
 
+/// Once shutdown has begun, every answer says `Connection: close`: clients then open new
+/// connections for their next request, which the load balancer (told by `/readyz`) sends to
+/// another replica, instead of reusing a kept-alive connection that the drain is about to close
+/// under a request in flight.
+pub async fn close_connections_when_draining(
+    State(readiness): State<Readiness>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if readiness.is_shutting_down() {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
+}
+
 /// The process serves HTTP. Depends on nothing else, by design: restarting a pod because b.well
 /// or the database is down would only add to the outage.
 pub async fn healthz() -> Response {

@@ -90,6 +90,7 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
         .route("/readyz", get(health::readyz))
         .with_state(state.clone());
     let rate_policy = state.rate_policy.clone();
+    let readiness = state.readiness.clone();
     let mut router = Router::new().merge(graphql_routes).with_state(state);
     if let Some(assets_dir) = &settings.graphiql_assets_dir {
         router = router
@@ -147,6 +148,10 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
             .layer(axum::middleware::from_fn(metrics::record_request))
+            .layer(axum::middleware::from_fn_with_state(
+                readiness,
+                health::close_connections_when_draining,
+            ))
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),

@@ -14,6 +14,7 @@ mod metrics;
 mod operation_limits;
 mod qr;
 mod ratelimit;
+mod replicas;
 mod schema_contract;
 mod secrets;
 mod tls;
