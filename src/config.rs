@@ -332,6 +332,11 @@ pub struct Config {
     #[arg(long, env = "SHL_GATEWAY_LOG_FILTER", default_value = "info")]
     pub log_filter: String,
 
+    /// Export spans to this OTLP/HTTP collector (e.g. http://collector:4318/v1/traces). Needs
+    /// a build with `--features otel`.
+    #[arg(long, env = "SHL_GATEWAY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Serve the GraphiQL playground at /graphiql.
     #[arg(long, env = "SHL_GATEWAY_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
     pub graphiql: bool,
@@ -504,6 +509,7 @@ impl Default for Config {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             log_format: LogFormat::Text,
             log_filter: "info".to_owned(),
+            otlp_endpoint: None,
             graphiql: true,
             graphiql_assets_dir: PathBuf::from(DEFAULT_GRAPHIQL_ASSETS_DIR),
             introspection: true,

@@ -58,7 +58,11 @@ fn print_development_token(token: &str, address: std::net::SocketAddr) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    shl_gateway::telemetry::init(config.log_format, &config.log_filter)?;
+    shl_gateway::telemetry::init(
+        config.log_format,
+        &config.log_filter,
+        config.otlp_endpoint.as_deref(),
+    )?;
     let application = Application::build(config).await?;
     if let Some(token) = application.development_token() {
         print_development_token(token.expose_secret(), application.local_addr());

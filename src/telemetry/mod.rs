@@ -10,12 +10,25 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber, writing to stderr. Fails if one is already installed or the
-/// filter does not parse.
-pub fn init(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+#[cfg(feature = "otel")]
+mod otel;
+
+/// Installs the global subscriber, writing to stderr, and exporting spans to `otlp_endpoint`
+/// when the `otel` feature is built. Fails if a subscriber is already installed, the filter does
+/// not parse, or an endpoint is given to a build without the feature.
+pub fn init(format: LogFormat, filter: &str, otlp_endpoint: Option<&str>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter)
         .map_err(|error| anyhow::anyhow!("--log-filter (SHL_GATEWAY_LOG_FILTER): {error}"))?;
-    let registry = tracing_subscriber::registry().with(filter);
+    #[cfg(feature = "otel")]
+    let otel = otlp_endpoint.map(otel::layer).transpose()?;
+    #[cfg(not(feature = "otel"))]
+    let otel: Option<tracing_subscriber::layer::Identity> = match otlp_endpoint {
+        Some(_) => anyhow::bail!(
+            "--otlp-endpoint (SHL_GATEWAY_OTLP_ENDPOINT) needs a build with the `otel` feature"
+        ),
+        None => None,
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     match format {
         LogFormat::Text => registry
             .with(fmt::layer().with_writer(std::io::stderr))
