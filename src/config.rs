@@ -641,25 +641,16 @@ impl Config {
     /// The secret key from --secret-key, --secret-key-file, or (single instance) the data
     /// directory, where one is generated on first start.
     pub fn load_secret_key(&self) -> anyhow::Result<SecretKey> {
-        let key = if let Some(key) = &self.secret_key {
-            key.expose_secret().as_bytes().to_vec()
-        } else if let Some(path) = &self.secret_key_file {
-            read_key_file(path).with_context(|| {
-                format!(
-                    "--secret-key-file (SHL_GATEWAY_SECRET_KEY_FILE): cannot read {}",
-                    path.display()
-                )
-            })?
-        } else {
-            load_or_create_key(&self.data_dir)?
-        };
-        if key.len() < MIN_SECRET_KEY_BYTES {
-            bail!(
-                "the secret key must be at least {MIN_SECRET_KEY_BYTES} bytes \
-                 (--secret-key / SHL_GATEWAY_SECRET_KEY / --secret-key-file)"
-            );
+        if self.secret_key.is_none() && self.secret_key_file.is_none() {
+            // Single instance: make the key on first start; reading it is then the same path.
+            load_or_create_key(&self.data_dir)?;
         }
-        Ok(SecretBox::new(Box::new(key)))
+        SecretKeyArgs {
+            secret_key: self.secret_key.clone(),
+            secret_key_file: self.secret_key_file.clone(),
+            data_dir: self.data_dir.clone(),
+        }
+        .load_existing()
     }
 }
 
