@@ -129,10 +129,13 @@ fn assert_every_answer_succeeds(answers: &[Answer]) {
 
 /// The process still serves: liveness answers, and so does GraphQL itself.
 async fn assert_still_serving(app: &TestApp) {
-    let response = tokio::time::timeout(SLACK, app.http.get(format!("{}/healthz", app.address)).send())
-        .await
-        .expect("/healthz answers in time")
-        .expect("/healthz answers");
+    let response = tokio::time::timeout(
+        SLACK,
+        app.http.get(format!("{}/healthz", app.address)).send(),
+    )
+    .await
+    .expect("/healthz answers in time")
+    .expect("/healthz answers");
     assert_eq!(response.status(), StatusCode::OK);
     let (status, body) = app
         .graphql("{ shareableResourceTypes }", json!({}), None)
@@ -226,7 +229,11 @@ async fn redirects_are_upstream_error_and_not_followed() {
 
     assert_every_answer_is(&burst(&app, CONCURRENCY).await, "UPSTREAM_ERROR");
     let received = app.upstream.received_requests().await.expect("recorded");
-    assert_eq!(received.len(), CONCURRENCY, "one call each, none to the target");
+    assert_eq!(
+        received.len(),
+        CONCURRENCY,
+        "one call each, none to the target"
+    );
     assert_still_serving(&app).await;
 
     app.upstream.reset().await;

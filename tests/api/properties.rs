@@ -268,7 +268,8 @@ proptest! {
             Ok(passcode) => {
                 prop_assert!(expected, "accepted {candidate:?}");
                 prop_assert_eq!(passcode.expose(), candidate.as_str());
-                prop_assert!(!format!("{passcode:?}").contains(&candidate));
+                let printed = format!("{passcode:?}");
+                prop_assert!(!printed.contains(&candidate), "Debug shows the passcode");
             }
             Err(error) => {
                 prop_assert!(!expected, "refused {candidate:?}");
@@ -291,7 +292,8 @@ proptest! {
                 prop_assert!(expected, "accepted {label:?}");
                 prop_assert_eq!(parsed.as_str(), label.as_str());
                 // Labels may name a condition: Debug never prints them.
-                prop_assert_eq!(format!("{parsed:?}"), "ValidatedLabel([REDACTED])");
+                let printed = format!("{parsed:?}");
+                prop_assert_eq!(printed.as_str(), "ValidatedLabel([REDACTED])");
             }
             Err(message) => {
                 prop_assert!(!expected, "refused {label:?}");
@@ -422,41 +424,56 @@ struct ManifestTarget {
     runtime: tokio::runtime::Runtime,
     app: crate::helpers::TestApp,
     manifest_url: String,
+    passcode: String,
 }
 
 fn manifest_target() -> ManifestTarget {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let (app, manifest_url) = runtime.block_on(async {
-        let app =
-            crate::helpers::spawn_embedded(&crate::helpers::TestDatabase::Sqlite, |config| config)
-                .await;
-        let (_, payload) = crate::embedded::create_link(&app, json!({})).await;
+    let (app, manifest_url, passcode) = runtime.block_on(async {
+        // The largest budget, so wrong guesses among the cases do not lock the link early.
+        let app = crate::helpers::spawn_embedded(&crate::helpers::TestDatabase::Sqlite, |config| {
+            shl_gateway::config::Config {
+                passcode_attempts: 100,
+                ..config
+            }
+        })
+        .await;
+        let (link, payload) = crate::embedded::create_link(&app, json!({})).await;
         let url = payload["url"].as_str().expect("manifest url").to_owned();
-        (app, url)
+        let passcode = link["passcode"].as_str().expect("passcode").to_owned();
+        (app, url, passcode)
     });
     ManifestTarget {
         runtime,
         app,
         manifest_url,
+        passcode,
     }
 }
 
-/// Manifest bodies: arbitrary bytes, arbitrary JSON, and objects with the protocol's fields
-/// holding values of every type.
-fn manifest_body() -> impl Strategy<Value = Vec<u8>> {
+/// Manifest bodies: arbitrary bytes, arbitrary JSON, objects with the protocol's fields holding
+/// values of every type, and (most often, so the passcode path is reached) well-formed requests
+/// with a right or wrong passcode.
+fn manifest_body(right_passcode: String) -> impl Strategy<Value = Vec<u8>> {
+    let well_formed = (
+        "[ -~]{1,40}",
+        prop_oneof![Just(right_passcode), "[0-9]{6}", ".{0,8}"],
+        prop::option::of(any::<i64>()),
+    )
+        .prop_map(|(recipient, passcode, max)| {
+            json!({"recipient": recipient, "passcode": passcode, "embeddedLengthMax": max})
+                .to_string()
+                .into_bytes()
+        });
     prop_oneof![
-        prop::collection::vec(any::<u8>(), 0..6000),
-        any_json().prop_map(|value| value.to_string().into_bytes()),
-        (any_json(), any_json(), any_json()).prop_map(|(recipient, passcode, embedded)| {
+        1 => prop::collection::vec(any::<u8>(), 0..6000),
+        1 => any_json().prop_map(|value| value.to_string().into_bytes()),
+        1 => (any_json(), any_json(), any_json()).prop_map(|(recipient, passcode, embedded)| {
             json!({"recipient": recipient, "passcode": passcode, "embeddedLengthMax": embedded})
                 .to_string()
                 .into_bytes()
         }),
-        (".{0,120}", "[0-9]{0,8}", any::<i64>()).prop_map(|(recipient, passcode, max)| {
-            json!({"recipient": recipient, "passcode": passcode, "embeddedLengthMax": max})
-                .to_string()
-                .into_bytes()
-        }),
+        4 => well_formed,
     ]
 }
 
@@ -469,15 +486,18 @@ fn arbitrary_manifest_requests_never_get_a_5xx() {
     };
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let strategy = (
-        manifest_body(),
+        manifest_body(target.passcode.clone()),
         prop::option::of(prop::sample::select(vec![
             "application/json",
             "text/plain",
             "application/x-www-form-urlencoded",
             "",
         ])),
-        // Arbitrary path segments too: the id in the URL is client input as well.
-        prop::option::of("[A-Za-z0-9_%.~-]{0,200}"),
+        // Sometimes an arbitrary id in the URL: it is client input as well.
+        prop_oneof![
+            3 => Just(None),
+            1 => "[A-Za-z0-9_%.~-]{0,200}".prop_map(Some),
+        ],
     );
     let outcome = runner.run(&strategy, |(body, content_type, id)| {
         let url = match &id {
@@ -497,10 +517,7 @@ fn arbitrary_manifest_requests_never_get_a_5xx() {
             }
             request.send().await.expect("the gateway answers").status()
         });
-        prop_assert!(
-            !status.is_server_error(),
-            "{status} for a manifest request"
-        );
+        prop_assert!(!status.is_server_error(), "{status} for a manifest request");
         prop_assert!(
             [200, 400, 401, 404, 405, 413, 429].contains(&status.as_u16()),
             "unexpected {status}"
