@@ -113,13 +113,31 @@ impl PasscodeHasher {
         .map_err(|_| PasscodeError::Hashing)?
     }
 
+    /// A place in the hashing queue, taken before the work that will need it (see
+    /// [`Self::verify_holding`]).
+    pub async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).acquire_owned().await.ok()
+    }
+
     /// Whether `candidate` is the passcode behind `phc`. Any malformed input is simply `false`.
     pub async fn verify(&self, candidate: &str, phc: &str) -> bool {
+        match self.permit().await {
+            Some(permit) => self.verify_holding(permit, candidate, phc).await,
+            None => false,
+        }
+    }
+
+    /// [`Self::verify`] with a permit already held: a manifest request takes its permit before it
+    /// reserves a passcode attempt, so the attempts reserved at once never outnumber the permits,
+    /// and right passcodes queued behind the hashing are not mistaken for a spent budget.
+    pub async fn verify_holding(
+        &self,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+        candidate: &str,
+        phc: &str,
+    ) -> bool {
         let peppered = self.pepper.mac(candidate.as_bytes());
         let phc = phc.to_owned();
-        let Ok(_permit) = self.permits.acquire().await else {
-            return false;
-        };
         tokio::task::spawn_blocking(move || {
             PasswordHash::new(&phc)
                 .is_ok_and(|hash| argon2().verify_password(&peppered, &hash).is_ok())

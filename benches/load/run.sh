@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Load harness: the gateway measured against the floor (issue 7).
 #
-#   bash benches/load/run.sh            # about 7 minutes once built; prints a markdown report
+#   bash benches/load/run.sh            # about 8 minutes once built; prints a markdown report
 #
 # Everything runs on this machine, on loopback: a fake b.well (examples/load_stub_upstream.rs),
 # a bare pass-through proxy (examples/load_passthrough.rs: the floor of any proxy hop), the
@@ -36,9 +36,19 @@ P_DEF=$((PORT_BASE + 4))
 P_SHM=$((PORT_BASE + 5))
 
 log() { printf '[load] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
 WORK=$(mktemp -d)
+die() {
+  log "error: $*"
+  # The processes' own logs go with the temporary directory: show their ends first.
+  local file
+  for file in "$WORK"/*.log; do
+    [[ -e $file ]] || continue
+    log "--- last lines of $(basename "$file")"
+    tail -n 5 "$file" >&2
+  done
+  exit 1
+}
+
 PIDS=()
 cleanup() {
   # Every process this script started, by the pid it recorded; nothing found by name.
@@ -106,7 +116,7 @@ wait_http() {
     curl -s -o /dev/null --max-time 1 "$url" && return 0
     sleep 0.1
   done
-  die "$url did not come up; see the logs above"
+  die "$url did not come up"
 }
 
 # Peak and current resident memory of a pid, in MiB: "HWM RSS".
@@ -298,6 +308,7 @@ mkdir -p "$WORK/gw" "$WORK/emb" "$WORK/def"
 start GW_PID gateway "$BIN/shl-gateway" --listen "127.0.0.1:$P_GW" \
   --upstream-url "http://127.0.0.1:$P_STUB/v1/graphql" --data-dir "$WORK/gw" "${BENCH_PROFILE[@]}"
 wait_http "http://127.0.0.1:$P_STUB/"
+wait_http "http://127.0.0.1:$P_PASS/"
 wait_http "http://127.0.0.1:$P_GW/healthz"
 
 STUB_URL="http://127.0.0.1:$P_STUB/v1/graphql"
@@ -492,7 +503,7 @@ verdict() { awk -v a="$1" -v b="$3" "BEGIN { print ((a $2 b) ? \"met\" : \"**mis
   echo "| embedded createHealthLink < 5 ms p50, no passcode hash (DIRECT, 1 conn.) | $(f emb_create_direct@1 p50) ms | $(verdict "$(f emb_create_direct@1 p50)" '<' 5) |"
   echo "| (for reference) with the passcode hash (PASSCODE, 1 conn.) | $(f emb_create_passcode@1 p50) ms | - |"
   read -r hwm100k rss100k <<<"$GW_RSS_100K"
-  echo "| RSS < 64 MB after 100k requests (upstream mode) | $rss100k MiB (peak $hwm100k) | $(verdict "$rss100k" '<' 64) |"
+  echo "| RSS < 64 MB after 100k requests (upstream mode; this run: $(f soak_100k requests)) | $rss100k MiB (peak $hwm100k) | $(verdict "$rss100k" '<' 64) |"
   first=$(awk 'NR == 2 { print $3 }' "$SAMPLES"); last=$(awk 'END { print $3 }' "$SAMPLES")
   growth=$(calc "$last - $first")
   echo "| RSS not growing over the ${SOAK}s soak (5 s to end; < 2 MiB) | +$growth MiB ($first -> $last) | $(verdict "$growth" '<' 2) |"
@@ -502,7 +513,7 @@ verdict() { awk -v a="$1" -v b="$3" "BEGIN { print ((a $2 b) ? \"met\" : \"**mis
   echo "| process | when | peak | RSS |"
   echo "|---|---|---:|---:|"
   read -r a b <<<"$GW_RSS_START"; echo "| gateway (upstream) | after start and one request | $a | $b |"
-  read -r a b <<<"$GW_RSS_100K"; echo "| gateway (upstream) | after (a), (b), mixed and 100k requests | $a | $b |"
+  read -r a b <<<"$GW_RSS_100K"; echo "| gateway (upstream) | after (a), (b), mixed and $(f soak_100k requests) more requests | $a | $b |"
   read -r a b <<<"$GW_RSS_END"; echo "| gateway (upstream) | after the soak | $a | $b |"
   read -r a b <<<"$GW_RSS_FINAL"; echo "| gateway (upstream) | at the end | $a | $b |"
   read -r a b <<<"$EMB_RSS_LINKS"; echo "| gateway (embedded) | after creating 128 links | $a | $b |"

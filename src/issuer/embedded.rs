@@ -227,8 +227,12 @@ impl EmbeddedIssuer {
                     remaining_attempts: link.attempts_remaining,
                 });
             };
-            // Reserve first, verify second: a storm of parallel guesses costs at most the
-            // budget in hash verifications, and never more guesses than the budget.
+            // Queue for hashing first, then reserve, then verify: reservations held at once never
+            // outnumber the hashing permits, so concurrent right passcodes never see a budget
+            // that is only reserved; and a storm of guesses costs at most the budget in hashes.
+            let Some(permit) = self.hasher.permit().await else {
+                return Err(AppError::internal());
+            };
             let remaining_after = match self
                 .store
                 .reserve_attempt(&link.id, now)
@@ -241,7 +245,11 @@ impl EmbeddedIssuer {
                     return Ok(ManifestAnswer::NotActive);
                 }
             };
-            if !self.hasher.verify(candidate, passcode_hash).await {
+            if !self
+                .hasher
+                .verify_holding(permit, candidate, passcode_hash)
+                .await
+            {
                 self.record(access("bad-passcode"), context, Some(remaining_after))
                     .await?;
                 return Ok(ManifestAnswer::WrongPasscode {

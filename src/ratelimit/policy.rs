@@ -47,6 +47,12 @@ impl FromStr for QuotaSpec {
                 "a quota needs a burst of at least 1 and a period longer than 0".to_owned(),
             );
         }
+        // The stores count in whole microseconds: a faster rate would be refused at every check.
+        if period.as_micros() < u128::from(burst) {
+            return Err(format!(
+                "{text:?} asks for more than one request per microsecond; use a longer period"
+            ));
+        }
         Ok(Self { burst, period })
     }
 }
@@ -187,7 +193,7 @@ mod tests {
             }
         );
         assert_eq!(spec(" 10 / 30s ").burst, 10);
-        for bad in ["5", "0/1m", "5/0s", "x/1m", "5/soon"] {
+        for bad in ["5", "0/1m", "5/0s", "x/1m", "5/soon", "1000000000/1s"] {
             assert!(bad.parse::<QuotaSpec>().is_err(), "{bad}");
         }
     }

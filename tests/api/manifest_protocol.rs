@@ -345,3 +345,30 @@ async fn data_plane_endpoints_allow_any_origin() {
     .await;
     assert!(status == 401 || status == 200);
 }
+
+#[tokio::test]
+async fn concurrent_right_passcodes_all_open_the_link() {
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+    let (link, payload) = create_link(&app, json!({})).await;
+    let right = link["passcode"].clone();
+
+    let openings = (0..20)
+        .map(|_| post_manifest(&app, &payload, json!({"recipient": "r", "passcode": right})));
+    let statuses: Vec<u16> = futures_util::future::join_all(openings)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+
+    assert!(statuses.iter().all(|status| *status == 200), "{statuses:?}");
+    let (_, again) = post_manifest(
+        &app,
+        &payload,
+        json!({"recipient": "r", "passcode": "000001"}),
+    )
+    .await;
+    assert_eq!(
+        again["remainingAttempts"], 4,
+        "right passcodes spent nothing"
+    );
+}
