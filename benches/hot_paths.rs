@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
 use shl_gateway::audit::{AuditTrail, MemoryAuditSink};
 use shl_gateway::error::AppError;
-use shl_gateway::graphql::{SchemaOptions, build_schema};
+use shl_gateway::graphql::{SchemaOptions, build_executor};
 use shl_gateway::idempotency::{Idempotency, InProcessStore};
 use shl_gateway::issuer::fhir::PatientRecord;
 use shl_gateway::issuer::ips::{IpsOptions, build_ips};
@@ -89,7 +89,7 @@ fn bench_graphql(c: &mut Criterion) {
     let answer: serde_json::Value = serde_json::from_str(SEED_RESPONSE).expect("json");
     let document: DocumentReference =
         serde_json::from_value(answer["data"]["createHealthLink"].clone()).expect("seed answer");
-    let schema = build_schema(
+    let executor = build_executor(
         Arc::new(InstantIssuer(document)),
         generous_policy(),
         // In memory: the benchmark measures the gateway, not a disk's fsync.
@@ -117,7 +117,7 @@ fn bench_graphql(c: &mut Criterion) {
 
     // The benchmark must measure a created link, not a refusal.
     let check = runtime.block_on(
-        schema.execute(
+        executor.execute(
             async_graphql::Request::new(SEED_MUTATION)
                 .variables(async_graphql::Variables::from_json(variables.clone()))
                 .data(caller.clone()),
@@ -130,12 +130,12 @@ fn bench_graphql(c: &mut Criterion) {
             let request = async_graphql::Request::new(SEED_MUTATION)
                 .variables(async_graphql::Variables::from_json(variables.clone()))
                 .data(caller.clone());
-            runtime.block_on(schema.execute(request))
+            runtime.block_on(executor.execute(request))
         })
     });
     group.bench_function("shareable_resource_types", |b| {
         b.iter(|| {
-            runtime.block_on(schema.execute(
+            runtime.block_on(executor.execute(
                 async_graphql::Request::new("{ shareableResourceTypes }").data(caller.clone()),
             ))
         })

@@ -7,6 +7,13 @@ use secrecy::ExposeSecret as _;
 use shl_gateway::config::{AuditCommand, Cli, Command, Config};
 use shl_gateway::startup::Application;
 
+/// mimalloc instead of glibc's allocator: a request allocates and frees thousands of small
+/// objects (GraphQL values, JSON, headers), and under load glibc's malloc and free took a fifth
+/// of the gateway's CPU (BENCHMARKS.md has the profiles before and after). It also returns
+/// argon2id's 19 MiB work areas to the system instead of keeping them fragmented.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -12,6 +12,7 @@ pub const HTTP_REQUESTS: &str = "shl_gateway_http_requests_total";
 pub const HTTP_DURATION: &str = "shl_gateway_http_request_duration_seconds";
 pub const GRAPHQL_FIELDS: &str = "shl_gateway_graphql_root_fields_total";
 pub const GRAPHQL_REQUESTS: &str = "shl_gateway_graphql_requests_total";
+pub const DOCUMENT_CACHE: &str = "shl_gateway_graphql_document_cache_total";
 pub const UPSTREAM_REQUESTS: &str = "shl_gateway_upstream_requests_total";
 pub const UPSTREAM_DURATION: &str = "shl_gateway_upstream_request_duration_seconds";
 pub const UPSTREAM_BREAKER_STATE: &str = "shl_gateway_upstream_breaker_state";
@@ -67,6 +68,10 @@ fn describe() {
     describe_counter!(
         GRAPHQL_FIELDS,
         "Executions of root fields (aliases counted) by field and outcome."
+    );
+    describe_counter!(
+        DOCUMENT_CACHE,
+        "Parsed GraphQL documents looked up in the cache, by result (hit or miss)."
     );
     describe_counter!(UPSTREAM_REQUESTS, "Calls to the upstream by outcome.");
     describe_histogram!(

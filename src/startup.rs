@@ -19,7 +19,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::{AuditKey, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
 use crate::config::{Config, DemoMode};
-use crate::graphql::{OperationLimits, SchemaOptions, build_schema};
+use crate::graphql::{OperationLimits, SchemaOptions, build_executor};
 use crate::http::{AppState, HttpSettings, Readiness, router};
 use crate::idempotency::{Idempotency, IdempotencyStore, InProcessStore, RedisStore};
 use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
@@ -160,7 +160,7 @@ impl Application {
         };
         let readiness = Readiness::default();
         let state = AppState {
-            schema: build_schema(
+            graphql: build_executor(
                 Arc::clone(&issuer),
                 rate_policy.clone(),
                 audit.clone(),

@@ -120,10 +120,10 @@ impl AuditEvent {
 
     /// The same event with every string capped and its control characters escaped.
     pub(crate) fn sanitized(self) -> Self {
-        let opt = |value: Option<String>, cap: usize| value.map(|v| sanitize(&v, cap));
+        let opt = |value: Option<String>, cap: usize| value.map(|v| sanitize_owned(v, cap));
         Self {
             action: self.action,
-            outcome: sanitize(&self.outcome, caps::OUTCOME),
+            outcome: sanitize_owned(self.outcome, caps::OUTCOME),
             request_id: opt(self.request_id, caps::ID),
             actor: opt(self.actor, caps::ID),
             client_ip: opt(self.client_ip, caps::CLIENT_IP),
@@ -163,12 +163,33 @@ pub mod caps {
 
 /// Caps `value` at `cap` characters and makes control characters visible.
 ///
+/// [`sanitize`] without a copy for the common case: printable ASCII within the cap, which
+/// sanitizing leaves as it is (request ids, addresses, outcome words, resource types).
+fn sanitize_owned(value: String, cap: usize) -> String {
+    if is_clean(&value, cap) {
+        value
+    } else {
+        sanitize(&value, cap)
+    }
+}
+
+/// Printable ASCII without backslashes, at most `cap` bytes (and so characters).
+fn is_clean(value: &str, cap: usize) -> bool {
+    value.len() <= cap
+        && value
+            .bytes()
+            .all(|byte| (0x20..0x7f).contains(&byte) && byte != b'\\')
+}
+
 /// Control characters (C0, DEL, C1) and the Unicode bidirectional controls become `\u{..}`
 /// (hex code point), and a backslash becomes `\\`, so the escaping cannot be confused with a
 /// value that already contained the escape text. When the escaped text is longer than `cap`,
 /// it is cut at a character (never inside an escape) and ends with `…`, so a reader can tell a
 /// cut value from a short one.
 pub fn sanitize(value: &str, cap: usize) -> String {
+    if is_clean(value, cap) {
+        return value.to_owned();
+    }
     let mut out = String::with_capacity(value.len().min(cap * 4));
     let mut used = 0usize;
     let mut piece = String::new();

@@ -1,10 +1,12 @@
 //! The GraphQL schema: types, resolvers and request-level rules. Nothing here knows about HTTP;
 //! the transport (`crate::http::graphql`) hands in a [`crate::issuer::Caller`] per request.
 
-mod extension;
+mod documents;
+mod executor;
 mod health_link;
 mod health_links;
 mod inputs;
+mod limits;
 mod redact;
 mod resolvers;
 mod shape;
@@ -13,8 +15,10 @@ use std::sync::Arc;
 
 use async_graphql::{EmptySubscription, Schema};
 
-pub use extension::{OperationLimits, is_request_error};
+pub use documents::{CACHED_DOCUMENTS, MAX_CACHED_QUERY_BYTES};
+pub use executor::Executor;
 pub use health_link::QR_CODE_COMPLEXITY;
+pub use limits::{OperationLimits, is_request_error};
 pub use redact::RequestValues;
 pub use resolvers::{MutationRoot, QueryRoot};
 
@@ -43,23 +47,26 @@ impl Default for SchemaOptions {
     }
 }
 
-pub fn build_schema(
+/// The schema and its request pipeline.
+pub fn build_executor(
     issuer: Arc<dyn Issuer>,
     rate_policy: RatePolicy,
     audit: AuditTrail,
     idempotency: Arc<Idempotency>,
     options: &SchemaOptions,
-) -> GatewaySchema {
+) -> Executor {
+    let limits = &options.limits;
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(issuer)
         .data(rate_policy)
         .data(audit)
         .data(idempotency)
-        .extension(extension::ErrorCodes::new(options.limits.clone()));
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity);
     if !options.introspection {
         builder = builder.disable_introspection().disable_suggestions();
     }
-    builder.finish()
+    Executor::new(builder.finish(), limits.clone())
 }
 
 /// The schema's SDL, as `shl-gateway schema` prints it and `schema/schema.graphql` holds it.

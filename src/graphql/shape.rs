@@ -9,7 +9,8 @@
 use std::collections::HashSet;
 
 use async_graphql::parser::types::{
-    ExecutableDocument, FragmentDefinition, OperationType, Selection, SelectionSet,
+    DocumentOperations, ExecutableDocument, Field, FragmentDefinition, OperationDefinition,
+    OperationType, Selection, SelectionSet,
 };
 
 /// The root field whose executions are counted and charged.
@@ -33,11 +34,14 @@ impl DocumentShape {
             let operation = &operation.node;
             shape.directives += operation.directives.len();
             count_selection_set(&operation.selection_set.node, &mut shape);
-            let mut root = RootCount::default();
-            root.visit(&operation.selection_set.node, document, &mut HashSet::new());
-            shape.root_fields = shape.root_fields.max(root.fields);
+            let roots = root_fields(operation, document);
+            shape.root_fields = shape.root_fields.max(roots.len());
             if operation.ty == OperationType::Mutation {
-                shape.link_creations = shape.link_creations.max(root.link_creations);
+                let creations = roots
+                    .iter()
+                    .filter(|field| field.name.node.as_str() == CREATE_HEALTH_LINK)
+                    .count();
+                shape.link_creations = shape.link_creations.max(creations);
             }
         }
         for fragment in document.fragments.values() {
@@ -73,39 +77,58 @@ fn count_selection_set(set: &SelectionSet, shape: &mut DocumentShape) {
     }
 }
 
-#[derive(Default)]
-struct RootCount {
-    fields: usize,
-    link_creations: usize,
+/// The operation a request runs: the one named, or the only one.
+pub fn selected_operation<'a>(
+    document: &'a ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<&'a OperationDefinition> {
+    let operation = match (&document.operations, operation_name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next()
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation.map(|operation| &operation.node)
 }
 
-impl RootCount {
-    /// Root fields, expanding fragments at the root; `visited` stops fragment cycles (which
-    /// validation refuses later, but this runs before validation).
-    fn visit<'a>(
-        &mut self,
-        set: &'a SelectionSet,
-        document: &'a ExecutableDocument,
-        visited: &mut HashSet<&'a str>,
-    ) {
-        for selection in &set.items {
-            match &selection.node {
-                Selection::Field(field) => {
-                    self.fields += 1;
-                    if field.node.name.node.as_str() == CREATE_HEALTH_LINK {
-                        self.link_creations += 1;
-                    }
-                }
-                Selection::InlineFragment(inline) => {
-                    self.visit(&inline.node.selection_set.node, document, visited)
-                }
-                Selection::FragmentSpread(spread) => {
-                    let name = spread.node.fragment_name.node.as_str();
-                    if visited.insert(name)
-                        && let Some(fragment) = document.fragments.get(name)
-                    {
-                        self.visit(&fragment.node.selection_set.node, document, visited);
-                    }
+/// The root fields an operation executes, with fragments at the root expanded: one entry per
+/// execution (aliases count one by one).
+pub fn root_fields<'a>(
+    operation: &'a OperationDefinition,
+    document: &'a ExecutableDocument,
+) -> Vec<&'a Field> {
+    let mut fields = Vec::new();
+    collect_root_fields(
+        &operation.selection_set.node,
+        document,
+        &mut HashSet::new(),
+        &mut fields,
+    );
+    fields
+}
+
+/// `visited` stops fragment cycles (which validation refuses later, but shapes are measured
+/// before validation).
+fn collect_root_fields<'a>(
+    set: &'a SelectionSet,
+    document: &'a ExecutableDocument,
+    visited: &mut HashSet<&'a str>,
+    into: &mut Vec<&'a Field>,
+) {
+    for selection in &set.items {
+        match &selection.node {
+            Selection::Field(field) => into.push(&field.node),
+            Selection::InlineFragment(inline) => {
+                collect_root_fields(&inline.node.selection_set.node, document, visited, into)
+            }
+            Selection::FragmentSpread(spread) => {
+                let name = spread.node.fragment_name.node.as_str();
+                if visited.insert(name)
+                    && let Some(fragment) = document.fragments.get(name)
+                {
+                    collect_root_fields(&fragment.node.selection_set.node, document, visited, into);
                 }
             }
         }

@@ -13,6 +13,9 @@
 //! - `application/graphql-response+json` answers use 4xx for request errors (nothing executed);
 //!   `application/json` answers are always 200, as older clients expect.
 
+use async_graphql::parser::types::OperationType;
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -37,7 +40,7 @@ const JSON: &str = "application/json";
 const PREFLIGHT_HEADERS: [&str; 2] = ["apollo-require-preflight", "x-apollo-operation-name"];
 
 pub async fn post(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     request_id: RequestId,
     client_ip: Option<Extension<ClientIp>>,
@@ -99,7 +102,7 @@ pub struct GetParams {
 }
 
 pub async fn get(
-    State(state): State<AppState>,
+    State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     request_id: RequestId,
     client_ip: Option<Extension<ClientIp>>,
@@ -119,7 +122,11 @@ pub async fn get(
             );
         }
     };
-    if is_mutation(&request) {
+    if state
+        .graphql
+        .operation_type(&request.query, request.operation_name.as_deref())
+        == Some(OperationType::Mutation)
+    {
         let mut response = format.refusal(
             StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BadUserInput,
@@ -160,7 +167,7 @@ async fn execute(
     let mut caller = caller_from(headers, request_id);
     caller.client_ip = client_ip;
     let response = state
-        .schema
+        .graphql
         .execute(request.data(caller))
         .instrument(tracing::info_span!("graphql.execute"))
         .await;
@@ -219,23 +226,6 @@ fn parse_single_request(body: &[u8]) -> Result<async_graphql::Request, &'static 
     serde_json::from_slice(body).map_err(|_| {
         "the body must be a JSON object with a string `query` and optional `operationName` and `variables`"
     })
-}
-
-fn is_mutation(request: &async_graphql::Request) -> bool {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else {
-        // Not parseable: execution reports the parse error with its own code.
-        return false;
-    };
-    let selected = match (&document.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(operation), _) => Some(operation),
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name),
-        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
-            operations.values().next()
-        }
-        (DocumentOperations::Multiple(_), None) => None,
-    };
-    selected.is_some_and(|operation| operation.node.ty == OperationType::Mutation)
 }
 
 fn media_type(headers: &HeaderMap) -> Option<String> {

@@ -52,7 +52,7 @@ pub async fn healthz() -> Response {
 }
 
 /// Ready for traffic: not shutting down, and the issuer's own dependencies answer. Never b.well.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.readiness.is_shutting_down() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -33,7 +33,7 @@ pub use health::Readiness;
 pub use metrics::router as metrics_router;
 
 use crate::error::AppError;
-use crate::graphql::GatewaySchema;
+use crate::graphql::Executor;
 use crate::issuer::Issuer;
 use crate::ratelimit::RatePolicy;
 use request_id::{MakeUuid, REQUEST_ID_HEADER};
@@ -41,7 +41,7 @@ use request_id::{MakeUuid, REQUEST_ID_HEADER};
 /// What handlers share. Cheap to clone: everything inside is reference-counted.
 #[derive(Clone)]
 pub struct AppState {
-    pub schema: GatewaySchema,
+    pub graphql: Executor,
     pub issuer: Arc<dyn Issuer>,
     pub readiness: Readiness,
     pub max_body_bytes: usize,
@@ -80,6 +80,8 @@ pub struct HttpSettings {
 /// The whole application. `data_plane` (embedded mode's SHL endpoints and viewer) is merged
 /// before the middleware, so it gets the same request ids, spans and panic guard.
 pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Router>) -> Router {
+    // Handlers get the state by clone, once per request: one reference count, not one per field.
+    let state = Arc::new(state);
     let graphql_routes = Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))

@@ -102,6 +102,26 @@ async fn a_mutation_over_get_selected_by_operation_name_is_405() {
 }
 
 #[tokio::test]
+async fn an_operation_that_cannot_be_selected_is_a_request_error() {
+    let app = spawn_app().await;
+    let document = "query A { shareableResourceTypes } query B { shareableResourceTypes }";
+    for operation_name in [json!("C"), Value::Null] {
+        let response = app
+            .http
+            .post(format!("{}/graphql", app.address))
+            .header("accept", "application/graphql-response+json")
+            .json(&json!({"query": document, "operationName": operation_name}))
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 400, "{operation_name}");
+        let answer: Value = response.json().await.expect("json");
+        assert_eq!(error_code(&answer), "GRAPHQL_VALIDATION_FAILED");
+        assert!(answer.get("data").is_none(), "nothing was executed");
+    }
+}
+
+#[tokio::test]
 async fn batched_requests_are_refused() {
     let app = spawn_app().await;
     app.upstream_answers_seed().await;

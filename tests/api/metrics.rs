@@ -128,3 +128,44 @@ async fn metrics_can_move_to_their_own_listener() {
     shutdown.shutdown();
     server.await.expect("task").expect("stopped");
 }
+
+#[tokio::test]
+async fn a_repeated_document_is_parsed_once_and_counted_as_a_cache_hit() {
+    let app = spawn_app().await;
+    app.upstream_answers_seed().await;
+    // A text no other test sends, so the counts below are this test's alone even though the
+    // recorder is shared by every app in the process.
+    let query = "query CacheProbe { shareableResourceTypes }";
+    let first = scrape(&app, &app.address).await;
+    app.graphql(query, serde_json::json!({}), None).await;
+    let second = scrape(&app, &app.address).await;
+    for _ in 0..3 {
+        let (status, body) = app.graphql(query, serde_json::json!({}), None).await;
+        assert_eq!(status, 200);
+        assert!(body.get("errors").is_none(), "{body}");
+        assert!(body["data"]["shareableResourceTypes"].is_array());
+    }
+    let third = scrape(&app, &app.address).await;
+    let hits = |scrape: &prometheus_parse::Scrape| {
+        counter(
+            scrape,
+            "shl_gateway_graphql_document_cache_total",
+            &[("result", "hit")],
+        )
+    };
+    let misses = |scrape: &prometheus_parse::Scrape| {
+        counter(
+            scrape,
+            "shl_gateway_graphql_document_cache_total",
+            &[("result", "miss")],
+        )
+    };
+    assert!(
+        misses(&second) - misses(&first) >= 1.0,
+        "the first request parses"
+    );
+    assert!(
+        hits(&third) - hits(&second) >= 3.0,
+        "the next three come from the cache"
+    );
+}

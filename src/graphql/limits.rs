@@ -1,0 +1,151 @@
+//! The operation limits, and the stable error codes of the phases async-graphql runs before any
+//! resolver.
+//!
+//! async-graphql reports parse and validation failures as bare messages. Clients (and Apollo
+//! tooling) branch on `extensions.code`, so every request-level error leaves the gateway with
+//! `GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED` or `OPERATION_LIMIT_EXCEEDED`. The gateway
+//! parses documents itself (see `documents`), so it stamps parse errors and shape limits where
+//! they happen; depth and complexity are computed by async-graphql's validator, and
+//! [`stamp_request_errors`] names them after execution (see docs/decisions.md: an extension
+//! would have done it in place, at the price of a slow path for every field of every request).
+
+use async_graphql::{ErrorExtensionValues, ServerError};
+
+use super::shape::DocumentShape;
+use crate::error::ErrorCode;
+
+/// Limits on the shape of a GraphQL operation. Each has a flag (see `Config`) and a test that
+/// crosses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationLimits {
+    /// Deepest field nesting. GraphiQL's introspection query nests 13 deep.
+    pub max_depth: usize,
+    /// Sum of field costs (1 per field, `qrCodeSvg` costs extra).
+    pub max_complexity: usize,
+    /// Longest query text, in bytes (checked before parsing).
+    pub max_query_bytes: usize,
+    pub max_aliases: usize,
+    pub max_root_fields: usize,
+    pub max_directives: usize,
+    /// `createHealthLink` executions per request (aliases count).
+    pub max_link_creations: usize,
+}
+
+impl Default for OperationLimits {
+    fn default() -> Self {
+        Self {
+            max_depth: 15,
+            max_complexity: 250,
+            max_query_bytes: 16 * 1024,
+            max_aliases: 30,
+            max_root_fields: 10,
+            max_directives: 20,
+            max_link_creations: 1,
+        }
+    }
+}
+
+/// async-graphql's own messages for the two limits its validator enforces
+/// (`Schema::limit_complexity`, `Schema::limit_depth`) and for its parser's recursion bound.
+/// A test crosses each limit and checks the code, so a new wording cannot slip through.
+const COMPLEXITY_MESSAGE: &str = "Query is too complex.";
+const DEPTH_MESSAGE: &str = "Query is nested too deep.";
+const RECURSION_MESSAGE_PREFIX: &str = "The recursion depth of the query";
+
+impl OperationLimits {
+    pub(super) fn check_query_size(&self, query: &str) -> Result<(), ServerError> {
+        if query.len() > self.max_query_bytes {
+            return Err(limit_error(format!(
+                "the query has {} bytes; the limit is {}",
+                query.len(),
+                self.max_query_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_shape(&self, shape: &DocumentShape) -> Result<(), ServerError> {
+        let checks = [
+            ("aliases", shape.aliases, self.max_aliases),
+            ("root fields", shape.root_fields, self.max_root_fields),
+            ("directives", shape.directives, self.max_directives),
+            (
+                "createHealthLink fields",
+                shape.link_creations,
+                self.max_link_creations,
+            ),
+        ];
+        for (what, count, limit) in checks {
+            if count > limit {
+                return Err(limit_error(format!(
+                    "the operation has {count} {what}; the limit is {limit}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives every error async-graphql raised before execution (validation, depth, complexity,
+    /// operation selection) its code. Those are the errors without a code and without a path:
+    /// resolver errors always carry a path, and the gateway's own errors a code.
+    pub(super) fn stamp_request_errors(&self, errors: &mut [ServerError]) {
+        for error in errors {
+            if !error.path.is_empty() || code_of(error).is_some() {
+                continue;
+            }
+            let message = error.message.as_str();
+            let code = if message == COMPLEXITY_MESSAGE {
+                error.message = format!(
+                    "the operation's complexity exceeds the limit of {}",
+                    self.max_complexity
+                );
+                ErrorCode::OperationLimitExceeded
+            } else if message == DEPTH_MESSAGE {
+                error.message = format!(
+                    "the operation's depth exceeds the limit of {}",
+                    self.max_depth
+                );
+                ErrorCode::OperationLimitExceeded
+            } else if message.starts_with(RECURSION_MESSAGE_PREFIX) {
+                ErrorCode::OperationLimitExceeded
+            } else {
+                ErrorCode::GraphqlValidationFailed
+            };
+            set_code(error, code);
+        }
+    }
+}
+
+pub(super) fn limit_error(message: String) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    set_code(&mut error, ErrorCode::OperationLimitExceeded);
+    error
+}
+
+pub(super) fn set_code(error: &mut ServerError, code: ErrorCode) {
+    error
+        .extensions
+        .get_or_insert_with(ErrorExtensionValues::default)
+        .set("code", code.as_str());
+}
+
+/// The `extensions.code` of an error, if it has one.
+pub(super) fn code_of(error: &ServerError) -> Option<&str> {
+    match error.extensions.as_ref()?.get("code")? {
+        async_graphql::Value::String(code) => Some(code.as_str()),
+        _ => None,
+    }
+}
+
+/// Whether an error refuses the request as a whole (nothing was executed), which the
+/// GraphQL-over-HTTP spec answers with a 4xx status and no `data`.
+pub fn is_request_error(error: &ServerError) -> bool {
+    let code = code_of(error);
+    [
+        ErrorCode::GraphqlParseFailed,
+        ErrorCode::GraphqlValidationFailed,
+        ErrorCode::OperationLimitExceeded,
+    ]
+    .iter()
+    .any(|request_code| code == Some(request_code.as_str()))
+}
