@@ -1,7 +1,6 @@
 //! The one operation the gateway sends upstream, and how b.well's answer is read.
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::Error;
 use crate::issuer::{CreateLinkRequest, DocumentReference};
@@ -27,30 +26,62 @@ pub const OPERATION_NAME: &str = "CreateHealthLink";
 
 /// The request body: b.well's input shape, without the gateway-only `mode` field. Empty
 /// `resources` are left out so that b.well applies its own default (the whole IPS set).
-pub fn request_body(request: &CreateLinkRequest) -> Value {
-    let mut input = serde_json::Map::new();
-    if let Some(label) = &request.label {
-        input.insert("label".into(), json!(label.as_str()));
+/// Serialized straight from borrowed fields: no intermediate JSON tree per request.
+pub fn request_body(request: &CreateLinkRequest) -> RequestBody<'_> {
+    RequestBody {
+        query: CREATE_HEALTH_LINK,
+        operation_name: OPERATION_NAME,
+        variables: Variables {
+            input: Input {
+                label: request.label.as_ref().map(|label| label.as_str()),
+                resources: request
+                    .resources
+                    .iter()
+                    .map(|resource| ResourceRef {
+                        resource_type: resource.as_str(),
+                    })
+                    .collect(),
+                security_config: request.passcode.as_ref().map(|passcode| SecurityConfig {
+                    passcode: passcode.expose(),
+                }),
+            },
+        },
     }
-    if !request.resources.is_empty() {
-        let resources: Vec<Value> = request
-            .resources
-            .iter()
-            .map(|resource| json!({ "resourceType": resource.as_str() }))
-            .collect();
-        input.insert("resources".into(), Value::Array(resources));
-    }
-    if let Some(passcode) = &request.passcode {
-        input.insert(
-            "securityConfig".into(),
-            json!({ "passcode": passcode.expose() }),
-        );
-    }
-    json!({
-        "query": CREATE_HEALTH_LINK,
-        "operationName": OPERATION_NAME,
-        "variables": { "input": input },
-    })
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestBody<'a> {
+    query: &'static str,
+    operation_name: &'static str,
+    variables: Variables<'a>,
+}
+
+#[derive(Serialize)]
+struct Variables<'a> {
+    input: Input<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Input<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    label: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    resources: Vec<ResourceRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security_config: Option<SecurityConfig<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResourceRef {
+    resource_type: &'static str,
+}
+
+#[derive(Serialize)]
+struct SecurityConfig<'a> {
+    passcode: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +144,8 @@ fn error_from_code(code: Option<&str>, default_retry_after_seconds: u64) -> Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+
     use crate::issuer::{LinkMode, ResourceType, ValidatedLabel};
     use crate::passcode::Passcode;
 
@@ -125,9 +158,13 @@ mod tests {
         }
     }
 
+    fn as_json(request: &CreateLinkRequest) -> Value {
+        serde_json::to_value(request_body(request)).expect("serializes")
+    }
+
     #[test]
     fn body_carries_the_seed_variables() {
-        let body = request_body(&request(vec![
+        let body = as_json(&request(vec![
             ResourceType::Patient,
             ResourceType::Coverage,
         ]));
@@ -144,7 +181,7 @@ mod tests {
 
     #[test]
     fn empty_resources_are_left_to_the_upstream_default() {
-        let body = request_body(&request(vec![]));
+        let body = as_json(&request(vec![]));
         assert!(body["variables"]["input"].get("resources").is_none());
     }
 
