@@ -323,6 +323,9 @@ pub(crate) type Reply = oneshot::Sender<Result<Head, AuditError>>;
 pub(crate) struct Request {
     pub job: Job,
     pub reply: Reply,
+    /// Whether the reply waits for the record to be synced (`false`: an attempt, see
+    /// `AuditSink::record_attempt`; only the file sink tells the two apart).
+    pub durable: bool,
 }
 
 #[derive(Debug)]
@@ -375,7 +378,7 @@ pub(crate) fn seal_batch(
         records: Vec::with_capacity(requests.len()),
         waiters: Vec::with_capacity(requests.len()),
     };
-    for Request { job, reply } in requests {
+    for Request { job, reply, .. } in requests {
         // Its caller gave up (timeout) and has already failed closed: writing the event now
         // would record a disclosure that did not happen.
         if reply.is_closed() {

@@ -51,10 +51,13 @@ impl Default for FileSinkOptions {
 /// Counters of what the writer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SinkStats {
-    /// Records made durable, checkpoints included.
+    /// Records stored, checkpoints included.
     pub records: u64,
-    /// Durable writes (one `fdatasync` each for the file sink, one commit for PostgreSQL).
+    /// Writes, each of a batch of records.
     pub batches: u64,
+    /// Writes made durable: one `fdatasync` (file) or commit (PostgreSQL) each. A file batch of
+    /// attempts alone is written without one (`AuditSink::record_attempt`).
+    pub syncs: u64,
 }
 
 /// State the writer publishes for the async side.
@@ -150,7 +153,8 @@ impl FileAuditSink {
         }));
         let mut writer = Writer {
             path: path.to_owned(),
-            durable_len: tail.good_len,
+            committed_len: tail.good_len,
+            unsynced: false,
             identity: FileId::of_file(&file),
             file,
             sealer,
@@ -185,14 +189,14 @@ impl FileAuditSink {
 
     /// Writes a checkpoint record now and returns its head.
     pub async fn checkpoint(&self) -> Result<Head, AuditError> {
-        self.submit(Job::Checkpoint).await
+        self.submit(Job::Checkpoint, true).await
     }
 
     /// Renames the current file to `archive_to` (same filesystem, must not exist) and
     /// continues the chain in a new file at the original path, whose first record is a
     /// `rotated` checkpoint linking to the old head. Returns that checkpoint's head.
     pub async fn rotate(&self, archive_to: &Path) -> Result<Head, AuditError> {
-        self.submit(Job::Rotate(archive_to.to_owned())).await
+        self.submit(Job::Rotate(archive_to.to_owned()), true).await
     }
 
     pub fn stats(&self) -> SinkStats {
@@ -221,14 +225,18 @@ impl FileAuditSink {
         }
     }
 
-    async fn submit(&self, job: Job) -> Result<Head, AuditError> {
+    async fn submit(&self, job: Job, durable: bool) -> Result<Head, AuditError> {
         if let Some(reason) = lock(&self.shared).poisoned.clone() {
             return Err(AuditError::Unavailable(reason));
         }
         let (reply, answer) = oneshot::channel();
         let exchange = async {
             self.tx
-                .send(Request { job, reply })
+                .send(Request {
+                    job,
+                    reply,
+                    durable,
+                })
                 .await
                 .map_err(|_| writer_stopped())?;
             answer.await.map_err(|_| writer_stopped())?
@@ -251,7 +259,16 @@ impl AuditSink for FileAuditSink {
         }
         // Scrubbed here, on the caller's task, so the single writer thread only seals and
         // writes.
-        self.submit(Job::Event(Box::new(event.sanitized())))
+        self.submit(Job::Event(Box::new(event.sanitized())), true)
+            .await
+            .map(|_| ())
+    }
+
+    async fn record_attempt(&self, event: AuditEvent) -> Result<(), AuditError> {
+        if event.action.is_reserved() {
+            return Err(AuditError::ReservedAction(event.action));
+        }
+        self.submit(Job::Event(Box::new(event.sanitized())), false)
             .await
             .map(|_| ())
     }
@@ -278,8 +295,11 @@ impl AuditSink for FileAuditSink {
 struct Writer {
     path: PathBuf,
     file: File,
-    /// Bytes known to be on disk; a failed batch is cut back to this.
-    durable_len: u64,
+    /// Bytes of the records acknowledged so far (synced, or written for an attempt and synced
+    /// with the next durable record); a failed batch is cut back to this.
+    committed_len: u64,
+    /// Attempts were written since the last `fdatasync`.
+    unsynced: bool,
     identity: Option<FileId>,
     sealer: Sealer,
     state: ChainState,
@@ -310,6 +330,10 @@ impl Writer {
             }
             self.process(batch);
         }
+        // Attempts are synced by their outcomes; one written last is synced on the way out.
+        if self.unsynced {
+            self.sync_pending();
+        }
     }
 
     fn process(&mut self, requests: Vec<Request>) {
@@ -333,6 +357,7 @@ impl Writer {
                 job => group.push(Request {
                     job,
                     reply: request.reply,
+                    durable: request.durable,
                 }),
             }
         }
@@ -343,6 +368,7 @@ impl Writer {
         if group.is_empty() {
             return;
         }
+        let sync = group.iter().any(|request| request.durable);
         let batch = seal_batch(
             &self.sealer,
             &self.state,
@@ -359,7 +385,7 @@ impl Writer {
             bytes.extend_from_slice(sealed.line.as_bytes());
             bytes.push(b'\n');
         }
-        match self.append(&bytes) {
+        match self.append(&bytes, sync) {
             Ok(()) => self.adopt(batch),
             Err(error) => {
                 tracing::error!(target: "audit", %error, path = %self.path.display(), "audit write failed");
@@ -384,17 +410,32 @@ impl Writer {
         batch.succeed();
     }
 
-    /// Appends and makes durable, or fails without advancing `durable_len`.
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    /// Appends and, with `sync`, makes durable (with every attempt written before), or fails
+    /// without advancing `committed_len`.
+    fn append(&mut self, bytes: &[u8], sync: bool) -> io::Result<()> {
         self.check_identity()?;
         self.file.write_all(bytes)?;
         #[cfg(test)]
         if let Some(stall) = self.hooks.stall {
             std::thread::sleep(stall);
         }
-        self.file.sync_data()?;
-        self.durable_len += bytes.len() as u64;
+        if sync {
+            self.file.sync_data()?;
+            lock(&self.shared).stats.syncs += 1;
+        }
+        self.unsynced = !sync;
+        self.committed_len += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Syncs attempts written without one, when no outcome will (the writer is stopping).
+    fn sync_pending(&mut self) {
+        match self.file.sync_data() {
+            Ok(()) => self.unsynced = false,
+            Err(error) => {
+                tracing::error!(target: "audit", %error, path = %self.path.display(), "audit sync failed");
+            }
+        }
     }
 
     /// Records appended to a file that was deleted or renamed away would be lost at close, and
@@ -421,7 +462,7 @@ impl Writer {
     fn roll_back(&mut self) {
         let result = self
             .file
-            .set_len(self.durable_len)
+            .set_len(self.committed_len)
             .and_then(|()| self.file.sync_data());
         if let Err(error) = result {
             let reason = format!("audit file in an unknown state after a failed write: {error}");
@@ -434,7 +475,7 @@ impl Writer {
     fn recover(&mut self, cut: Cut) -> Result<(), AuditError> {
         self.file.set_len(cut.at)?;
         self.file.sync_data()?;
-        self.durable_len = cut.at;
+        self.committed_len = cut.at;
         let after = match self.state.head() {
             Some(head) => format!("after seq {}", head.seq),
             None => "at the start of the file".to_owned(),
@@ -450,7 +491,7 @@ impl Writer {
                 .seal_own(&mut state, AuditAction::Recovered, "tail-cut", Some(note))?;
         let mut line = sealed.line.into_bytes();
         line.push(b'\n');
-        self.append(&line)?;
+        self.append(&line, true)?;
         self.state = state;
         let mut shared = lock(&self.shared);
         shared.head = self.state.head();
@@ -467,6 +508,11 @@ impl Writer {
             )));
         }
         self.check_identity()?;
+        // The archive must hold every acknowledged record durably before it is renamed away.
+        if self.unsynced {
+            self.file.sync_data()?;
+            self.unsynced = false;
+        }
         let staging = rotating_path(&self.path);
         let _ = fs::remove_file(&staging);
         let mut next = OpenOptions::new()
@@ -514,7 +560,7 @@ impl Writer {
         sync_parent(&self.path)?;
 
         self.file = next;
-        self.durable_len = line.len() as u64;
+        self.committed_len = line.len() as u64;
         self.identity = FileId::of_file(&self.file);
         self.state = state;
         self.since_checkpoint = 0;

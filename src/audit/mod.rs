@@ -137,6 +137,17 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     /// returned within a bounded time (the sink's timeout), never by hanging.
     async fn record(&self, event: AuditEvent) -> Result<(), AuditError>;
 
+    /// Records an attempt whose outcome will be recorded with [`AuditSink::record`] by the
+    /// same operation. The file sink returns once the record is written to the operating
+    /// system, without its own `fdatasync`: it survives the gateway process dying, and the
+    /// outcome's sync (or the writer's next idle moment) makes it durable with everything
+    /// before it. Only a machine crash inside that window can lose it, and then the outcome
+    /// was never made durable either, so nothing was disclosed. Sinks without a cheaper way
+    /// record it durably.
+    async fn record_attempt(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.record(event).await
+    }
+
     /// Whether the sink can take records now (for readiness probes).
     async fn is_ready(&self) -> bool;
 }

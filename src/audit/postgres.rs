@@ -150,7 +150,12 @@ impl PostgresAuditSink {
         let stopped = || AuditError::Unavailable("the audit writer has stopped".into());
         let exchange = async {
             self.tx
-                .send(Request { job, reply })
+                .send(Request {
+                    job,
+                    reply,
+                    // Every batch is one committed transaction: attempts are durable too.
+                    durable: true,
+                })
                 .await
                 .map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?
@@ -322,6 +327,7 @@ impl Writer {
             shared.head = self.state.head();
             shared.stats.records += batch.records.len() as u64;
             shared.stats.batches += 1;
+            shared.stats.syncs += 1;
         }
         batch.succeed();
     }

@@ -34,16 +34,26 @@ impl AuditTrail {
     /// without its record.
     pub async fn record(&self, mut event: AuditEvent) -> Result<(), AppError> {
         event.mode.get_or_insert_with(|| self.mode.to_owned());
-        self.sink.record(event).await.map_err(|error| {
-            tracing::error!(error = %error, "audit record failed; refusing the operation");
-            AppError::new(
-                ErrorCode::AuditUnavailable,
-                "the audit trail cannot record this operation; nothing was disclosed",
-            )
-        })
+        self.sink.record(event).await.map_err(refused)
+    }
+
+    /// Records an attempt whose outcome this operation will record with [`Self::record`]
+    /// (see [`AuditSink::record_attempt`] for how durable it is meanwhile). Fails like
+    /// `record`.
+    pub async fn record_attempt(&self, mut event: AuditEvent) -> Result<(), AppError> {
+        event.mode.get_or_insert_with(|| self.mode.to_owned());
+        self.sink.record_attempt(event).await.map_err(refused)
     }
 
     pub async fn is_ready(&self) -> bool {
         self.sink.is_ready().await
     }
+}
+
+fn refused(error: super::AuditError) -> AppError {
+    tracing::error!(error = %error, "audit record failed; refusing the operation");
+    AppError::new(
+        ErrorCode::AuditUnavailable,
+        "the audit trail cannot record this operation; nothing was disclosed",
+    )
 }

@@ -187,7 +187,7 @@ async fn create_new(
         .map(|r| r.as_str().to_owned())
         .collect();
     audit
-        .record(AuditEvent {
+        .record_attempt(AuditEvent {
             resource_types: resource_types.clone(),
             ..event(AuditAction::CreationAttempt, "attempt")
         })

@@ -374,6 +374,32 @@ async fn concurrent_records_are_group_committed() {
     assert!(report.is_ok(), "{report}");
 }
 
+#[tokio::test]
+async fn an_attempt_is_written_at_once_and_synced_by_its_outcome() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let sink = open(&path).await;
+    for i in 0..3 {
+        sink.record_attempt(event(2 * i)).await.expect("written");
+        // On its own line in the file before the outcome is asked for.
+        assert_eq!(read_lines(&path).len(), 2 * i + 1);
+        sink.record(event(2 * i + 1)).await.expect("durable");
+    }
+    let stats = sink.stats();
+    assert_eq!(stats.records, 6);
+    assert_eq!(stats.batches, 6);
+    assert_eq!(
+        stats.syncs, 3,
+        "one fdatasync per outcome, none per attempt: {stats:?}"
+    );
+    // An attempt written last is synced when the writer stops; the chain is whole.
+    sink.record_attempt(event(6)).await.expect("written");
+    sink.close().await;
+    assert_eq!(read_lines(&path).len(), 7);
+    let report = verify_file(&path, &KEY);
+    assert!(report.is_ok(), "{report}");
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn an_unwritable_file_fails_promptly_and_stays_failed() {
