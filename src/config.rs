@@ -297,6 +297,15 @@ pub struct Config {
     )]
     pub max_concurrent_passcode_hashes: usize,
 
+    /// QR codes encoded at once (a few milliseconds of CPU each); more wait. The default,
+    /// one fewer than the cores (at least 1), keeps a core for requests without a QR code.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_MAX_CONCURRENT_QR_RENDERS",
+        default_value_t = crate::qr::default_concurrent_renders()
+    )]
+    pub max_concurrent_qr_renders: usize,
+
     /// PEM certificate chain: with --tls-key, --listen serves HTTPS (the viewer's WebCrypto
     /// needs a secure context, e.g. to open links from a phone on the LAN).
     #[arg(long, env = "SHL_GATEWAY_TLS_CERT", requires = "tls_key")]
@@ -502,6 +511,7 @@ impl Default for Config {
             purge_interval: Duration::from_secs(60),
             link_retention: Duration::from_secs(90 * 24 * 3600),
             max_concurrent_passcode_hashes: 2,
+            max_concurrent_qr_renders: crate::qr::default_concurrent_renders(),
             tls_cert: None,
             tls_key: None,
             secret_key: None,

@@ -378,6 +378,14 @@ pub fn to_svg(matrix: &QrMatrix, options: &SvgOptions) -> Result<String, QrError
     Ok(svg)
 }
 
+/// How many QR codes to encode at once by default: one fewer than the cores the process may
+/// use, at least one.
+pub fn default_concurrent_renders() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |cores| cores.get().saturating_sub(1))
+        .max(1)
+}
+
 /// Encodes `data` at `options.error_correction` and draws it; see [`encode`]
 /// and [`to_svg`].
 ///

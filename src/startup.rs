@@ -157,6 +157,7 @@ impl Application {
                 max_link_creations: config.max_links_per_request,
             },
             introspection: config.introspection,
+            max_concurrent_qr_renders: config.max_concurrent_qr_renders,
         };
         let readiness = Readiness::default();
         let state = AppState {

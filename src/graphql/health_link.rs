@@ -1,6 +1,9 @@
 //! The `DocumentReference` object: b.well's fields, relayed, plus what the gateway adds.
 
-use async_graphql::{Enum, ID, Object, Result};
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, Object, Result};
+use tokio::sync::Semaphore;
 
 use crate::error::AppError;
 use crate::issuer::{
@@ -97,6 +100,7 @@ impl CreatedHealthLink {
     #[graphql(complexity = "QR_CODE_COMPLEXITY + child_complexity")]
     async fn qr_code_svg(
         &self,
+        ctx: &Context<'_>,
         #[graphql(
             default_with = "QrErrorCorrection::M",
             desc = "Error correction level; M is the SHL recommendation."
@@ -116,7 +120,14 @@ impl CreatedHealthLink {
             return Ok(None);
         };
         let url = url.to_owned();
-        // Encoding a version-15 code takes milliseconds: keep it off the async workers.
+        // Encoding a version-15 code takes milliseconds: keep it off the async workers, and
+        // bound how many run at once so that requests without one keep a core.
+        let _slot = ctx
+            .data::<QrRenderSlots>()?
+            .0
+            .acquire()
+            .await
+            .map_err(|_| AppError::internal())?;
         let rendered = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let rendered = qr::render_svg(&url, &options);
@@ -141,6 +152,16 @@ impl CreatedHealthLink {
     /// one the gateway generated. Only `createHealthLink` returns it; the gateway keeps no copy.
     async fn passcode(&self) -> Option<&str> {
         self.passcode.as_ref().map(Passcode::expose)
+    }
+}
+
+/// Permits to encode a QR code.
+#[derive(Debug, Clone)]
+pub(super) struct QrRenderSlots(Arc<Semaphore>);
+
+impl QrRenderSlots {
+    pub(super) fn new(permits: usize) -> Self {
+        Self(Arc::new(Semaphore::new(permits.max(1))))
     }
 }
 

@@ -36,6 +36,8 @@ pub struct SchemaOptions {
     /// Introspection and "did you mean" suggestions help attackers map the API: both follow
     /// this switch, which production settings turn off.
     pub introspection: bool,
+    /// QR codes encoded at once (see `Config::max_concurrent_qr_renders`).
+    pub max_concurrent_qr_renders: usize,
 }
 
 impl Default for SchemaOptions {
@@ -43,6 +45,7 @@ impl Default for SchemaOptions {
         Self {
             limits: OperationLimits::default(),
             introspection: true,
+            max_concurrent_qr_renders: crate::qr::default_concurrent_renders(),
         }
     }
 }
@@ -61,6 +64,9 @@ pub fn build_executor(
         .data(rate_policy)
         .data(audit)
         .data(idempotency)
+        .data(health_link::QrRenderSlots::new(
+            options.max_concurrent_qr_renders,
+        ))
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
     if !options.introspection {

@@ -167,6 +167,35 @@ async fn qr_code_svg_decodes_to_the_link_url() {
     assert_eq!(crate::qr::decode_svg(svg), url);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_codes_beyond_the_render_slots_wait_their_turn() {
+    let app = spawn_app_with(|mut config| {
+        config.max_concurrent_qr_renders = 1;
+        config
+    })
+    .await;
+    app.upstream_answers_seed().await;
+    let app = std::sync::Arc::new(app);
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let app = std::sync::Arc::clone(&app);
+        requests.spawn(async move {
+            app.graphql(MUTATION_WITH_GATEWAY_FIELDS, seed_variables(), Some(TOKEN))
+                .await
+        });
+    }
+    while let Some(answer) = requests.join_next().await {
+        let (status, body) = answer.expect("request task");
+        assert_eq!(status, 200);
+        let link = &body["data"]["createHealthLink"];
+        let url = link["content"][0]["attachment"]["url"]
+            .as_str()
+            .expect("url");
+        let svg = link["qrCodeSvg"].as_str().expect("svg");
+        assert_eq!(crate::qr::decode_svg(svg), url);
+    }
+}
+
 #[tokio::test]
 async fn qr_code_arguments_are_validated() {
     let app = spawn_app().await;
