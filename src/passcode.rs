@@ -11,10 +11,12 @@
 //! someone holding a database dump (a million guesses); the pepper, which is not in the
 //! database, does. Argon2id is still there so that the pepper alone does not suffice either.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{
+    Output, ParamsString, PasswordHash, PasswordVerifier as _, SaltString,
+};
+use argon2::{ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
@@ -82,6 +84,87 @@ const ARGON2_LANES: u32 = 1;
 pub struct PasscodeHasher {
     pepper: PurposeKey,
     permits: Arc<Semaphore>,
+    work_areas: Arc<WorkAreas>,
+}
+
+/// argon2id's 19 MiB working memory, one per permit, allocated once and reused. Allocating and
+/// freeing it per hash left allocators holding hundreds of megabytes of fragments under
+/// passcode load (glibc kept 1 GiB; BENCHMARKS.md); reused, the gateway's memory is its base
+/// plus `max_concurrent` work areas, whatever the load.
+#[derive(Default)]
+struct WorkAreas(Mutex<Vec<Vec<Block>>>);
+
+impl std::fmt::Debug for WorkAreas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WorkAreas")
+    }
+}
+
+impl WorkAreas {
+    /// A work area; the caller holds a permit, so at most one per permit ever exists.
+    fn take(&self) -> Vec<Block> {
+        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        // Every block is written before it is read, so a reused area needs no clearing.
+        kept.unwrap_or_else(|| vec![Block::default(); params().block_count()])
+    }
+
+    fn give_back(&self, area: Vec<Block>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(area);
+    }
+
+    /// Runs argon2id over `secret` and `salt` into `out` in a kept work area.
+    fn hash_into(&self, secret: &[u8], salt: &[u8], out: &mut [u8]) -> Result<(), PasscodeError> {
+        let mut area = self.take();
+        let result = argon2().hash_password_into_with_memory(secret, salt, out, &mut area);
+        self.give_back(area);
+        result.map_err(|_| PasscodeError::Hashing)
+    }
+
+    /// The PHC string of a fresh hash.
+    fn hash(&self, secret: &[u8], salt: &[u8]) -> Result<String, PasscodeError> {
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        self.hash_into(secret, salt, &mut out)?;
+        let salt = SaltString::encode_b64(salt).map_err(|_| PasscodeError::Hashing)?;
+        let phc = PasswordHash {
+            algorithm: ARGON2ID_IDENT,
+            version: Some(Version::V0x13.into()),
+            params: ParamsString::try_from(&params()).map_err(|_| PasscodeError::Hashing)?,
+            salt: Some(salt.as_salt()),
+            hash: Some(Output::new(&out).map_err(|_| PasscodeError::Hashing)?),
+        };
+        Ok(phc.to_string())
+    }
+
+    /// Whether `secret` is behind `phc`. A hash made with other parameters (none are, today)
+    /// is checked by the argon2 crate itself, in memory of its own.
+    fn verify(&self, secret: &[u8], phc: &str) -> bool {
+        let Ok(hash) = PasswordHash::new(phc) else {
+            return false;
+        };
+        let ours = ParamsString::try_from(&params()).ok();
+        let same_parameters = hash.algorithm == ARGON2ID_IDENT
+            && hash.version == Some(Version::V0x13.into())
+            && Some(&hash.params) == ours.as_ref();
+        let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+            return false;
+        };
+        if !same_parameters || expected.len() != Params::DEFAULT_OUTPUT_LEN {
+            return argon2().verify_password(secret, &hash).is_ok();
+        }
+        let mut salt_bytes = [0u8; 64];
+        let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+            return false;
+        };
+        let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+        if self.hash_into(secret, salt, &mut out).is_err() {
+            return false;
+        }
+        // `Output`'s equality is constant-time.
+        Output::new(&out).is_ok_and(|computed| computed == expected)
+    }
 }
 
 impl PasscodeHasher {
@@ -89,6 +172,7 @@ impl PasscodeHasher {
         Self {
             pepper,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            work_areas: Arc::new(WorkAreas::default()),
         }
     }
 
@@ -102,15 +186,10 @@ impl PasscodeHasher {
             .acquire()
             .await
             .map_err(|_| PasscodeError::Hashing)?;
-        tokio::task::spawn_blocking(move || {
-            let salt = SaltString::encode_b64(&salt).map_err(|_| PasscodeError::Hashing)?;
-            argon2()
-                .hash_password(&peppered, &salt)
-                .map(|hash| hash.to_string())
-                .map_err(|_| PasscodeError::Hashing)
-        })
-        .await
-        .map_err(|_| PasscodeError::Hashing)?
+        let work_areas = Arc::clone(&self.work_areas);
+        tokio::task::spawn_blocking(move || work_areas.hash(&peppered, &salt))
+            .await
+            .map_err(|_| PasscodeError::Hashing)?
     }
 
     /// A place in the hashing queue, taken before the work that will need it (see
@@ -138,19 +217,20 @@ impl PasscodeHasher {
     ) -> bool {
         let peppered = self.pepper.mac(candidate.as_bytes());
         let phc = phc.to_owned();
-        tokio::task::spawn_blocking(move || {
-            PasswordHash::new(&phc)
-                .is_ok_and(|hash| argon2().verify_password(&peppered, &hash).is_ok())
-        })
-        .await
-        .unwrap_or(false)
+        let work_areas = Arc::clone(&self.work_areas);
+        tokio::task::spawn_blocking(move || work_areas.verify(&peppered, &phc))
+            .await
+            .unwrap_or(false)
     }
 }
 
+fn params() -> Params {
+    Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, None)
+        .expect("constant argon2 parameters are valid")
+}
+
 fn argon2() -> Argon2<'static> {
-    let params = Params::new(ARGON2_MEMORY_KIB, ARGON2_PASSES, ARGON2_LANES, None)
-        .expect("constant argon2 parameters are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params())
 }
 
 /// Maps one uniform `u32` draw to a passcode, or `None` when the draw falls in the biased tail.
@@ -255,6 +335,53 @@ mod tests {
                 .await
         );
         assert!(!hasher.verify("743730", "not a phc string").await);
+    }
+
+    /// The kept work areas compute what the argon2 crate's own allocating API computes, both
+    /// ways, so hashes stored before and after read the same.
+    #[tokio::test]
+    async fn work_area_hashes_match_the_argon2_crate() {
+        use argon2::password_hash::PasswordHasher as _;
+        let hasher = hasher_for("0123456789abcdef0123456789abcdef");
+        let peppered = hasher.pepper.mac(b"743730");
+        let salt = SaltString::encode_b64(&[9u8; 16]).expect("salt");
+        let by_crate = argon2()
+            .hash_password(&peppered, &salt)
+            .expect("hash")
+            .to_string();
+        assert!(hasher.verify("743730", &by_crate).await);
+        assert!(!hasher.verify("743731", &by_crate).await);
+        assert_eq!(
+            hasher.work_areas.hash(&peppered, &[9u8; 16]).expect("hash"),
+            by_crate
+        );
+        let ours = hasher
+            .hash(&Passcode::parse("743730").expect("valid"))
+            .await
+            .expect("hash");
+        let parsed = PasswordHash::new(&ours).expect("PHC");
+        assert!(argon2().verify_password(&peppered, &parsed).is_ok());
+        // Areas are kept: at most one per permit after any number of hashes.
+        assert!(hasher.work_areas.0.lock().expect("lock").len() <= 2);
+    }
+
+    #[tokio::test]
+    async fn a_hash_with_other_parameters_still_verifies() {
+        use argon2::password_hash::PasswordHasher as _;
+        let hasher = hasher_for("0123456789abcdef0123456789abcdef");
+        let peppered = hasher.pepper.mac(b"123456");
+        let cheaper = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).expect("params"),
+        );
+        let salt = SaltString::encode_b64(&[3u8; 16]).expect("salt");
+        let phc = cheaper
+            .hash_password(&peppered, &salt)
+            .expect("hash")
+            .to_string();
+        assert!(hasher.verify("123456", &phc).await);
+        assert!(!hasher.verify("654321", &phc).await);
     }
 
     #[tokio::test]
