@@ -9,8 +9,7 @@ use shl_gateway::startup::Application;
 
 /// mimalloc instead of glibc's allocator: a request allocates and frees thousands of small
 /// objects (GraphQL values, JSON, headers), and under load glibc's malloc and free took a fifth
-/// of the gateway's CPU (BENCHMARKS.md has the profiles before and after). It also returns
-/// argon2id's 19 MiB work areas to the system instead of keeping them fragmented.
+/// of the gateway's CPU (BENCHMARKS.md has the profiles before and after).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
