@@ -149,3 +149,54 @@ pub fn is_request_error(error: &ServerError) -> bool {
     .iter()
     .any(|request_code| code == Some(request_code.as_str()))
 }
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::{ErrorExtensionValues, PathSegment, ServerError};
+
+    use super::*;
+
+    fn error(message: &str) -> ServerError {
+        ServerError::new(message, None)
+    }
+
+    #[test]
+    fn pre_execution_errors_get_their_codes() {
+        let limits = OperationLimits::default();
+        let mut errors = vec![
+            error(COMPLEXITY_MESSAGE),
+            error(DEPTH_MESSAGE),
+            error("Unknown field \"x\" on type \"Query\"."),
+        ];
+        limits.stamp_request_errors(&mut errors);
+        let codes: Vec<_> = errors.iter().map(code_of).collect();
+        assert_eq!(
+            codes,
+            [
+                Some("OPERATION_LIMIT_EXCEEDED"),
+                Some("OPERATION_LIMIT_EXCEEDED"),
+                Some("GRAPHQL_VALIDATION_FAILED"),
+            ]
+        );
+        assert!(errors[0].message.contains("complexity") && errors[0].message.contains("250"));
+        assert!(errors[1].message.contains("depth") && errors[1].message.contains("15"));
+        assert!(errors.iter().all(is_request_error));
+    }
+
+    #[test]
+    fn resolver_errors_and_coded_errors_are_left_alone() {
+        let limits = OperationLimits::default();
+        let mut with_path = error("upstream failed");
+        with_path.path = vec![PathSegment::Field("createHealthLink".into())];
+        let mut with_code = error(COMPLEXITY_MESSAGE);
+        let mut extensions = ErrorExtensionValues::default();
+        extensions.set("code", "RATE_LIMITED");
+        with_code.extensions = Some(extensions);
+        let mut errors = vec![with_path, with_code];
+        limits.stamp_request_errors(&mut errors);
+        assert_eq!(code_of(&errors[0]), None);
+        assert_eq!(code_of(&errors[1]), Some("RATE_LIMITED"));
+        assert_eq!(errors[1].message, COMPLEXITY_MESSAGE);
+        assert!(!errors.iter().any(is_request_error));
+    }
+}
