@@ -54,13 +54,17 @@ impl MutationRoot {
     ) -> Result<CreatedHealthLink> {
         let caller = ctx.data::<Caller>()?;
         let audit = ctx.data::<AuditTrail>()?;
+        // Each creation records two or three events about the same caller: the keyed hash of
+        // the token is computed once.
+        let actor = caller
+            .authorization
+            .as_ref()
+            .map(|value| audit.actor(value.expose_secret()));
+        let client_ip = caller.client_ip.map(|ip| ip.to_string());
         let event = |action: AuditAction, outcome: &str| AuditEvent {
             request_id: Some(caller.request_id.clone()),
-            client_ip: caller.client_ip.map(|ip| ip.to_string()),
-            actor: caller
-                .authorization
-                .as_ref()
-                .map(|value| audit.actor(value.expose_secret())),
+            client_ip: client_ip.clone(),
+            actor: actor.clone(),
             ..AuditEvent::new(action, outcome)
         };
         match create(ctx, caller, audit, input, &event).await {
