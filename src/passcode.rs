@@ -91,8 +91,11 @@ pub struct PasscodeHasher {
 /// freeing it per hash left allocators holding hundreds of megabytes of fragments under
 /// passcode load (glibc kept 1 GiB; BENCHMARKS.md); reused, the gateway's memory is its base
 /// plus `max_concurrent` work areas, whatever the load.
-#[derive(Default)]
-struct WorkAreas(Mutex<Vec<Vec<Block>>>);
+struct WorkAreas {
+    kept: Mutex<Vec<Vec<Block>>>,
+    /// At most this many are kept (the permits).
+    limit: usize,
+}
 
 impl std::fmt::Debug for WorkAreas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,17 +105,28 @@ impl std::fmt::Debug for WorkAreas {
 
 impl WorkAreas {
     /// A work area; the caller holds a permit, so at most one per permit ever exists.
+    fn new(limit: usize) -> Self {
+        Self {
+            kept: Mutex::new(Vec::new()),
+            limit,
+        }
+    }
+
     fn take(&self) -> Vec<Block> {
-        let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
         // Every block is written before it is read, so a reused area needs no clearing.
         kept.unwrap_or_else(|| vec![Block::default(); params().block_count()])
     }
 
     fn give_back(&self, area: Vec<Block>) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(area);
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < self.limit {
+            kept.push(area);
+        }
     }
 
     /// Runs argon2id over `secret` and `salt` into `out` in a kept work area.
@@ -172,7 +186,7 @@ impl PasscodeHasher {
         Self {
             pepper,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            work_areas: Arc::new(WorkAreas::default()),
+            work_areas: Arc::new(WorkAreas::new(max_concurrent.max(1))),
         }
     }
 
@@ -181,15 +195,20 @@ impl PasscodeHasher {
         let peppered = self.pepper.mac(passcode.expose().as_bytes());
         let mut salt = [0u8; 16];
         getrandom::fill(&mut salt).map_err(|_| PasscodeError::Rng)?;
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| PasscodeError::Hashing)?;
         let work_areas = Arc::clone(&self.work_areas);
-        tokio::task::spawn_blocking(move || work_areas.hash(&peppered, &salt))
-            .await
-            .map_err(|_| PasscodeError::Hashing)?
+        // The permit travels with the work: a cancelled request must not free its place while
+        // its hash still runs (and holds a work area).
+        tokio::task::spawn_blocking(move || {
+            let hashed = work_areas.hash(&peppered, &salt);
+            drop(permit);
+            hashed
+        })
+        .await
+        .map_err(|_| PasscodeError::Hashing)?
     }
 
     /// A place in the hashing queue, taken before the work that will need it (see
@@ -211,16 +230,20 @@ impl PasscodeHasher {
     /// and right passcodes queued behind the hashing are not mistaken for a spent budget.
     pub async fn verify_holding(
         &self,
-        _permit: tokio::sync::OwnedSemaphorePermit,
+        permit: tokio::sync::OwnedSemaphorePermit,
         candidate: &str,
         phc: &str,
     ) -> bool {
         let peppered = self.pepper.mac(candidate.as_bytes());
         let phc = phc.to_owned();
         let work_areas = Arc::clone(&self.work_areas);
-        tokio::task::spawn_blocking(move || work_areas.verify(&peppered, &phc))
-            .await
-            .unwrap_or(false)
+        tokio::task::spawn_blocking(move || {
+            let verified = work_areas.verify(&peppered, &phc);
+            drop(permit);
+            verified
+        })
+        .await
+        .unwrap_or(false)
     }
 }
 
@@ -362,7 +385,7 @@ mod tests {
         let parsed = PasswordHash::new(&ours).expect("PHC");
         assert!(argon2().verify_password(&peppered, &parsed).is_ok());
         // Areas are kept: at most one per permit after any number of hashes.
-        assert!(hasher.work_areas.0.lock().expect("lock").len() <= 2);
+        assert!(hasher.work_areas.kept.lock().expect("lock").len() <= 2);
     }
 
     #[tokio::test]

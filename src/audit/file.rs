@@ -368,7 +368,7 @@ impl Writer {
         if group.is_empty() {
             return;
         }
-        let sync = group.iter().any(|request| request.durable);
+        let durable = group.iter().any(|request| request.durable);
         let batch = seal_batch(
             &self.sealer,
             &self.state,
@@ -380,30 +380,51 @@ impl Writer {
             batch.succeed();
             return;
         }
+        // A checkpoint's head is logged as durable (see `adopt`), so a batch holding one is synced
+        // even when it is otherwise attempts only.
+        let sync = durable || batch.records.iter().any(|sealed| sealed.is_checkpoint);
+        let had_unsynced = self.unsynced;
         let mut bytes = Vec::with_capacity(batch.records.iter().map(|r| r.line.len() + 1).sum());
         for sealed in &batch.records {
             bytes.extend_from_slice(sealed.line.as_bytes());
             bytes.push(b'\n');
         }
         match self.append(&bytes, sync) {
-            Ok(()) => self.adopt(batch),
+            Ok(()) => self.adopt(batch, sync),
             Err(error) => {
                 tracing::error!(target: "audit", %error, path = %self.path.display(), "audit write failed");
                 let kind = error.kind();
                 let message = error.to_string();
                 batch.fail(|| AuditError::Io(io::Error::new(kind, message.clone())));
+                if had_unsynced && sync {
+                    // Linux reports a writeback error once: after this failed sync, attempts
+                    // acknowledged before it may have been dropped while a retried sync
+                    // succeeds. Their durability cannot be proven, so nothing may chain on.
+                    let reason = format!(
+                        "an audit fdatasync failed with attempt records pending; stopped: {error}"
+                    );
+                    tracing::error!(target: "audit", path = %self.path.display(), %reason, "audit sink stopped");
+                    lock(&self.shared).poisoned = Some(reason);
+                    return;
+                }
                 self.roll_back();
             }
         }
     }
 
-    fn adopt(&mut self, batch: Batch) {
-        log_checkpoints(self.sealer.chain(), &batch.records);
+    /// Takes a stored batch as the chain's new end. The head others see (`head()`, checkpoint
+    /// logs) moves only with a synced batch: it names the last *durable* record.
+    fn adopt(&mut self, batch: Batch, synced: bool) {
+        if synced {
+            log_checkpoints(self.sealer.chain(), &batch.records);
+        }
         self.state = batch.state.clone();
         self.since_checkpoint = batch.since_checkpoint;
         {
             let mut shared = lock(&self.shared);
-            shared.head = self.state.head();
+            if synced {
+                shared.head = self.state.head();
+            }
             shared.stats.records += batch.records.len() as u64;
             shared.stats.batches += 1;
         }

@@ -140,8 +140,8 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     /// Records an attempt whose outcome will be recorded with [`AuditSink::record`] by the
     /// same operation. The file sink returns once the record is written to the operating
     /// system, without its own `fdatasync`: it survives the gateway process dying, and the
-    /// outcome's sync (or the writer's next idle moment) makes it durable with everything
-    /// before it. Only a machine crash inside that window can lose it, and then the outcome
+    /// outcome's sync (or the next durable record, a rotation or shutdown, when the operation
+    /// was cancelled before its outcome) makes it durable with everything before it. Only a machine crash inside that window can lose it, and then the outcome
     /// was never made durable either, so nothing was disclosed. Sinks without a cheaper way
     /// record it durably.
     async fn record_attempt(&self, event: AuditEvent) -> Result<(), AuditError> {

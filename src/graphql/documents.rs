@@ -59,18 +59,20 @@ impl DocumentCache {
         })
     }
 
-    /// Keeps a document that executed without a request error. When the cache is full an
-    /// arbitrary entry makes room (the map's iteration order is randomly seeded): documents in
-    /// steady use come back at once, and a caller sending endless new texts cannot pin any.
+    /// Keeps a document that executed without a request error. When the cache is full a random
+    /// entry makes room: documents in steady use come back at once, and a caller sending
+    /// endless new texts can neither pin the cache nor aim at one entry.
     pub fn keep(&self, query: &str, document: Arc<ExecutableDocument>) {
         if query.len() > MAX_CACHED_QUERY_BYTES {
             return;
         }
         let mut entries = self.lock();
-        if entries.len() >= CACHED_DOCUMENTS
-            && let Some(victim) = entries.keys().next().cloned()
-        {
-            entries.remove(&victim);
+        if entries.len() >= CACHED_DOCUMENTS {
+            // Without randomness (it does not fail on supported systems) the first entry goes.
+            let pick = getrandom::u32().unwrap_or(0) as usize % entries.len();
+            if let Some(victim) = entries.keys().nth(pick).cloned() {
+                entries.remove(&victim);
+            }
         }
         entries.insert(query.into(), document);
     }

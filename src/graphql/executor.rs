@@ -48,8 +48,9 @@ impl Executor {
         };
         let fields: Vec<(String, String)> =
             selected_operation(&prepared.document, request.operation_name.as_deref())
-                .map(|operation| {
-                    root_fields(operation, &prepared.document)
+                .and_then(|operation| root_fields(operation, &prepared.document))
+                .map(|fields| {
+                    fields
                         .into_iter()
                         .map(|field| {
                             (
@@ -76,11 +77,23 @@ impl Executor {
         if prepared.fresh {
             self.documents.keep(&query, prepared.document);
         }
+        let data = match &response.data {
+            async_graphql::Value::Object(data) => Some(data),
+            _ => None,
+        };
         for (key, name) in fields {
+            // Not in `data`: skipped by `@skip`/`@include`, so not executed.
+            if data.is_some_and(|data| !data.contains_key(key.as_str())) {
+                continue;
+            }
+            // The root field's own error, not one of a nested field (a failed `qrCodeSvg`
+            // leaves a created link).
             let outcome = response
                 .errors
                 .iter()
-                .find(|error| matches!(error.path.first(), Some(PathSegment::Field(first)) if *first == key))
+                .find(|error| {
+                    matches!(error.path.as_slice(), [PathSegment::Field(first)] if *first == key)
+                })
                 .map_or_else(|| "ok".to_owned(), outcome_of);
             metrics::counter!(crate::metrics::GRAPHQL_FIELDS, "field" => name, "outcome" => outcome)
                 .increment(1);

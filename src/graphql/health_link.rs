@@ -122,13 +122,13 @@ impl CreatedHealthLink {
         let url = url.to_owned();
         // Encoding a version-15 code takes milliseconds: keep it off the async workers, and
         // bound how many run at once so that requests without one keep a core.
-        let _slot = ctx
-            .data::<QrRenderSlots>()?
-            .0
-            .acquire()
+        let slot = Arc::clone(&ctx.data::<QrRenderSlots>()?.0)
+            .acquire_owned()
             .await
             .map_err(|_| AppError::internal())?;
         let rendered = tokio::task::spawn_blocking(move || {
+            // Held by the work itself: a cancelled request does not free the slot early.
+            let _slot = slot;
             let started = std::time::Instant::now();
             let rendered = qr::render_svg(&url, &options);
             metrics::histogram!(crate::metrics::QR_RENDER_DURATION)

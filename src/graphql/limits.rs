@@ -77,6 +77,12 @@ impl OperationLimits {
         ];
         for (what, count, limit) in checks {
             if count > limit {
+                // `usize::MAX`: too many to count (see `shape::root_fields`).
+                let count = if count == usize::MAX {
+                    "too many".to_owned()
+                } else {
+                    count.to_string()
+                };
                 return Err(limit_error(format!(
                     "the operation has {count} {what}; the limit is {limit}"
                 )));

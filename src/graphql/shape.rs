@@ -34,7 +34,12 @@ impl DocumentShape {
             let operation = &operation.node;
             shape.directives += operation.directives.len();
             count_selection_set(&operation.selection_set.node, &mut shape);
-            let roots = root_fields(operation, document);
+            let Some(roots) = root_fields(operation, document) else {
+                // Wider than any limit: refused whatever the configuration.
+                shape.root_fields = usize::MAX;
+                shape.link_creations = usize::MAX;
+                continue;
+            };
             shape.root_fields = shape.root_fields.max(roots.len());
             if operation.ty == OperationType::Mutation {
                 let creations = roots
@@ -93,45 +98,69 @@ pub fn selected_operation<'a>(
     operation.map(|operation| &operation.node)
 }
 
+/// How many selections the root-field walk visits at most. Every spread of a fragment counts
+/// (three spreads of one fragment run its fields three times), so fragments spreading each
+/// other twice over would make the walk exponential; past this bound the operation is reported
+/// as too wide, which every limit refuses.
+const MAX_ROOT_WALK: usize = 10_000;
+
 /// The root fields an operation executes, with fragments at the root expanded: one entry per
-/// execution (aliases count one by one).
+/// execution (aliases and repeated spreads count one by one). `None` when the expansion is
+/// larger than any limit could allow.
 pub fn root_fields<'a>(
     operation: &'a OperationDefinition,
     document: &'a ExecutableDocument,
-) -> Vec<&'a Field> {
-    let mut fields = Vec::new();
-    collect_root_fields(
-        &operation.selection_set.node,
+) -> Option<Vec<&'a Field>> {
+    let mut walk = RootWalk {
         document,
-        &mut HashSet::new(),
-        &mut fields,
-    );
-    fields
+        in_progress: HashSet::new(),
+        steps: 0,
+        fields: Vec::new(),
+    };
+    walk.visit(&operation.selection_set.node)
+        .then_some(walk.fields)
 }
 
-/// `visited` stops fragment cycles (which validation refuses later, but shapes are measured
-/// before validation).
-fn collect_root_fields<'a>(
-    set: &'a SelectionSet,
+struct RootWalk<'a> {
     document: &'a ExecutableDocument,
-    visited: &mut HashSet<&'a str>,
-    into: &mut Vec<&'a Field>,
-) {
-    for selection in &set.items {
-        match &selection.node {
-            Selection::Field(field) => into.push(&field.node),
-            Selection::InlineFragment(inline) => {
-                collect_root_fields(&inline.node.selection_set.node, document, visited, into)
+    /// The fragments being expanded on the current path: a cycle (which validation refuses
+    /// later, but shapes are measured before validation) stops there.
+    in_progress: HashSet<&'a str>,
+    steps: usize,
+    fields: Vec<&'a Field>,
+}
+
+impl<'a> RootWalk<'a> {
+    /// `false` once the walk is over its bound.
+    fn visit(&mut self, set: &'a SelectionSet) -> bool {
+        for selection in &set.items {
+            self.steps += 1;
+            if self.steps > MAX_ROOT_WALK {
+                return false;
             }
-            Selection::FragmentSpread(spread) => {
-                let name = spread.node.fragment_name.node.as_str();
-                if visited.insert(name)
-                    && let Some(fragment) = document.fragments.get(name)
-                {
-                    collect_root_fields(&fragment.node.selection_set.node, document, visited, into);
+            let within_bound = match &selection.node {
+                Selection::Field(field) => {
+                    self.fields.push(&field.node);
+                    true
                 }
+                Selection::InlineFragment(inline) => self.visit(&inline.node.selection_set.node),
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.node.fragment_name.node.as_str();
+                    match self.document.fragments.get(name) {
+                        Some(fragment) if self.in_progress.insert(name) => {
+                            let within = self.visit(&fragment.node.selection_set.node);
+                            self.in_progress.remove(name);
+                            within
+                        }
+                        _ => true,
+                    }
+                }
+            };
+            if !within_bound {
+                return false;
             }
         }
+        true
     }
 }
 
@@ -164,6 +193,33 @@ mod tests {
             measured.link_creations, 3,
             "a fragment cycle is followed once"
         );
+    }
+
+    #[test]
+    fn every_spread_of_a_fragment_counts() {
+        let measured = shape(
+            "mutation { ...F ...F ...F } fragment F on Mutation { createHealthLink(input: {}) { id } }",
+        );
+        assert_eq!(measured.link_creations, 3);
+        assert_eq!(measured.root_fields, 3);
+    }
+
+    #[test]
+    fn fragments_doubling_each_other_are_refused_without_expanding_them() {
+        // 40 fragments, each spreading the next twice: 2^40 expansions if walked naively.
+        let mut query = String::from("mutation { ...F0 }");
+        for i in 0..40 {
+            query.push_str(&format!(
+                " fragment F{i} on Mutation {{ ...F{next} ...F{next} }}",
+                next = i + 1
+            ));
+        }
+        query.push_str(" fragment F40 on Mutation { ...Missing }");
+        let started = std::time::Instant::now();
+        let measured = shape(&query);
+        assert_eq!(measured.root_fields, usize::MAX);
+        assert_eq!(measured.link_creations, usize::MAX);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

@@ -151,3 +151,19 @@ async fn every_document_limit_can_be_crossed() {
         .await;
     assert!(fine.get("errors").is_none(), "{fine}");
 }
+
+#[tokio::test]
+async fn repeated_spreads_of_one_fragment_count_as_repeated_creations() {
+    let app = spawn_app().await;
+    app.upstream_answers_seed().await;
+    let query = "mutation { ...Create ...Create ...Create } \
+                 fragment Create on Mutation { createHealthLink(input: {}) { id } }";
+
+    let (_, body) = app.graphql(query, json!({}), Some(TOKEN)).await;
+
+    assert_eq!(error_code(&body), "OPERATION_LIMIT_EXCEEDED");
+    assert!(
+        app.upstream_bodies().await.is_empty(),
+        "three spreads are three creations: refused before any runs"
+    );
+}

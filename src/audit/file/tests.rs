@@ -400,6 +400,35 @@ async fn an_attempt_is_written_at_once_and_synced_by_its_outcome() {
     assert!(report.is_ok(), "{report}");
 }
 
+#[tokio::test]
+async fn the_head_moves_only_with_a_sync_and_a_checkpoint_is_always_synced() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let options = FileSinkOptions {
+        checkpoint_every: 2,
+        ..FileSinkOptions::default()
+    };
+    let sink = FileAuditSink::open_with(&path, KEY, "gw-0".into(), options).expect("opens");
+    sink.record_attempt(event(0)).await.expect("written");
+    assert_eq!(
+        sink.head(),
+        None,
+        "an unsynced attempt is not the durable head"
+    );
+    assert_eq!(sink.stats().syncs, 0);
+    // The second event brings a periodic checkpoint into an attempts-only batch: the checkpoint
+    // is logged as durable, so that batch is synced and the head moves to it.
+    sink.record_attempt(event(1)).await.expect("written");
+    let stats = sink.stats();
+    assert_eq!(stats.records, 3, "two attempts and a checkpoint: {stats:?}");
+    assert_eq!(stats.syncs, 1);
+    let head = sink.head().expect("a durable head");
+    assert_eq!(head.seq, 2);
+    sink.close().await;
+    let report = verify_file_against_head(&path, &KEY, &head.to_string());
+    assert!(report.is_ok(), "{report}");
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn an_unwritable_file_fails_promptly_and_stays_failed() {
