@@ -316,6 +316,9 @@ struct Hooks {
     /// Sleep between `write` and `fdatasync`, as a stuck disk would.
     #[cfg(test)]
     stall: Option<Duration>,
+    /// While set, every `fdatasync` fails, as on a disk reporting a writeback error.
+    #[cfg(test)]
+    fail_sync: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Writer {
@@ -441,6 +444,15 @@ impl Writer {
             std::thread::sleep(stall);
         }
         if sync {
+            #[cfg(test)]
+            if self
+                .hooks
+                .fail_sync
+                .as_ref()
+                .is_some_and(|fail| fail.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                return Err(io::Error::other("injected fdatasync failure"));
+            }
             self.file.sync_data()?;
             lock(&self.shared).stats.syncs += 1;
         }

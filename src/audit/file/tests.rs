@@ -341,6 +341,7 @@ async fn concurrent_records_are_group_committed() {
     // the batching shows whatever filesystem the test runs on.
     let hooks = Hooks {
         stall: Some(Duration::from_millis(2)),
+        ..Hooks::default()
     };
     let sink = FileAuditSink::open_inner(&path, KEY.into(), "gw-0".into(), options(), hooks)
         .expect("opens");
@@ -429,6 +430,56 @@ async fn the_head_moves_only_with_a_sync_and_a_checkpoint_is_always_synced() {
     assert!(report.is_ok(), "{report}");
 }
 
+#[tokio::test]
+async fn a_failed_sync_with_attempts_pending_stops_the_sink() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hooks = Hooks {
+        fail_sync: Some(Arc::clone(&fail)),
+        ..Hooks::default()
+    };
+    let sink = FileAuditSink::open_inner(&path, KEY.into(), "gw-0".into(), options(), hooks)
+        .expect("opens");
+    sink.record(event(0)).await.expect("durable");
+    sink.record_attempt(event(1)).await.expect("written");
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        sink.record(event(2)).await.is_err(),
+        "the outcome's sync failed"
+    );
+    // The attempt's durability can no longer be proven: nothing more is accepted, even once
+    // the disk answers again.
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        sink.record(event(3)).await,
+        Err(AuditError::Unavailable(_))
+    ));
+    assert!(!sink.is_ready().await);
+}
+
+#[tokio::test]
+async fn a_failed_sync_without_pending_attempts_is_rolled_back_and_recovers() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hooks = Hooks {
+        fail_sync: Some(Arc::clone(&fail)),
+        ..Hooks::default()
+    };
+    let sink = FileAuditSink::open_inner(&path, KEY.into(), "gw-0".into(), options(), hooks)
+        .expect("opens");
+    sink.record(event(0)).await.expect("durable");
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(sink.record(event(1)).await.is_err());
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    sink.record(event(2)).await.expect("the sink goes on");
+    sink.close().await;
+    assert_eq!(read_lines(&path).len(), 2, "the failed record was cut back");
+    let report = verify_file(&path, &KEY);
+    assert!(report.is_ok(), "{report}");
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn an_unwritable_file_fails_promptly_and_stays_failed() {
@@ -481,6 +532,7 @@ async fn a_stalled_disk_times_out_instead_of_hanging() {
     };
     let hooks = Hooks {
         stall: Some(Duration::from_secs(1)),
+        ..Hooks::default()
     };
     let sink =
         FileAuditSink::open_inner(&path, KEY.into(), "gw-0".into(), options, hooks).expect("opens");
