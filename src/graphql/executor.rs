@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::parser::types::OperationType;
+use async_graphql::parser::types::{ExecutableDocument, OperationType};
 use async_graphql::{PathSegment, Response, ServerError};
 
 use super::GatewaySchema;
@@ -46,24 +46,10 @@ impl Executor {
             Ok(prepared) => prepared,
             Err(error) => return Response::from_errors(vec![error]),
         };
-        let fields: Vec<(String, String)> =
-            selected_operation(&prepared.document, request.operation_name.as_deref())
-                .and_then(|operation| root_fields(operation, &prepared.document))
-                .map(|fields| {
-                    fields
-                        .into_iter()
-                        .map(|field| {
-                            (
-                                field.response_key().node.to_string(),
-                                field.name.node.to_string(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
         // async-graphql takes the document by value (it prunes `@skip`ped fields in place), so
         // each request gets its own copy of the cached tree.
         request.set_parsed_query((*prepared.document).clone());
+        let operation_name = request.operation_name.clone();
         // With the document handed over, async-graphql no longer reads the text.
         let query = std::mem::take(&mut request.query);
 
@@ -74,29 +60,9 @@ impl Executor {
         if refused {
             return response;
         }
+        record_root_fields(&prepared.document, operation_name.as_deref(), &response);
         if prepared.fresh {
             self.documents.keep(&query, prepared.document);
-        }
-        let data = match &response.data {
-            async_graphql::Value::Object(data) => Some(data),
-            _ => None,
-        };
-        for (key, name) in fields {
-            // Not in `data`: skipped by `@skip`/`@include`, so not executed.
-            if data.is_some_and(|data| !data.contains_key(key.as_str())) {
-                continue;
-            }
-            // The root field's own error, not one of a nested field (a failed `qrCodeSvg`
-            // leaves a created link).
-            let outcome = response
-                .errors
-                .iter()
-                .find(|error| {
-                    matches!(error.path.as_slice(), [PathSegment::Field(first)] if *first == key)
-                })
-                .map_or_else(|| "ok".to_owned(), outcome_of);
-            metrics::counter!(crate::metrics::GRAPHQL_FIELDS, "field" => name, "outcome" => outcome)
-                .increment(1);
         }
         response
     }
@@ -115,4 +81,37 @@ impl Executor {
 
 fn outcome_of(error: &ServerError) -> String {
     code_of(error).unwrap_or("error").to_owned()
+}
+
+/// Counts each root field the operation executed, by schema field name and outcome.
+fn record_root_fields(
+    document: &ExecutableDocument,
+    operation_name: Option<&str>,
+    response: &Response,
+) {
+    let Some(fields) = selected_operation(document, operation_name)
+        .and_then(|operation| root_fields(operation, document))
+    else {
+        return;
+    };
+    let data = match &response.data {
+        async_graphql::Value::Object(data) => Some(data),
+        _ => None,
+    };
+    for field in fields {
+        let key = field.response_key().node.as_str();
+        // Not in `data`: skipped by `@skip`/`@include`, so not executed.
+        if data.is_some_and(|data| !data.contains_key(key)) {
+            continue;
+        }
+        // The root field's own error, not one of a nested field (a failed `qrCodeSvg` leaves a
+        // created link).
+        let outcome = response
+            .errors
+            .iter()
+            .find(|error| matches!(error.path.as_slice(), [PathSegment::Field(first)] if first == key))
+            .map_or_else(|| "ok".to_owned(), outcome_of);
+        metrics::counter!(crate::metrics::GRAPHQL_FIELDS, "field" => field.name.node.to_string(), "outcome" => outcome)
+            .increment(1);
+    }
 }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use async_graphql::{EmptySubscription, Schema};
 
-pub use documents::{CACHED_DOCUMENTS, MAX_CACHED_QUERY_BYTES};
 pub use executor::Executor;
 pub use health_link::QR_CODE_COMPLEXITY;
 pub use limits::{OperationLimits, is_request_error};

@@ -430,17 +430,23 @@ async fn the_head_moves_only_with_a_sync_and_a_checkpoint_is_always_synced() {
     assert!(report.is_ok(), "{report}");
 }
 
-#[tokio::test]
-async fn a_failed_sync_with_attempts_pending_stops_the_sink() {
-    let dir = TempDir::new().expect("tempdir");
-    let path = dir.path().join("audit.jsonl");
+/// A sink whose every `fdatasync` fails while the returned switch is on.
+fn open_with_failing_sync(path: &Path) -> (FileAuditSink, Arc<std::sync::atomic::AtomicBool>) {
     let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hooks = Hooks {
         fail_sync: Some(Arc::clone(&fail)),
         ..Hooks::default()
     };
-    let sink = FileAuditSink::open_inner(&path, KEY.into(), "gw-0".into(), options(), hooks)
+    let sink = FileAuditSink::open_inner(path, KEY.into(), "gw-0".into(), options(), hooks)
         .expect("opens");
+    (sink, fail)
+}
+
+#[tokio::test]
+async fn a_failed_sync_with_attempts_pending_stops_the_sink() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let (sink, fail) = open_with_failing_sync(&path);
     sink.record(event(0)).await.expect("durable");
     sink.record_attempt(event(1)).await.expect("written");
     fail.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -462,13 +468,7 @@ async fn a_failed_sync_with_attempts_pending_stops_the_sink() {
 async fn a_failed_sync_without_pending_attempts_is_rolled_back_and_recovers() {
     let dir = TempDir::new().expect("tempdir");
     let path = dir.path().join("audit.jsonl");
-    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hooks = Hooks {
-        fail_sync: Some(Arc::clone(&fail)),
-        ..Hooks::default()
-    };
-    let sink = FileAuditSink::open_inner(&path, KEY.into(), "gw-0".into(), options(), hooks)
-        .expect("opens");
+    let (sink, fail) = open_with_failing_sync(&path);
     sink.record(event(0)).await.expect("durable");
     fail.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(sink.record(event(1)).await.is_err());
