@@ -288,3 +288,111 @@ pub const MUTATION_WITH_GATEWAY_FIELDS: &str =
     qrCodeSvg
   }
 }";
+
+/// The real `shl-gateway` binary run as its own process on loopback, logging JSON, every line
+/// it writes (stdout and stderr) kept. Killed when dropped.
+pub struct GatewayChild {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, as the gateway reported it.
+    pub address: String,
+    pub data_dir: std::path::PathBuf,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl GatewayChild {
+    /// Starts the gateway with `args` after `--listen 127.0.0.1:0 --log-format json
+    /// --log-filter LOG_FILTER --data-dir <temporary>`, in an empty environment (PATH only),
+    /// and waits (at most 60 s) until it reports its address.
+    pub fn spawn(log_filter: &str, args: &[&str]) -> Self {
+        use std::io::{BufRead as _, BufReader, Read};
+        let data_dir = tempfile::tempdir().expect("tempdir").keep();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--log-filter", log_filter])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("gateway starts");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let lines = std::sync::Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().expect("lock").push(line);
+                }
+            });
+        }
+        let mut gateway = Self {
+            child,
+            address: String::new(),
+            data_dir,
+            lines,
+        };
+        gateway.address = gateway.wait_for_address();
+        gateway
+    }
+
+    fn wait_for_address(&self) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            let found = self.lines().iter().find_map(|line| {
+                let event: Value = serde_json::from_str(line).ok()?;
+                (event["message"] == "listening")
+                    .then(|| event["address"].as_str().map(str::to_owned))?
+            });
+            if let Some(address) = found {
+                return format!("http://{address}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the gateway did not start: {:?}", self.lines());
+    }
+
+    /// Every line written so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    /// Ends the process (killed if still running) and returns every line it wrote.
+    pub fn into_lines(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader threads drain what the process wrote last.
+        std::thread::sleep(Duration::from_millis(100));
+        self.lines()
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// The exit status, if the process ends within `within`.
+    pub fn wait_for_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for GatewayChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

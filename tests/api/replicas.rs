@@ -5,23 +5,18 @@
 //! Runs when both `SHL_GATEWAY_TEST_DATABASE_URL` and `SHL_GATEWAY_TEST_REDIS_URL` are set
 //! (`.ci/run` sets them).
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use shl_gateway::keys::Keys;
 
 use crate::embedded::shl_payload;
-use crate::helpers::TestDatabase;
+use crate::helpers::{GatewayChild, TestDatabase};
 
 const SECRET: &str = "replica-shared-secret-key-0123456789abcdef";
 const TOKEN: &str = "replica-test-patient-token";
 
-struct Replica {
-    child: Child,
-    address: String,
-}
+struct Replica(GatewayChild);
 
 impl Replica {
     fn start(
@@ -31,96 +26,55 @@ impl Replica {
         redis_url: &str,
         prefix: &str,
     ) -> Self {
-        let data_dir = tempfile::tempdir().expect("tempdir").keep();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--log-filter",
-                "info",
-            ])
-            .args([
+        let patient_token = format!("{TOKEN}=demo-alex");
+        Self(GatewayChild::spawn(
+            "info",
+            &[
                 "--database-url",
                 database_url,
                 "--audit-database-url",
                 audit_url,
-            ])
-            .args([
                 "--audit-chain",
                 name,
                 "--redis-url",
                 redis_url,
                 "--redis-key-prefix",
                 prefix,
-            ])
-            .args(["--secret-key", SECRET, "--demo", "on"])
-            .args(["--patient-token", &format!("{TOKEN}=demo-alex")])
-            .args(["--link-quota-per-caller", "6/1m", "--shutdown-delay", "1s"])
-            // Only the caller quota is under test; the traffic below must not meet the others.
-            .args([
+                "--secret-key",
+                SECRET,
+                "--demo",
+                "on",
+                "--patient-token",
+                &patient_token,
+                "--link-quota-per-caller",
+                "6/1m",
+                "--shutdown-delay",
+                "1s",
+                // Only the caller quota is under test; the traffic below must not meet the others.
                 "--shl-quota-per-ip",
                 "1000000/1m",
                 "--shl-quota-per-link",
                 "1000000/1m",
-            ])
-            .args([
                 "--http-quota-per-ip",
                 "1000000/1m",
                 "--link-quota-per-ip",
                 "1000000/1m",
-            ])
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("replica starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, receiver) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line)
-                    && event["message"] == "listening"
-                {
-                    let _ = sender.send(event["address"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        });
-        let address = receiver
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the replica reports its address");
-        Self {
-            child,
-            address: format!("http://{address}"),
-        }
+            ],
+        ))
+    }
+
+    fn address(&self) -> &str {
+        &self.0.address
     }
 
     fn terminate(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.0.terminate();
     }
 
     fn wait(mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        panic!("the replica did not stop within 30 s of SIGTERM");
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
+        self.0
+            .wait_for_exit(Duration::from_secs(30))
+            .expect("the replica stops within 30 s of SIGTERM")
     }
 }
 
@@ -132,7 +86,7 @@ async fn create_in_mode(http: &reqwest::Client, replica: &Replica, mode: &str) -
     let query = format!(
         "mutation {{ createHealthLink(input: {{mode: {mode}}}) {{ id passcode content {{ attachment {{ url }} }} }} }}"
     );
-    http.post(format!("{}/graphql", replica.address))
+    http.post(format!("{}/graphql", replica.address()))
         .header("authorization", format!("Bearer {TOKEN}"))
         .json(&json!({ "query": query }))
         .send()
@@ -157,7 +111,7 @@ fn manifest_on(link: &Value, replica: &Replica) -> String {
         .nth(1)
         .expect("path")
         .to_owned();
-    format!("{}/v1/{path}", replica.address)
+    format!("{}/v1/{path}", replica.address())
 }
 
 #[tokio::test]
@@ -196,7 +150,7 @@ async fn two_replicas_share_links_budgets_quotas_and_drain_on_sigterm() {
         .expect("location")
         .split("/v1/")
         .nth(1)
-        .map(|path| format!("{}/v1/{path}", replica_a.address))
+        .map(|path| format!("{}/v1/{path}", replica_a.address()))
         .expect("path");
     assert_eq!(
         http.get(&location).send().await.expect("sent").status(),

@@ -2,16 +2,13 @@
 //! an error body. The gateway runs as its own process, logging JSON at debug level for every
 //! crate (hyper, reqwest, h2 included), and every line it writes is searched.
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, method};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::SEED_MUTATION;
+use crate::helpers::{GatewayChild, SEED_MUTATION};
 
 const PASSCODE: &str = "731906";
 const TOKEN: &str = "Bearer canary-token-b7e2c94f0d";
@@ -40,97 +37,31 @@ fn canary_answer() -> Value {
     }}})
 }
 
-struct GatewayProcess {
-    child: Child,
-    address: String,
-    lines: Arc<Mutex<Vec<String>>>,
-    data_dir: std::path::PathBuf,
-}
+struct GatewayProcess(GatewayChild);
 
 impl GatewayProcess {
     fn start(upstream: &str) -> Self {
         Self::start_with(&["--upstream-url", upstream, "--upstream-timeout", "500ms"])
     }
 
+    /// Logging at debug level for every crate: the most the gateway could ever write.
     fn start_with(args: &[&str]) -> Self {
-        let data_dir = tempfile::tempdir().expect("tempdir").keep();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--log-filter",
-                "debug",
-            ])
-            .args(args)
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gateway starts");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().expect("stderr")),
-        ] {
-            let lines = Arc::clone(&lines);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    lines.lock().expect("lock").push(line);
-                }
-            });
-        }
-        let address = wait_for_address(&lines);
-        Self {
-            child,
-            address,
-            lines,
-            data_dir,
-        }
+        Self(GatewayChild::spawn("debug", args))
     }
 
+    /// Stops the process and returns every line it wrote, then every line of its audit trail
+    /// (held to the same rule as the logs).
     fn stop(mut self) -> Vec<String> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(100));
-        let mut lines = self.lines.lock().expect("lock").clone();
-        // The audit trail is held to the same rule as the logs.
-        let audit = std::fs::read_to_string(self.data_dir.join("audit.jsonl"))
-            .expect("audit trail written");
+        self.0.terminate();
+        let _ = self.0.wait_for_exit(Duration::from_secs(10));
+        let data_dir = self.0.data_dir.clone();
+        let mut lines = self.0.into_lines();
+        let audit =
+            std::fs::read_to_string(data_dir.join("audit.jsonl")).expect("audit trail written");
         assert!(audit.lines().count() > 3, "the run was audited");
         lines.extend(audit.lines().map(str::to_owned));
         lines
     }
-}
-
-fn wait_for_address(lines: &Arc<Mutex<Vec<String>>>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let found = lines.lock().expect("lock").iter().find_map(|line| {
-            let event: Value = serde_json::from_str(line).ok()?;
-            (event["message"] == "listening")
-                .then(|| event["address"].as_str().map(str::to_owned))?
-        });
-        if let Some(address) = found {
-            return format!("http://{address}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("gateway did not start: {:?}", lines.lock().expect("lock"));
 }
 
 async fn post(
@@ -210,7 +141,7 @@ async fn canaries_never_reach_logs_or_error_bodies() {
     // Success: the answer legitimately holds the secrets; the logs must not.
     let success = post(
         &http,
-        &gateway.address,
+        &gateway.0.address,
         Some(TOKEN),
         json!({"query": with_gateway_fields, "variables": input("path-ok")}),
     )
@@ -222,7 +153,7 @@ async fn canaries_never_reach_logs_or_error_bodies() {
     let generated: Value = serde_json::from_str(
         &post(
             &http,
-            &gateway.address,
+            &gateway.0.address,
             Some(TOKEN),
             json!({"query": with_gateway_fields,
             "variables": {"input": {"label": format!("{LABEL} path-ok")}}}),
@@ -247,7 +178,7 @@ async fn canaries_never_reach_logs_or_error_bodies() {
         error_bodies.push(
             post(
                 &http,
-                &gateway.address,
+                &gateway.0.address,
                 Some(TOKEN),
                 json!({"query": SEED_MUTATION, "variables": input(path)}),
             )
@@ -276,7 +207,7 @@ async fn canaries_never_reach_logs_or_error_bodies() {
         error_bodies.push(
             post(
                 &http,
-                &gateway.address,
+                &gateway.0.address,
                 Some(TOKEN),
                 json!({"query": query}),
             )
@@ -293,7 +224,7 @@ async fn canaries_never_reach_logs_or_error_bodies() {
         error_bodies.push(
             post(
                 &http,
-                &gateway.address,
+                &gateway.0.address,
                 Some(TOKEN),
                 json!({"query": SEED_MUTATION, "variables": variables}),
             )
@@ -304,14 +235,14 @@ async fn canaries_never_reach_logs_or_error_bodies() {
     error_bodies.push(
         post(
             &http,
-            &gateway.address,
+            &gateway.0.address,
             None,
             json!({"query": SEED_MUTATION, "variables": input("path-ok")}),
         )
         .await,
     );
     let csrf = http
-        .post(format!("{}/graphql", gateway.address))
+        .post(format!("{}/graphql", gateway.0.address))
         .header("authorization", TOKEN)
         .header("content-type", "text/plain")
         .body(json!({"query": SEED_MUTATION, "variables": input("path-ok")}).to_string())
@@ -321,7 +252,7 @@ async fn canaries_never_reach_logs_or_error_bodies() {
     error_bodies.push(csrf.text().await.expect("body"));
 
     let metrics = http
-        .get(format!("{}/metrics", gateway.address))
+        .get(format!("{}/metrics", gateway.0.address))
         .send()
         .await
         .expect("sent")
@@ -389,7 +320,7 @@ async fn embedded_mode_canaries_never_reach_logs_or_error_bodies() {
     let passcode_link: Value = serde_json::from_str(
         &post(
             &http,
-            &gateway.address,
+            &gateway.0.address,
             Some(&authorization),
             json!({"query": create,
             "variables": {"input": {"label": LABEL, "securityConfig": {"passcode": PASSCODE}}}}),
@@ -400,7 +331,7 @@ async fn embedded_mode_canaries_never_reach_logs_or_error_bodies() {
     let direct_link: Value = serde_json::from_str(
         &post(
             &http,
-            &gateway.address,
+            &gateway.0.address,
             Some(&authorization),
             json!({"query": create,
             "variables": {"input": {"label": LABEL, "mode": "DIRECT"}}}),
@@ -471,7 +402,7 @@ async fn embedded_mode_canaries_never_reach_logs_or_error_bodies() {
     );
     let revoke = json!({"query": "mutation($id: ID!) { revokeHealthLink(id: $id) { status } }",
         "variables": {"id": passcode_link["data"]["createHealthLink"]["id"]}});
-    post(&http, &gateway.address, Some(&authorization), revoke).await;
+    post(&http, &gateway.0.address, Some(&authorization), revoke).await;
     error_bodies.push(
         http.get(&location)
             .send()
@@ -491,14 +422,14 @@ async fn embedded_mode_canaries_never_reach_logs_or_error_bodies() {
     );
     post(
         &http,
-        &gateway.address,
+        &gateway.0.address,
         Some(&authorization),
         json!({"query": "{ healthLinks { id accesses { outcome } } }"}),
     )
     .await;
 
     let metrics = http
-        .get(format!("{}/metrics", gateway.address))
+        .get(format!("{}/metrics", gateway.0.address))
         .send()
         .await
         .expect("sent")
