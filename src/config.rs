@@ -484,7 +484,48 @@ pub struct Config {
     /// Longest wait for in-flight requests after SIGTERM/SIGINT before exiting anyway.
     #[arg(long, env = "SHL_GATEWAY_SHUTDOWN_TIMEOUT", default_value = DEFAULT_SHUTDOWN_TIMEOUT, value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Longest wait for a request's headers (on a new connection: TLS handshake included; on a
+    /// kept-alive HTTP/1.1 connection: from the previous answer). Slower clients are closed.
+    #[arg(long, env = "SHL_GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// The whole request body must arrive within this after the headers, or the answer is
+    /// 408 REQUEST_TIMEOUT. Until it has, the request takes no concurrency slot.
+    #[arg(long, env = "SHL_GATEWAY_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_body_timeout: Duration,
+
+    /// A connection without a request in flight for this long is closed.
+    #[arg(long, env = "SHL_GATEWAY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Client connections open at once; more are closed on arrival.
+    #[arg(long, env = "SHL_GATEWAY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Connections open at once from one client address (IPv6 by /64; 0: no limit). Peers in
+    /// --trusted-proxies are exempt.
+    #[arg(long, env = "SHL_GATEWAY_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
+    pub max_connections_per_ip: usize,
+
+    /// HTTP/2 streams (requests) open at once on one connection.
+    #[arg(long, env = "SHL_GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS)]
+    pub http2_max_concurrent_streams: u32,
+
+    /// HTTP/2 streams a client may open and reset before the server has seen them (the "rapid
+    /// reset" attack); beyond it the connection is closed.
+    #[arg(long, env = "SHL_GATEWAY_HTTP2_MAX_PENDING_RESET_STREAMS", default_value_t = DEFAULT_HTTP2_MAX_PENDING_RESET_STREAMS)]
+    pub http2_max_pending_reset_streams: usize,
+
+    /// HTTP/2 keep-alive ping interval; a ping unanswered for as long closes the connection.
+    #[arg(long, env = "SHL_GATEWAY_HTTP2_KEEP_ALIVE_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keep_alive_interval: Duration,
 }
+
+const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
+const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 32;
+const DEFAULT_HTTP2_MAX_PENDING_RESET_STREAMS: usize = 20;
 
 impl Default for Config {
     /// The same values as the command line's defaults, without reading the environment.
@@ -565,6 +606,14 @@ impl Default for Config {
             cors_allowed_origins: Vec::new(),
             shutdown_delay: Duration::ZERO,
             shutdown_timeout: parse_duration(DEFAULT_SHUTDOWN_TIMEOUT).expect("constant"),
+            header_read_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+            http2_max_pending_reset_streams: DEFAULT_HTTP2_MAX_PENDING_RESET_STREAMS,
+            http2_keep_alive_interval: Duration::from_secs(20),
         }
     }
 }
@@ -626,6 +675,19 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             bail!("--max-body-bytes (SHL_GATEWAY_MAX_BODY_BYTES) must be at least 1024");
+        }
+        if self.header_read_timeout.is_zero()
+            || self.request_body_timeout.is_zero()
+            || self.idle_timeout.is_zero()
+            || self.http2_keep_alive_interval.is_zero()
+        {
+            bail!(
+                "--header-read-timeout, --request-body-timeout, --idle-timeout and \
+                 --http2-keep-alive-interval must be longer than 0"
+            );
+        }
+        if self.max_connections == 0 || self.http2_max_concurrent_streams == 0 {
+            bail!("--max-connections and --http2-max-concurrent-streams must be at least 1");
         }
         if self.max_depth == 0 || self.max_complexity == 0 {
             bail!("--max-depth and --max-complexity must be at least 1");

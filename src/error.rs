@@ -29,6 +29,7 @@ pub enum ErrorCode {
     RateLimited,
     Overloaded,
     CsrfError,
+    RequestTimeout,
     UpstreamTimeout,
     UpstreamUnavailable,
     UpstreamError,
@@ -38,7 +39,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in the order the README lists them.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadUserInput,
         ErrorCode::GraphqlParseFailed,
         ErrorCode::GraphqlValidationFailed,
@@ -50,6 +51,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Overloaded,
         ErrorCode::CsrfError,
+        ErrorCode::RequestTimeout,
         ErrorCode::UpstreamTimeout,
         ErrorCode::UpstreamUnavailable,
         ErrorCode::UpstreamError,
@@ -70,6 +72,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "RATE_LIMITED",
             ErrorCode::Overloaded => "OVERLOADED",
             ErrorCode::CsrfError => "CSRF_ERROR",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             ErrorCode::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             ErrorCode::UpstreamError => "UPSTREAM_ERROR",
@@ -88,6 +91,7 @@ impl ErrorCode {
             | ErrorCode::CsrfError => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::NotSupportedInMode => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -20,6 +20,9 @@ pub const QR_RENDER_DURATION: &str = "shl_gateway_qr_render_duration_seconds";
 pub const LINKS_CREATED: &str = "shl_gateway_links_created_total";
 pub const SHL_ACCESSES: &str = "shl_gateway_shl_accesses_total";
 pub const SHED_REQUESTS: &str = "shl_gateway_shed_requests_total";
+pub const OPEN_CONNECTIONS: &str = "shl_gateway_open_connections";
+pub const REFUSED_CONNECTIONS: &str = "shl_gateway_refused_connections_total";
+pub const SLOW_REQUEST_BODIES: &str = "shl_gateway_slow_request_bodies_total";
 
 /// Latency buckets in seconds, from sub-millisecond (QR SVG, rate-limit checks) to the
 /// upstream timeout range.
@@ -91,5 +94,14 @@ fn describe() {
     describe_counter!(
         SHL_ACCESSES,
         "Embedded SHL data-plane requests by action and outcome."
+    );
+    metrics::describe_gauge!(OPEN_CONNECTIONS, "Client connections open now.");
+    describe_counter!(
+        REFUSED_CONNECTIONS,
+        "Connections closed on arrival, by the limit they met (total or per_ip)."
+    );
+    describe_counter!(
+        SLOW_REQUEST_BODIES,
+        "Requests whose body did not arrive within --request-body-timeout (answered 408)."
     );
 }

@@ -20,6 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::audit::{AuditKey, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
 use crate::config::{Config, DemoMode};
 use crate::graphql::{OperationLimits, SchemaOptions, build_executor};
+use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, HttpSettings, Readiness, router};
 use crate::idempotency::{Idempotency, IdempotencyStore, InProcessStore, RedisStore};
 use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
@@ -47,7 +48,9 @@ pub struct Application {
     /// Embedded mode's background purge of expired files.
     purge: Option<PurgeTask>,
     /// Set: the listener serves HTTPS.
-    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// What one connection may cost: timeouts, connection caps, HTTP/2 bounds.
+    connection_limits: ConnectionLimits,
     /// Set: `/metrics` is served here rather than on the main listener.
     metrics_listener: Option<TcpListener>,
     /// The in-process quotas (or the Redis fallback's), whose old keys need dropping.
@@ -86,11 +89,12 @@ impl Application {
         let local_addr = listener.local_addr()?;
 
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(
-                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+            (Some(cert), Some(key)) => {
+                let loaded = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
-                    .context("--tls-cert / --tls-key: cannot load the certificate and key")?,
-            ),
+                    .context("--tls-cert / --tls-key: cannot load the certificate and key")?;
+                Some(loaded.get_inner())
+            }
             _ => None,
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -187,6 +191,17 @@ impl Application {
             metrics_route: config.metrics_listen.is_none(),
             max_concurrent_requests: config.max_concurrent_requests,
             trusted_proxies: config.trusted_proxies.clone(),
+            request_body_timeout: config.request_body_timeout,
+        };
+        let connection_limits = ConnectionLimits {
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            header_read_timeout: config.header_read_timeout,
+            idle_timeout: config.idle_timeout,
+            http2_max_concurrent_streams: config.http2_max_concurrent_streams,
+            http2_max_pending_accept_reset_streams: config.http2_max_pending_reset_streams,
+            http2_keep_alive_interval: config.http2_keep_alive_interval,
+            trusted_proxies: config.trusted_proxies.clone(),
         };
         let metrics_listener = match config.metrics_listen {
             Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
@@ -210,6 +225,7 @@ impl Application {
             development_token,
             purge,
             tls,
+            connection_limits,
             metrics_listener,
             quota_housekeeping: quotas.in_process,
         })
@@ -248,6 +264,7 @@ impl Application {
             development_token: _,
             purge,
             tls,
+            connection_limits,
             metrics_listener,
             quota_housekeeping,
         } = self;
@@ -263,11 +280,18 @@ impl Application {
         });
         if let Some(metrics_listener) = metrics_listener {
             let mut stop = shutdown.subscribe();
+            // The same connection limits as the main listener: a scrape port is a port too.
+            let limits = connection_limits.clone();
             tokio::spawn(async move {
-                let serving = axum::serve(metrics_listener, crate::http::metrics_router())
-                    .with_graceful_shutdown(async move {
+                let serving = crate::http::server::serve(
+                    metrics_listener,
+                    crate::http::metrics_router(),
+                    None,
+                    limits,
+                    async move {
                         let _ = stop.wait_for(|stop| *stop).await;
-                    });
+                    },
+                );
                 if let Err(error) = serving.await {
                     tracing::warn!(error = %error, "metrics listener failed");
                 }
@@ -295,28 +319,13 @@ impl Application {
             let _ = drain_started.send(true);
         };
         tracing::info!(address = %local_addr, tls = tls.is_some(), "listening");
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let server = async move {
-            match tls {
-                None => {
-                    axum::serve(listener, service)
-                        .with_graceful_shutdown(stop_signal)
-                        .await
-                }
-                Some(tls) => {
-                    let handle = axum_server::Handle::new();
-                    let stopper = handle.clone();
-                    tokio::spawn(async move {
-                        stop_signal.await;
-                        stopper.graceful_shutdown(None);
-                    });
-                    axum_server::from_tcp_rustls(listener.into_std()?, tls)?
-                        .handle(handle)
-                        .serve(service)
-                        .await
-                }
-            }
-        };
+        let server = crate::http::server::serve(
+            listener,
+            router,
+            tls.map(tokio_rustls::TlsAcceptor::from),
+            connection_limits,
+            stop_signal,
+        );
         // Once draining starts, it may take at most `shutdown_timeout`.
         let deadline = async {
             let _ = drain_started_rx.wait_for(|started| *started).await;

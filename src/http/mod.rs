@@ -1,15 +1,20 @@
 //! The HTTP surface: routes, and the middleware every request passes through.
 //!
-//! Outer to inner: panic guard, request id (sanitized, then set), trace span (request id, method,
-//! route template, never the raw path), id echoed on the response, security headers. `/graphql`
-//! adds its body limit and CORS allowlist.
+//! Outer to inner: panic guard, request id (sanitized, then set), client address, trace span
+//! (request id, method, route template, never the raw path), id echoed on the response, request
+//! metrics, `Connection: close` while draining, security headers, and the whole body read within
+//! its deadline. Then, on the work routes only: load shedding, the concurrency limit and the
+//! per-address quota; `/graphql` adds its body limit and CORS allowlist. `server` owns the
+//! connections underneath all of it.
 
 mod client_ip;
 mod graphiql;
 mod graphql;
 mod health;
 mod metrics;
+mod request_body;
 mod request_id;
+pub mod server;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,7 +80,12 @@ pub struct HttpSettings {
     pub max_concurrent_requests: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The whole request body must arrive within this.
+    pub request_body_timeout: Duration,
 }
+
+/// The largest body the SHL endpoints take (a manifest request is a few fields).
+pub const MAX_SHL_BODY_BYTES: usize = 4 * 1024;
 
 /// The whole application. `data_plane` (embedded mode's SHL endpoints and viewer) is merged
 /// before the middleware, so it gets the same request ids, spans and panic guard.
@@ -162,6 +172,13 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                request_body::BodyRead {
+                    timeout: settings.request_body_timeout,
+                    max_bytes: settings.max_body_bytes.max(MAX_SHL_BODY_BYTES),
+                },
+                request_body::read_whole_body,
             )),
     )
 }

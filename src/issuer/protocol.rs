@@ -30,8 +30,6 @@ use crate::ratelimit::RatePolicy;
 
 /// Longest recipient name accepted: it is stored and shown to the patient.
 pub const MAX_RECIPIENT_CHARS: usize = 100;
-/// Manifest request bodies are a few fields: anything larger is not one.
-const MAX_MANIFEST_BODY_BYTES: usize = 4 * 1024;
 const JOSE: &str = "application/jose";
 
 /// What the data-plane handlers share.
@@ -48,7 +46,7 @@ pub fn router(issuer: Arc<EmbeddedIssuer>, rate_policy: RatePolicy) -> Router {
             get(direct).post(manifest),
         )
         .route("/v1/health-link/files/{ticket}", get(file))
-        .layer(DefaultBodyLimit::max(MAX_MANIFEST_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(crate::http::MAX_SHL_BODY_BYTES))
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)

@@ -61,12 +61,18 @@ fn parse_hop(entry: &str) -> Option<IpAddr> {
 /// whole /64, and per-address keys would hand each of them 2^64 buckets), IPv4-mapped IPv6 as
 /// IPv4.
 pub fn ip_key(ip: IpAddr) -> String {
-    match ip.to_canonical() {
+    match subscriber_network(ip) {
         IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let network = u128::from(v6) & (u128::MAX << 64);
-            format!("{}/64", Ipv6Addr::from(network))
-        }
+        IpAddr::V6(v6) => format!("{v6}/64"),
+    }
+}
+
+/// The address that stands for one subscriber, by [`ip_key`]'s rule: IPv4 as is, IPv6 the first
+/// address of its /64.
+pub fn subscriber_network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
     }
 }
 

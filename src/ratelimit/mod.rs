@@ -77,7 +77,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use client_ip::{client_ip, ip_key};
+pub use client_ip::{client_ip, ip_key, subscriber_network};
 pub use in_process::InProcessQuotas;
 pub use policy::{QuotaSpec, QuotaSpecs, RatePolicy};
 pub use redis::RedisQuotas;

@@ -19,5 +19,6 @@ mod ratelimit;
 mod replicas;
 mod schema_contract;
 mod secrets;
+mod slow_clients;
 mod tls;
 mod upstream_errors;

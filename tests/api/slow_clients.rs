@@ -1,0 +1,259 @@
+//! Slow, idle and numerous connections, over real sockets: each costs the client its own
+//! connection for a bounded time, never the service.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::helpers::{TestApp, spawn_app_with};
+
+fn socket_address(app: &TestApp) -> String {
+    app.address.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the server closes the connection (or `limit` passes), returning what it sent
+/// and how long the close took.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buffer)).await {
+            Err(_) => return (received, None),
+            Ok(Ok(0) | Err(_)) => return (received, Some(started.elapsed())),
+            Ok(Ok(read)) => received.extend_from_slice(&buffer[..read]),
+        }
+    }
+}
+
+/// The JSON body of a raw HTTP/1.1 answer.
+fn body_of(answer: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(answer);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_client_that_drips_its_headers_is_disconnected_at_the_header_timeout() {
+    let app = spawn_app_with(|config| shl_gateway::config::Config {
+        header_read_timeout: Duration::from_millis(600),
+        ..config
+    })
+    .await;
+    let mut stream = TcpStream::connect(socket_address(&app))
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("request line");
+    let started = Instant::now();
+    // One header byte every 150 ms: steady traffic, but the headers never end.
+    let mut closed_after = None;
+    for byte in b"X-Drip: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        .iter()
+        .cycle()
+        .take(60)
+    {
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut probe = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(150), stream.read(&mut probe)).await {
+            Ok(Ok(0) | Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            _ => {}
+        }
+    }
+    let closed_after = closed_after.expect("the dripping connection is closed");
+    assert!(
+        closed_after < Duration::from_secs(5),
+        "closed after {closed_after:?}, the header timeout is 600 ms"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn slow_bodies_take_no_work_slot_and_are_answered_408() {
+    let app = spawn_app_with(|config| shl_gateway::config::Config {
+        max_concurrent_requests: 2,
+        request_body_timeout: Duration::from_millis(1500),
+        ..config
+    })
+    .await;
+    // Ten clients send complete headers and then one body byte of the 200 they announce.
+    let mut slow = Vec::new();
+    for _ in 0..10 {
+        let mut stream = TcpStream::connect(socket_address(&app))
+            .await
+            .expect("connect");
+        stream
+            .write_all(
+                b"POST /graphql HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
+                  Content-Length: 200\r\n\r\n{",
+            )
+            .await
+            .expect("headers");
+        slow.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // With only two work slots, a complete request is still served at once.
+    let response = app
+        .http
+        .get(format!(
+            "{}/graphql?query=%7BshareableResourceTypes%7D",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "a slow body held a work slot");
+
+    for mut stream in slow {
+        let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "answer: {text}");
+        assert_eq!(body_of(&answer)["error"], "REQUEST_TIMEOUT");
+        assert!(closed.is_some(), "the connection is closed after the 408");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn idle_and_silent_connections_are_closed() {
+    let app = spawn_app_with(|config| shl_gateway::config::Config {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(700),
+        ..config
+    })
+    .await;
+    // Connects and says nothing at all.
+    let mut silent = TcpStream::connect(socket_address(&app))
+        .await
+        .expect("connect");
+    let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(5)).await;
+    assert!(closed.is_some(), "a silent connection stays open");
+
+    // One request, then nothing: the kept-alive connection is closed once idle.
+    let mut idle = TcpStream::connect(socket_address(&app))
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await
+        .expect("request");
+    let (answer, closed) = read_until_closed(&mut idle, Duration::from_secs(5)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(closed.is_some(), "an idle kept-alive connection stays open");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_per_address_cap_are_closed_on_arrival() {
+    let app = spawn_app_with(|config| shl_gateway::config::Config {
+        max_connections_per_ip: 3,
+        header_read_timeout: Duration::from_secs(30),
+        ..config
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(
+            TcpStream::connect(socket_address(&app))
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fourth = TcpStream::connect(socket_address(&app))
+        .await
+        .expect("connect");
+    let _ = fourth
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
+        .await;
+    let (answer, closed) = read_until_closed(&mut fourth, Duration::from_secs(5)).await;
+    assert!(answer.is_empty(), "the fourth connection was served");
+    assert!(closed.is_some(), "the fourth connection stays open");
+
+    // A place freed is a place again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut again = TcpStream::connect(socket_address(&app))
+        .await
+        .expect("connect");
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let (answer, _) = read_until_closed(&mut again, Duration::from_secs(5)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    drop(held);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn http2_connections_advertise_the_stream_limit_and_stalled_streams_take_no_slot() {
+    let app = spawn_app_with(|config| shl_gateway::config::Config {
+        max_concurrent_requests: 2,
+        http2_max_concurrent_streams: 4,
+        request_body_timeout: Duration::from_millis(1500),
+        ..config
+    })
+    .await;
+    let tcp = TcpStream::connect(socket_address(&app))
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    // The server's SETTINGS have arrived once a first answer has.
+    let probe = http::Request::get(format!("{}/healthz", app.address))
+        .body(())
+        .expect("request");
+    let (answer, _) = client.send_request(probe, true).expect("stream");
+    assert_eq!(answer.await.expect("answer").status(), 200);
+    assert_eq!(client.current_max_send_streams(), 4);
+
+    // Four streams that announce a body and never finish it.
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        client = client.ready().await.expect("ready");
+        let request = http::Request::post(format!("{}/graphql", app.address))
+            .header("content-type", "application/json")
+            .body(())
+            .expect("request");
+        let (response, mut body) = client.send_request(request, false).expect("stream");
+        body.send_data(bytes::Bytes::from_static(b"{"), false)
+            .expect("one byte");
+        stalled.push((response, body));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let response = app
+        .http
+        .get(format!(
+            "{}/graphql?query=%7BshareableResourceTypes%7D",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        response.status(),
+        200,
+        "stalled streams held the work slots"
+    );
+
+    for (response, _body) in stalled {
+        let response = tokio::time::timeout(Duration::from_secs(10), response)
+            .await
+            .expect("answered in time")
+            .expect("answer");
+        assert_eq!(response.status(), 408);
+    }
+    app.stop().await;
+}
