@@ -220,30 +220,28 @@ impl PasscodeHasher {
     /// Whether `candidate` is the passcode behind `phc`. Any malformed input is simply `false`.
     pub async fn verify(&self, candidate: &str, phc: &str) -> bool {
         match self.permit().await {
-            Some(permit) => self.verify_holding(permit, candidate, phc).await,
+            Some(permit) => self.verify_holding(permit, candidate, phc).await.0,
             None => false,
         }
     }
 
-    /// [`Self::verify`] with a permit already held: a manifest request takes its permit before it
-    /// reserves a passcode attempt, so the attempts reserved at once never outnumber the permits,
-    /// and right passcodes queued behind the hashing are not mistaken for a spent budget.
+    /// [`Self::verify`] with a permit already held, handed back with the verdict (`None` only if
+    /// the hashing thread panicked). A manifest request takes its permit before it reserves a
+    /// passcode attempt and keeps it until the attempt is settled, so the attempts in flight on
+    /// one gateway never outnumber its permits. The permit travels with the hashing thread: if
+    /// the caller were dropped mid-hash, the 19 MiB stay accounted for until the hash ends.
     pub async fn verify_holding(
         &self,
         permit: tokio::sync::OwnedSemaphorePermit,
         candidate: &str,
         phc: &str,
-    ) -> bool {
+    ) -> (bool, Option<tokio::sync::OwnedSemaphorePermit>) {
         let peppered = self.pepper.mac(candidate.as_bytes());
         let phc = phc.to_owned();
         let work_areas = Arc::clone(&self.work_areas);
-        tokio::task::spawn_blocking(move || {
-            let verified = work_areas.verify(&peppered, &phc);
-            drop(permit);
-            verified
-        })
-        .await
-        .unwrap_or(false)
+        tokio::task::spawn_blocking(move || (work_areas.verify(&peppered, &phc), Some(permit)))
+            .await
+            .unwrap_or((false, None))
     }
 }
 

@@ -166,11 +166,21 @@ async fn execute(
     let values = RequestValues::collect(&request.query, &request.variables);
     let mut caller = caller_from(headers, request_id);
     caller.client_ip = client_ip;
-    let response = state
-        .graphql
-        .execute(request.data(caller))
-        .instrument(tracing::info_span!("graphql.execute"))
-        .await;
+    // Execution runs to the end even if the client hangs up: a creation's attempt and outcome
+    // records, and its idempotency key, must not be left half written.
+    let executor = state.graphql.clone();
+    let execution = async move { executor.execute(request.data(caller)).await }
+        .instrument(tracing::info_span!("graphql.execute"));
+    let response = match super::to_completion(execution).await {
+        Ok(response) => response,
+        Err(_) => {
+            return format.refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::InternalServerError,
+                "internal server error",
+            );
+        }
+    };
     let outcome = response
         .errors
         .first()

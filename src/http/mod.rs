@@ -237,6 +237,21 @@ async fn limit_requests(
     }
 }
 
+/// Runs `work` to its end even if the client hangs up. axum drops a request's future when its
+/// connection goes; a spawned task runs on. Every sequence that must not stop half way goes
+/// through here: a passcode attempt reserved but neither settled nor recorded, a disclosure
+/// without its audit outcome, an idempotency key left pending. The task keeps the request's
+/// span, so its log lines keep the request id.
+pub async fn to_completion<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, AppError> {
+    use tracing::Instrument as _;
+    tokio::spawn(work.in_current_span()).await.map_err(|error| {
+        tracing::error!(error = %error, "a request's task failed");
+        AppError::internal()
+    })
+}
+
 async fn not_found() -> Response {
     AppError::new(crate::error::ErrorCode::NotFound, "not found").into_response()
 }

@@ -162,11 +162,11 @@ impl Connection {
             None => self.serve(stream).await,
             Some(acceptor) => {
                 let handshake = acceptor.accept(stream);
-                match tokio::time::timeout(self.limits.header_read_timeout, handshake).await {
-                    Ok(Ok(stream)) => self.serve(stream).await,
-                    // A failed or too slow handshake is the client's problem; nothing to log
-                    // per connection (a scanner would fill the log).
-                    Ok(Err(_)) | Err(_) => {}
+                // A failed or too slow handshake is the client's problem; nothing to log per
+                // connection (a scanner would fill the log).
+                let limit = self.limits.header_read_timeout;
+                if let Ok(Ok(stream)) = tokio::time::timeout(limit, handshake).await {
+                    self.serve(stream).await;
                 }
             }
         }

@@ -20,7 +20,9 @@ use uuid::Uuid;
 
 use super::ips::{IpsOptions, build_ips};
 use super::jwe::{self, ShlKey};
-use super::store::{AccessRecord, AttemptReservation, LinkRecord, LinkStore, StoreError};
+use super::store::{
+    AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord, LinkStore, StoreError,
+};
 use super::{
     Attachment, Caller, CodeableConcept, Coding, CreateLinkRequest, DocumentReference,
     DocumentReferenceContent, DocumentReferenceContext, Identifier, Issuer, IssuerMode, LinkMode,
@@ -100,6 +102,22 @@ pub struct ManifestRequest {
 pub enum ManifestFile {
     Embedded(String),
     Location(String),
+}
+
+/// How long a reserved passcode attempt is presumed in flight. A verification takes tens of
+/// milliseconds; a reservation whose verdict has not come by then was lost with its process
+/// and counts as spent.
+const ATTEMPT_LEASE: Duration = Duration::from_secs(10);
+
+/// The verdict on one passcode attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PasscodeCheck {
+    Right,
+    Wrong {
+        remaining_after: i64,
+    },
+    /// The budget is spent (or the link ended meanwhile).
+    Exhausted,
 }
 
 /// What a manifest request gets.
@@ -227,39 +245,23 @@ impl EmbeddedIssuer {
                     remaining_attempts: link.attempts_remaining,
                 });
             };
-            // Queue for hashing first, then reserve, then verify: reservations held at once never
-            // outnumber the hashing permits, so concurrent right passcodes never see a budget
-            // that is only reserved; and a storm of guesses costs at most the budget in hashes.
-            let Some(permit) = self.hasher.permit().await else {
-                return Err(AppError::internal());
-            };
-            let remaining_after = match self
-                .store
-                .reserve_attempt(&link.id, now)
-                .await
-                .map_err(store_error)?
+            match self
+                .check_passcode(&link.id, candidate, passcode_hash)
+                .await?
             {
-                AttemptReservation::Reserved { remaining_after } => remaining_after,
-                AttemptReservation::Refused => {
+                PasscodeCheck::Right => {}
+                PasscodeCheck::Wrong { remaining_after } => {
+                    self.record(access("bad-passcode"), context, Some(remaining_after))
+                        .await?;
+                    return Ok(ManifestAnswer::WrongPasscode {
+                        remaining_attempts: remaining_after,
+                    });
+                }
+                PasscodeCheck::Exhausted => {
                     self.record(access("inactive"), context, None).await?;
                     return Ok(ManifestAnswer::NotActive);
                 }
-            };
-            if !self
-                .hasher
-                .verify_holding(permit, candidate, passcode_hash)
-                .await
-            {
-                self.record(access("bad-passcode"), context, Some(remaining_after))
-                    .await?;
-                return Ok(ManifestAnswer::WrongPasscode {
-                    remaining_attempts: remaining_after,
-                });
             }
-            self.store
-                .refund_attempt(&link.id)
-                .await
-                .map_err(store_error)?;
         }
         let Some(jwe) = link.jwe.clone() else {
             return Ok(ManifestAnswer::NotActive);
@@ -275,6 +277,70 @@ impl EmbeddedIssuer {
         // Recorded before the answer leaves: no disclosure without its durable record.
         self.record(access("ok"), context, None).await?;
         Ok(ManifestAnswer::Files(vec![file]))
+    }
+
+    /// One passcode attempt: a hashing permit, then an attempt reserved from the link's budget,
+    /// then the verification, then the attempt settled (given back when right), all under the
+    /// one permit. Reserving before verifying makes the budget exact under any concurrency
+    /// (hundreds of parallel guesses spend it exactly, and cost at most that many hashes); the
+    /// permit held until the attempt is settled keeps the attempts in flight on this gateway
+    /// within its permits. When every attempt left is in flight (`Pending`), a right passcode
+    /// waits for their verdicts rather than taking the link for exhausted: a right one among
+    /// them gives its attempt back. docs/decisions.md has the whole argument.
+    async fn check_passcode(
+        &self,
+        link_id: &str,
+        candidate: &str,
+        passcode_hash: &str,
+    ) -> Result<PasscodeCheck, AppError> {
+        let lease = duration_ms(ATTEMPT_LEASE);
+        // Pending ends by itself within a lease (no attempt left means no new reservation to
+        // renew it); the deadline is a second line of defence against a skewed clock.
+        let deadline = tokio::time::Instant::now() + ATTEMPT_LEASE + Duration::from_secs(1);
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let Some(permit) = self.hasher.permit().await else {
+                return Err(AppError::internal());
+            };
+            let now = now_ms();
+            match self
+                .store
+                .reserve_attempt(link_id, now, now.saturating_add(lease))
+                .await
+                .map_err(store_error)?
+            {
+                AttemptReservation::Reserved { remaining_after } => {
+                    let (right, permit) = self
+                        .hasher
+                        .verify_holding(permit, candidate, passcode_hash)
+                        .await;
+                    let verdict = if right {
+                        AttemptVerdict::Right
+                    } else {
+                        AttemptVerdict::Wrong
+                    };
+                    self.store
+                        .settle_attempt(link_id, verdict)
+                        .await
+                        .map_err(store_error)?;
+                    drop(permit);
+                    return Ok(if right {
+                        PasscodeCheck::Right
+                    } else {
+                        PasscodeCheck::Wrong { remaining_after }
+                    });
+                }
+                AttemptReservation::Pending if tokio::time::Instant::now() < deadline => {
+                    // The permit goes back while waiting: the verdicts awaited may need it.
+                    drop(permit);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(25));
+                }
+                AttemptReservation::Pending | AttemptReservation::Refused => {
+                    return Ok(PasscodeCheck::Exhausted);
+                }
+            }
+        }
     }
 
     fn location_url(&self, link: &LinkRecord) -> Result<String, AppError> {
@@ -490,6 +556,8 @@ impl Issuer for EmbeddedIssuer {
                 .collect(),
             passcode_hash,
             attempts_remaining: i64::from(self.settings.passcode_attempts),
+            attempts_in_flight: 0,
+            attempt_lease_until: 0,
             created_at: now,
             expires_at,
             revoked_at: None,

@@ -141,7 +141,14 @@ async fn manifest(
         passcode: body.passcode,
         embedded_length_max: body.embedded_length_max,
     };
-    match issuer.open_manifest(&manifest_id, request, &context).await {
+    // Reserve, verify, settle and record run to the end even if the client hangs up.
+    let issuer = Arc::clone(issuer);
+    let answer = crate::http::to_completion(async move {
+        issuer.open_manifest(&manifest_id, request, &context).await
+    })
+    .await
+    .and_then(|answer| answer);
+    match answer {
         Ok(ManifestAnswer::Files(files)) => {
             let files: Vec<_> = files
                 .into_iter()
@@ -189,7 +196,14 @@ async fn direct(
     else {
         return bad_request();
     };
-    jose(issuer.open_direct(&manifest_id, &recipient, &context).await)
+    let issuer = Arc::clone(issuer);
+    jose(
+        crate::http::to_completion(async move {
+            issuer.open_direct(&manifest_id, &recipient, &context).await
+        })
+        .await
+        .and_then(|answer| answer),
+    )
 }
 
 async fn file(
@@ -202,7 +216,12 @@ async fn file(
     if let Err(refused) = charge(&plane, ip_of(client_ip), None).await {
         return refused;
     }
-    jose(plane.issuer.open_file(&ticket, &context).await)
+    let issuer = Arc::clone(&plane.issuer);
+    jose(
+        crate::http::to_completion(async move { issuer.open_file(&ticket, &context).await })
+            .await
+            .and_then(|answer| answer),
+    )
 }
 
 /// The request's id, address and user agent, for the audit trail.

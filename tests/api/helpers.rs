@@ -59,6 +59,9 @@ pub fn test_config(upstream: &MockServer) -> Config {
         http_quota_per_ip: GENEROUS,
         shl_quota_per_ip: GENEROUS,
         shl_quota_per_link: GENEROUS,
+        // Storm tests open hundreds of connections from 127.0.0.1 at once; slow_clients.rs
+        // tests the per-address cap itself.
+        max_connections_per_ip: 0,
         ..Config::default()
     }
 }

@@ -13,6 +13,7 @@ mod import_bundle;
 mod manifest_protocol;
 mod metrics;
 mod operation_limits;
+mod passcode_attempts;
 mod properties;
 mod qr;
 mod ratelimit;

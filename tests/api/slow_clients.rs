@@ -62,12 +62,10 @@ async fn a_client_that_drips_its_headers_is_disconnected_at_the_header_timeout()
             break;
         }
         let mut probe = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(150), stream.read(&mut probe)).await {
-            Ok(Ok(0) | Err(_)) => {
-                closed_after = Some(started.elapsed());
-                break;
-            }
-            _ => {}
+        let read = tokio::time::timeout(Duration::from_millis(150), stream.read(&mut probe)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            closed_after = Some(started.elapsed());
+            break;
         }
     }
     let closed_after = closed_after.expect("the dripping connection is closed");

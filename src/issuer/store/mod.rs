@@ -35,7 +35,12 @@ pub struct LinkRecord {
     pub resource_types: Vec<String>,
     /// PHC string of argon2id over the peppered passcode; `None` for direct links.
     pub passcode_hash: Option<String>,
+    /// Wrong passcodes the link may still take, not counting reservations in flight.
     pub attempts_remaining: i64,
+    /// Attempts reserved whose verdict is not in yet.
+    pub attempts_in_flight: i64,
+    /// Until when those reservations are presumed live; after it, they count as spent.
+    pub attempt_lease_until: i64,
     pub created_at: i64,
     pub expires_at: i64,
     pub revoked_at: Option<i64>,
@@ -72,11 +77,20 @@ impl LinkRecord {
             LinkState::Revoked
         } else if self.expires_at <= now_ms {
             LinkState::Expired
-        } else if self.passcode_hash.is_some() && self.attempts_remaining <= 0 {
+        } else if self.passcode_hash.is_some()
+            && self.attempts_remaining <= 0
+            && !self.has_pending_attempts(now_ms)
+        {
             LinkState::Locked
         } else {
             LinkState::Active
         }
+    }
+
+    /// Attempts are reserved and being verified: until their verdicts, a spent budget may
+    /// still be given back.
+    pub fn has_pending_attempts(&self, now_ms: i64) -> bool {
+        self.attempts_in_flight > 0 && self.attempt_lease_until > now_ms
     }
 
     /// Active and still holding its file: the only links whose data may be served.
@@ -102,8 +116,20 @@ pub struct AccessRecord {
 pub enum AttemptReservation {
     /// One attempt is reserved; this many remain if it turns out wrong.
     Reserved { remaining_after: i64 },
+    /// Every attempt left is reserved by a verification in flight: ask again shortly (the
+    /// verdicts come within milliseconds, and a lost one expires with its lease).
+    Pending,
     /// The link is not active (unknown, expired, revoked, or out of attempts).
     Refused,
+}
+
+/// How a reserved attempt turned out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptVerdict {
+    /// The right passcode: the attempt goes back to the budget.
+    Right,
+    /// A wrong passcode: the attempt stays spent.
+    Wrong,
 }
 
 #[async_trait]
@@ -139,15 +165,21 @@ pub trait LinkStore: Send + Sync + std::fmt::Debug {
     /// A patient's links, newest first.
     async fn links_of_patient(&self, patient_id: &str) -> Result<Vec<LinkRecord>, StoreError>;
 
-    /// Atomically takes one attempt from an active passcode link's budget. Correct under any
-    /// number of concurrent callers: the decrement and the check are one statement.
+    /// Atomically takes one attempt from an active passcode link's budget and marks it in
+    /// flight until `lease_until_ms`. Correct under any number of concurrent callers: the
+    /// decrement and the check are one statement.
     async fn reserve_attempt(
         &self,
         link_id: &str,
         now_ms: i64,
+        lease_until_ms: i64,
     ) -> Result<AttemptReservation, StoreError>;
-    /// Gives back an attempt reserved for what turned out to be the right passcode.
-    async fn refund_attempt(&self, link_id: &str) -> Result<(), StoreError>;
+    /// Settles a reserved attempt: given back for the right passcode, spent for a wrong one.
+    async fn settle_attempt(
+        &self,
+        link_id: &str,
+        verdict: AttemptVerdict,
+    ) -> Result<(), StoreError>;
 
     /// Revokes and drops the file at once; `false` if already revoked.
     async fn revoke_link(&self, link_id: &str, now_ms: i64) -> Result<bool, StoreError>;

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _, Row as _};
 
-use super::{AccessRecord, AttemptReservation, LinkRecord, LinkStore, StoreError};
+use super::{AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord, LinkStore, StoreError};
 use crate::issuer::fhir::PatientRecord;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -26,7 +26,8 @@ pub struct SqlStore {
 }
 
 const LINK_COLUMNS: &str = "id, patient_id, label, mode, flag, resource_types, passcode_hash, \
-     attempts_remaining, created_at, expires_at, revoked_at, jwe";
+     attempts_remaining, attempts_in_flight, attempt_lease_until, created_at, expires_at, \
+     revoked_at, jwe";
 
 impl SqlStore {
     /// Connects (`sqlite://path?mode=rwc`, `sqlite::memory:`, `postgres://...`) and migrates.
@@ -88,6 +89,8 @@ fn link_from_row(row: &AnyRow) -> Result<LinkRecord, StoreError> {
             .collect(),
         passcode_hash: row.try_get("passcode_hash")?,
         attempts_remaining: row.try_get("attempts_remaining")?,
+        attempts_in_flight: row.try_get("attempts_in_flight")?,
+        attempt_lease_until: row.try_get("attempt_lease_until")?,
         created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
@@ -271,31 +274,64 @@ impl LinkStore for SqlStore {
         &self,
         link_id: &str,
         now_ms: i64,
+        lease_until_ms: i64,
     ) -> Result<AttemptReservation, StoreError> {
+        // Reservations whose lease has passed were lost with their process: they count as
+        // spent, so the in-flight count starts again from this one.
         let row = sqlx::query(
-            "UPDATE health_links SET attempts_remaining = attempts_remaining - 1 \
+            "UPDATE health_links SET attempts_remaining = attempts_remaining - 1, \
+             attempts_in_flight = CASE WHEN attempt_lease_until > $2 \
+                 THEN attempts_in_flight + 1 ELSE 1 END, \
+             attempt_lease_until = $3 \
              WHERE id = $1 AND attempts_remaining > 0 AND revoked_at IS NULL \
              AND expires_at > $2 AND jwe IS NOT NULL \
              RETURNING attempts_remaining",
         )
         .bind(link_id)
         .bind(now_ms)
+        .bind(lease_until_ms)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(match row {
-            Some(row) => AttemptReservation::Reserved {
+        if let Some(row) = row {
+            return Ok(AttemptReservation::Reserved {
                 remaining_after: row.try_get("attempts_remaining")?,
-            },
-            None => AttemptReservation::Refused,
+            });
+        }
+        // No attempt free: pending verdicts may still give one back.
+        let pending = sqlx::query(
+            "SELECT 1 AS pending FROM health_links WHERE id = $1 AND attempts_in_flight > 0 \
+             AND attempt_lease_until > $2 AND revoked_at IS NULL AND expires_at > $2 \
+             AND jwe IS NOT NULL",
+        )
+        .bind(link_id)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(if pending.is_some() {
+            AttemptReservation::Pending
+        } else {
+            AttemptReservation::Refused
         })
     }
 
-    #[tracing::instrument(level = "debug", name = "store.refund_attempt", skip_all)]
-    async fn refund_attempt(&self, link_id: &str) -> Result<(), StoreError> {
+    #[tracing::instrument(level = "debug", name = "store.settle_attempt", skip_all)]
+    async fn settle_attempt(
+        &self,
+        link_id: &str,
+        verdict: AttemptVerdict,
+    ) -> Result<(), StoreError> {
+        let given_back: i64 = match verdict {
+            AttemptVerdict::Right => 1,
+            AttemptVerdict::Wrong => 0,
+        };
         sqlx::query(
-            "UPDATE health_links SET attempts_remaining = attempts_remaining + 1 WHERE id = $1",
+            "UPDATE health_links SET attempts_remaining = attempts_remaining + $2, \
+             attempts_in_flight = CASE WHEN attempts_in_flight > 0 \
+                 THEN attempts_in_flight - 1 ELSE 0 END \
+             WHERE id = $1",
         )
         .bind(link_id)
+        .bind(given_back)
         .execute(&self.pool)
         .await?;
         Ok(())
