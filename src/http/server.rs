@@ -199,25 +199,32 @@ impl Connection {
         };
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
-        // Before its first request a connection gets the header timeout: a client that
-        // connects and sends nothing (or too little to tell HTTP/1 from HTTP/2) is dropped.
-        let mut quiet_limit = limits.header_read_timeout;
         let mut closing = false;
         loop {
+            // Before its first request a connection gets the header timeout: a client that
+            // connects and sends nothing (or too little to tell HTTP/1 from HTTP/2) is dropped.
+            // After it, the idle timeout. A request seen meanwhile changes which applies, so the
+            // timer never sleeps longer than the shorter of the two before looking again.
+            let quiet_limit = if activity.requests_seen() == 0 {
+                limits.header_read_timeout
+            } else {
+                limits.idle_timeout
+            };
+            let now = Instant::now();
             let idle_deadline = activity.quiet_since() + quiet_limit;
+            let next_look = idle_deadline
+                .min(now + limits.header_read_timeout.min(limits.idle_timeout))
+                .max(now);
             tokio::select! {
                 _ = connection.as_mut() => return,
                 _ = stop.wait_for(|stop| *stop), if !closing => {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }
-                () = tokio::time::sleep_until(idle_deadline.into()), if !closing => {
-                    if activity.in_flight() == 0 && activity.quiet_since() + quiet_limit <= Instant::now() {
+                () = tokio::time::sleep_until(next_look.into()), if !closing => {
+                    if activity.in_flight() == 0 && idle_deadline <= Instant::now() {
                         closing = true;
                         connection.as_mut().graceful_shutdown();
-                    }
-                    if activity.requests_seen() > 0 {
-                        quiet_limit = limits.idle_timeout;
                     }
                 }
             }

@@ -255,3 +255,84 @@ async fn http2_connections_advertise_the_stream_limit_and_stalled_streams_take_n
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_http2_rapid_reset_flood_closes_its_connection_and_spares_the_others() {
+    let app = spawn_app_with(|config| shl_gateway::config::Config {
+        http2_max_pending_reset_streams: 5,
+        ..config
+    })
+    .await;
+    let tcp = TcpStream::connect(socket_address(&app))
+        .await
+        .expect("connect");
+    let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    // Open and cancel streams as fast as the client can write them.
+    for _ in 0..2_000 {
+        let Ok(ready) = client.ready().await else {
+            break;
+        };
+        client = ready;
+        let request = http::Request::post(format!("{}/graphql", app.address))
+            .header("content-type", "application/json")
+            .body(())
+            .expect("request");
+        let Ok((_, mut body)) = client.send_request(request, false) else {
+            break;
+        };
+        body.send_reset(h2::Reason::CANCEL);
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the flooding connection is closed by the server")
+        .expect("connection task");
+    // The server's GOAWAY (ENHANCE_YOUR_CALM) usually reaches the client as a broken pipe: it
+    // is still writing its flood when the server closes.
+    assert!(
+        ended.is_err(),
+        "the flood ran to its end on an open connection"
+    );
+
+    let response = app
+        .http
+        .get(format!("{}/healthz", app.address))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed() {
+    let app = spawn_app_with(|config| shl_gateway::config::Config {
+        idle_timeout: Duration::from_millis(700),
+        ..config
+    })
+    .await;
+    let tcp = TcpStream::connect(socket_address(&app))
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get(format!("{}/healthz", app.address))
+        .body(())
+        .expect("request");
+    let (answer, _) = client.send_request(request, true).expect("stream");
+    assert_eq!(answer.await.expect("answer").status(), 200);
+    // Pings are answered all along (the client's connection task does it); no request follows.
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the idle connection is closed")
+        .expect("connection task")
+        .expect("closed gracefully, with GOAWAY");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    app.stop().await;
+}
