@@ -412,3 +412,131 @@ impl LinkStore for SqlStore {
         Ok((files, links))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::LinkState;
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000_000;
+    const LEASE: i64 = 10_000;
+
+    async fn store_with_link(attempts: i64) -> (SqlStore, tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let store = SqlStore::connect(&url).await.expect("store");
+        let link = LinkRecord {
+            id: "link".to_owned(),
+            patient_id: "patient".to_owned(),
+            label: None,
+            mode: "PASSCODE".to_owned(),
+            flag: "P".to_owned(),
+            resource_types: Vec::new(),
+            passcode_hash: Some("hash".to_owned()),
+            attempts_remaining: attempts,
+            attempts_in_flight: 0,
+            attempt_lease_until: 0,
+            created_at: NOW,
+            expires_at: NOW + 3_600_000,
+            revoked_at: None,
+            jwe: Some("jwe".to_owned()),
+        };
+        store.insert_link(&link, "manifest").await.expect("insert");
+        (store, dir, link.id)
+    }
+
+    async fn state(store: &SqlStore, link_id: &str, now: i64) -> LinkState {
+        let link = store
+            .link_by_id(link_id)
+            .await
+            .expect("read")
+            .expect("link");
+        link.state(now)
+    }
+
+    #[tokio::test]
+    async fn a_spent_budget_with_attempts_in_flight_is_pending_not_locked() {
+        let (store, _dir, link) = store_with_link(1).await;
+        let reserve = || store.reserve_attempt(&link, NOW, NOW + LEASE);
+        assert_eq!(
+            reserve().await.expect("reserve"),
+            AttemptReservation::Reserved { remaining_after: 0 }
+        );
+        assert_eq!(
+            reserve().await.expect("reserve"),
+            AttemptReservation::Pending
+        );
+        assert_eq!(state(&store, &link, NOW).await, LinkState::Active);
+
+        store
+            .settle_attempt(&link, AttemptVerdict::Right)
+            .await
+            .expect("settle");
+        assert_eq!(
+            reserve().await.expect("reserve"),
+            AttemptReservation::Reserved { remaining_after: 0 }
+        );
+        store
+            .settle_attempt(&link, AttemptVerdict::Wrong)
+            .await
+            .expect("settle");
+        assert_eq!(
+            reserve().await.expect("reserve"),
+            AttemptReservation::Refused
+        );
+        assert_eq!(state(&store, &link, NOW).await, LinkState::Locked);
+    }
+
+    #[tokio::test]
+    async fn a_lost_reservation_counts_as_spent_once_its_lease_has_passed() {
+        let (store, _dir, link) = store_with_link(2).await;
+        // Reserved, and its process died: no verdict ever comes.
+        store
+            .reserve_attempt(&link, NOW, NOW + LEASE)
+            .await
+            .expect("reserve");
+        let later = NOW + 2 * LEASE;
+        // The next reservation starts the in-flight count afresh.
+        assert_eq!(
+            store
+                .reserve_attempt(&link, later, later + LEASE)
+                .await
+                .expect("reserve"),
+            AttemptReservation::Reserved { remaining_after: 0 }
+        );
+        store
+            .settle_attempt(&link, AttemptVerdict::Wrong)
+            .await
+            .expect("settle");
+        assert_eq!(
+            store
+                .reserve_attempt(&link, later, later + LEASE)
+                .await
+                .expect("reserve"),
+            AttemptReservation::Refused,
+            "nothing is in flight: the budget is spent"
+        );
+        assert_eq!(state(&store, &link, later).await, LinkState::Locked);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_whose_lease_passed_no_longer_holds_the_link_open() {
+        let (store, _dir, link) = store_with_link(1).await;
+        store
+            .reserve_attempt(&link, NOW, NOW + LEASE)
+            .await
+            .expect("reserve");
+        assert_eq!(
+            state(&store, &link, NOW + LEASE - 1).await,
+            LinkState::Active
+        );
+        assert_eq!(state(&store, &link, NOW + LEASE).await, LinkState::Locked);
+        assert_eq!(
+            store
+                .reserve_attempt(&link, NOW + LEASE, NOW + 2 * LEASE)
+                .await
+                .expect("reserve"),
+            AttemptReservation::Refused
+        );
+    }
+}
