@@ -119,11 +119,7 @@ impl FileAuditSink {
         finish_interrupted_rotation(path)?;
 
         let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
+        let mut file = private_options().create(true).open(path)?;
         lock_exclusive(&file, path)?;
         if !existed {
             // The file's directory entry must be durable too, or a crash could lose the file
@@ -548,11 +544,7 @@ impl Writer {
         }
         let staging = rotating_path(&self.path);
         let _ = fs::remove_file(&staging);
-        let mut next = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(&staging)?;
+        let mut next = private_options().create_new(true).open(&staging)?;
         lock_exclusive(&next, &staging)?;
 
         let mut state = self.state.clone();
@@ -605,6 +597,19 @@ impl Writer {
         shared.stats.batches += 1;
         Ok(sealed.head)
     }
+}
+
+/// Read and append; a file it creates is `0600` whatever the umask: records name recipients,
+/// addresses and user agents.
+fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.read(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options
 }
 
 fn rotating_path(path: &Path) -> PathBuf {

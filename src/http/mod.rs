@@ -1,13 +1,14 @@
 //! The HTTP surface: routes, and the middleware every request passes through.
 //!
 //! Outer to inner: panic guard, request id (sanitized, then set), trace span (request id, method,
-//! route template, never the raw path), id echoed on the response, security headers. `/graphql`
-//! adds its body limit and CORS allowlist.
+//! route template, never the raw path), id echoed on the response, security headers, error
+//! answers made JSON. `/graphql` adds its body limit and CORS allowlist.
 
 mod client_ip;
 mod graphiql;
 mod graphql;
 mod health;
+mod json_errors;
 mod metrics;
 mod request_id;
 
@@ -162,7 +163,10 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
-            )),
+            ))
+            // Innermost: the framework's own answers (rejections, 405) get the JSON error
+            // shape before anything else sees the response.
+            .layer(axum::middleware::from_fn(json_errors::json_errors)),
     )
 }
 
