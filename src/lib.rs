@@ -19,6 +19,7 @@
 //! - [`keys`]: per-purpose HMAC keys derived from `--secret-key`.
 //! - [`files`]: the data directory `0700` and its files `0600`, whatever the umask.
 //! - [`metrics`]: the Prometheus recorder and the names of what is counted.
+//! - [`readiness`]: bounded readiness probes, and each dependency's transitions logged once.
 //! - `text`: text rules shared by inputs (invisible format characters refused).
 
 pub mod audit;
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod passcode;
 pub mod qr;
 pub mod ratelimit;
+pub mod readiness;
 pub mod startup;
 pub mod telemetry;
 /// Text rules shared by inputs that are stored and shown to a person.

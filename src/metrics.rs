@@ -20,6 +20,8 @@ pub const QR_RENDER_DURATION: &str = "shl_gateway_qr_render_duration_seconds";
 pub const LINKS_CREATED: &str = "shl_gateway_links_created_total";
 pub const SHL_ACCESSES: &str = "shl_gateway_shl_accesses_total";
 pub const SHED_REQUESTS: &str = "shl_gateway_shed_requests_total";
+/// Gauge per dependency (`component`: `audit`, `store`, `quotas`): 1 ready, 0 not.
+pub const READY: &str = "shl_gateway_ready";
 
 /// Latency buckets in seconds, from sub-millisecond (QR SVG, rate-limit checks) to the
 /// upstream timeout range.
@@ -51,7 +53,7 @@ pub fn handle() -> PrometheusHandle {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_histogram};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests by route template, method and status."
@@ -87,6 +89,10 @@ fn describe() {
     describe_counter!(
         LINKS_CREATED,
         "Health links created, by issuer mode and link mode."
+    );
+    describe_gauge!(
+        READY,
+        "Whether a dependency answered its last readiness probe (1) or not (0), by component."
     );
     describe_counter!(
         SHL_ACCESSES,
