@@ -27,7 +27,10 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt as _;
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
     }
     #[cfg(not(unix))]
     {
@@ -141,7 +144,12 @@ mod tests {
         secure_data_dir(&dir).expect("created");
         assert_eq!(mode(&dir), 0o700);
 
-        for name in [SECRET_KEY_FILE, AUDIT_FILE, STORE_FILE, "shl-gateway.db-wal"] {
+        for name in [
+            SECRET_KEY_FILE,
+            AUDIT_FILE,
+            STORE_FILE,
+            "shl-gateway.db-wal",
+        ] {
             let path = dir.join(name);
             fs::write(&path, b"x").expect("write");
             fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).expect("chmod");
@@ -151,10 +159,19 @@ mod tests {
         fs::set_permissions(&unrelated, fs::Permissions::from_mode(0o644)).expect("chmod");
 
         secure_data_dir(&dir).expect("secured");
-        for name in [SECRET_KEY_FILE, AUDIT_FILE, STORE_FILE, "shl-gateway.db-wal"] {
+        for name in [
+            SECRET_KEY_FILE,
+            AUDIT_FILE,
+            STORE_FILE,
+            "shl-gateway.db-wal",
+        ] {
             assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
         }
-        assert_eq!(mode(&unrelated), 0o644, "files not the gateway's are left alone");
+        assert_eq!(
+            mode(&unrelated),
+            0o644,
+            "files not the gateway's are left alone"
+        );
     }
 
     #[test]

@@ -47,8 +47,11 @@ impl Component {
 
     /// Notes a probe's result. Returns whether the state changed (and so was logged).
     pub fn observe(&self, ready: bool) -> bool {
-        ::metrics::gauge!(crate::metrics::READY, "component" => self.name)
-            .set(if ready { 1.0 } else { 0.0 });
+        ::metrics::gauge!(crate::metrics::READY, "component" => self.name).set(if ready {
+            1.0
+        } else {
+            0.0
+        });
         let changed = self.ready.swap(ready, Ordering::SeqCst) != ready;
         if changed {
             if ready {
@@ -218,7 +221,12 @@ mod tests {
         let quotas = Component::new("quotas");
         let gauge_line = |text: &str, component: &str| {
             text.lines()
-                .find(|line| line.starts_with(&format!("{}{{component=\"{component}\"}}", crate::metrics::READY)))
+                .find(|line| {
+                    line.starts_with(&format!(
+                        "{}{{component=\"{component}\"}}",
+                        crate::metrics::READY
+                    ))
+                })
                 .map(str::to_owned)
         };
         metrics::with_local_recorder(&recorder, || {
@@ -226,11 +234,20 @@ mod tests {
             quotas.observe(true);
         });
         let text = handle.render();
-        assert!(gauge_line(&text, "store").is_some_and(|line| line.ends_with(" 0")), "{text}");
-        assert!(gauge_line(&text, "quotas").is_some_and(|line| line.ends_with(" 1")), "{text}");
+        assert!(
+            gauge_line(&text, "store").is_some_and(|line| line.ends_with(" 0")),
+            "{text}"
+        );
+        assert!(
+            gauge_line(&text, "quotas").is_some_and(|line| line.ends_with(" 1")),
+            "{text}"
+        );
         metrics::with_local_recorder(&recorder, || store.observe(true));
         let text = handle.render();
-        assert!(gauge_line(&text, "store").is_some_and(|line| line.ends_with(" 1")), "{text}");
+        assert!(
+            gauge_line(&text, "store").is_some_and(|line| line.ends_with(" 1")),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -259,7 +276,11 @@ mod tests {
                 .await;
             assert!(!ready, "still hung: last known state");
         }
-        assert_eq!(started.load(Ordering::SeqCst), 1, "no second probe while one hangs");
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            1,
+            "no second probe while one hangs"
+        );
 
         // Once the hung probe ends, the next check probes again.
         release.send(()).expect("still waiting");
@@ -285,7 +306,10 @@ mod tests {
             });
         }
         while let Some(ready) = callers.join_next().await {
-            assert!(ready.expect("caller"), "every caller gets the one probe's answer");
+            assert!(
+                ready.expect("caller"),
+                "every caller gets the one probe's answer"
+            );
         }
         assert_eq!(started.load(Ordering::SeqCst), 1);
     }

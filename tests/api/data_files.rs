@@ -96,7 +96,11 @@ fn wider_files_are_narrowed_at_start_and_a_shared_dir_is_reported_once() {
         assert_eq!(*mode, 0o600, "{name} is {mode:o}");
     }
     assert_eq!(custom_mode, 0o600, "a custom --audit-log is created 0600");
-    assert_eq!(mode(&data_dir), 0o755, "a shared directory is reported, not changed");
+    assert_eq!(
+        mode(&data_dir),
+        0o755,
+        "a shared directory is reported, not changed"
+    );
     let warnings: Vec<Value> = lines
         .iter()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())

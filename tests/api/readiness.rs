@@ -24,12 +24,19 @@ impl Tmpfs {
     /// Mounts a tmpfs of `size` bytes at `mount_point`, or says why it cannot.
     fn mount(mount_point: &Path, size: &str) -> Result<Self, String> {
         let output = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(mount_point)
             .output()
             .map_err(|error| format!("cannot run mount: {error}"))?;
         if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).trim().to_owned());
+            let reason = String::from_utf8_lossy(&output.stderr);
+            return Err(reason.split_whitespace().collect::<Vec<_>>().join(" "));
         }
         Ok(Self {
             mount_point: mount_point.to_owned(),
@@ -144,7 +151,12 @@ async fn a_full_disk_fails_creation_and_readiness_and_both_recover_once_space_is
         }
     }
     assert!(refused, "creation kept succeeding on a full disk");
-    wait_for_readyz(&app, StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(3)).await;
+    wait_for_readyz(
+        &app,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(3),
+    )
+    .await;
     // No traffic reaches an unready gateway: readiness must not wait for a request to recover.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     assert_eq!(readyz(&app).await, StatusCode::SERVICE_UNAVAILABLE);
@@ -159,7 +171,13 @@ async fn a_full_disk_fails_creation_and_readiness_and_both_recover_once_space_is
     );
     let leftovers: Vec<String> = std::fs::read_dir(&data_dir)
         .expect("dir")
-        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     assert_eq!(leftovers, ["audit.jsonl"], "no probe file left behind");
 
@@ -187,7 +205,10 @@ fn damage_tables(database: &Path) -> Vec<u8> {
         1 => 65_536,
         size => usize::from(size),
     };
-    assert!(original.len() > page_size, "the store has pages past the first");
+    assert!(
+        original.len() > page_size,
+        "the store has pages past the first"
+    );
     let mut damaged = original.clone();
     for byte in &mut damaged[page_size..] {
         *byte = 0xA5;
@@ -206,9 +227,10 @@ async fn a_damaged_store_fails_readiness_until_it_is_restored() {
     // reader of the file sees.
     {
         use sqlx::{ConnectOptions as _, Connection as _};
-        let options: sqlx::sqlite::SqliteConnectOptions = format!("sqlite://{}", database.display())
-            .parse()
-            .expect("options");
+        let options: sqlx::sqlite::SqliteConnectOptions =
+            format!("sqlite://{}", database.display())
+                .parse()
+                .expect("options");
         let mut connection = options.connect().await.expect("connect");
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&mut connection)
@@ -218,7 +240,12 @@ async fn a_damaged_store_fails_readiness_until_it_is_restored() {
     }
     let original = damage_tables(&database);
 
-    wait_for_readyz(&app, StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(3)).await;
+    wait_for_readyz(
+        &app,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(3),
+    )
+    .await;
 
     std::fs::write(&database, &original).expect("restore");
     wait_for_readyz(&app, StatusCode::OK, Duration::from_secs(5)).await;

@@ -35,8 +35,18 @@ async fn paths_that_are_not_utf8_are_json_errors_on_every_route() {
     let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
     let base = &app.address;
     let cases = [
-        ("GET", "/v1/health-link/manifests/%FF%FE", 400, "BAD_USER_INPUT"),
-        ("POST", "/v1/health-link/manifests/%FF%FE", 400, "BAD_USER_INPUT"),
+        (
+            "GET",
+            "/v1/health-link/manifests/%FF%FE",
+            400,
+            "BAD_USER_INPUT",
+        ),
+        (
+            "POST",
+            "/v1/health-link/manifests/%FF%FE",
+            400,
+            "BAD_USER_INPUT",
+        ),
         ("GET", "/v1/health-link/files/%FF%FE", 400, "BAD_USER_INPUT"),
         ("GET", "/%FF%FE", 404, "NOT_FOUND"),
         ("GET", "/v1/health-link/%C0%AF/x", 404, "NOT_FOUND"),
@@ -60,8 +70,16 @@ async fn paths_that_are_not_utf8_are_json_errors_on_every_route() {
 async fn a_method_a_route_does_not_serve_is_a_json_405_with_allow() {
     let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
     for (method, path, allowed) in [
-        (reqwest::Method::DELETE, "/v1/health-link/files/ticket", "GET"),
-        (reqwest::Method::PUT, "/v1/health-link/manifests/abc", "POST"),
+        (
+            reqwest::Method::DELETE,
+            "/v1/health-link/files/ticket",
+            "GET",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/health-link/manifests/abc",
+            "POST",
+        ),
         (reqwest::Method::POST, "/readyz", "GET"),
         (reqwest::Method::PATCH, "/graphql", "POST"),
     ] {
@@ -74,7 +92,9 @@ async fn a_method_a_route_does_not_serve_is_a_json_405_with_allow() {
         let (status, allow, body) = answer(response).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         assert!(
-            allow.as_deref().is_some_and(|allow| allow.contains(allowed)),
+            allow
+                .as_deref()
+                .is_some_and(|allow| allow.contains(allowed)),
             "{method} {path}: Allow {allow:?}"
         );
         assert_eq!(body, json!({"error": "BAD_USER_INPUT"}), "{method} {path}");

@@ -494,7 +494,10 @@ async fn a_failed_write_with_attempts_pending_is_rolled_back_and_keeps_them() {
     sink.record_attempt(event(0)).await.expect("written");
     fail.store(true, std::sync::atomic::Ordering::SeqCst);
     // ENOSPC at `write` consumed no writeback error: the roll-back's sync proves the attempt.
-    assert!(matches!(sink.record(event(1)).await, Err(AuditError::Io(_))));
+    assert!(matches!(
+        sink.record(event(1)).await,
+        Err(AuditError::Io(_))
+    ));
     fail.store(false, std::sync::atomic::Ordering::SeqCst);
     sink.record(event(2)).await.expect("the sink goes on");
     sink.close().await;
