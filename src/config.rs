@@ -749,7 +749,7 @@ fn load_or_create_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
             return Err(error).with_context(|| format!("cannot read {}", path.display()));
         }
     }
-    std::fs::create_dir_all(data_dir).with_context(|| {
+    crate::files::create_private_dir(data_dir).with_context(|| {
         format!(
             "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
             data_dir.display()

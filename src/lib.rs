@@ -17,11 +17,15 @@
 //! - [`ratelimit`]: GCRA quotas, in process (governor) and shared across replicas (Redis).
 //! - [`passcode`]: CSPRNG passcode generation and validation, peppered argon2id hashing.
 //! - [`keys`]: per-purpose HMAC keys derived from `--secret-key`.
+//! - [`files`]: the data directory `0700` and its files `0600`, whatever the umask.
 //! - [`metrics`]: the Prometheus recorder and the names of what is counted.
+//! - [`readiness`]: bounded readiness probes, and each dependency's transitions logged once.
+//! - `text`: text rules shared by inputs (invisible format characters refused).
 
 pub mod audit;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod graphql;
 pub mod http;
 pub mod idempotency;
@@ -31,6 +35,9 @@ pub mod metrics;
 pub mod passcode;
 pub mod qr;
 pub mod ratelimit;
+pub mod readiness;
 pub mod startup;
 pub mod telemetry;
+/// Text rules shared by inputs that are stored and shown to a person.
+mod text;
 pub mod upstream;

@@ -23,6 +23,8 @@ pub const SHED_REQUESTS: &str = "shl_gateway_shed_requests_total";
 pub const OPEN_CONNECTIONS: &str = "shl_gateway_open_connections";
 pub const REFUSED_CONNECTIONS: &str = "shl_gateway_refused_connections_total";
 pub const SLOW_REQUEST_BODIES: &str = "shl_gateway_slow_request_bodies_total";
+/// Gauge per dependency (`component`: `audit`, `store`, `quotas`): 1 ready, 0 not.
+pub const READY: &str = "shl_gateway_ready";
 
 /// Latency buckets in seconds, from sub-millisecond (QR SVG, rate-limit checks) to the
 /// upstream timeout range.
@@ -54,7 +56,7 @@ pub fn handle() -> PrometheusHandle {
 }
 
 fn describe() {
-    use metrics::{describe_counter, describe_histogram};
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         HTTP_REQUESTS,
         "HTTP requests by route template, method and status."
@@ -90,6 +92,10 @@ fn describe() {
     describe_counter!(
         LINKS_CREATED,
         "Health links created, by issuer mode and link mode."
+    );
+    describe_gauge!(
+        READY,
+        "Whether a dependency answered its last readiness probe (1) or not (0), by component."
     );
     describe_counter!(
         SHL_ACCESSES,

@@ -78,6 +78,14 @@ impl ShutdownHandle {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
+        if uses_data_dir(&config) {
+            crate::files::secure_data_dir(&config.data_dir).with_context(|| {
+                format!(
+                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot prepare {}",
+                    config.data_dir.display()
+                )
+            })?;
+        }
         let keys = Keys::derive(&config.load_secret_key()?);
         // Bound first: with port 0, the public URL of embedded links needs the real port.
         let listener = TcpListener::bind(config.listen).await.with_context(|| {
@@ -360,15 +368,21 @@ async fn open_audit_sink(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn
         return Ok(Arc::new(sink));
     }
     let path = match &config.audit_log {
-        Some(path) => path.clone(),
+        Some(path) => {
+            // Outside the data directory too, the trail names recipients and addresses.
+            crate::files::tighten(path).with_context(|| {
+                format!("--audit-log (SHL_GATEWAY_AUDIT_LOG): {}", path.display())
+            })?;
+            path.clone()
+        }
         None => {
-            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            crate::files::create_private_dir(&config.data_dir).with_context(|| {
                 format!(
                     "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
                     config.data_dir.display()
                 )
             })?;
-            config.data_dir.join("audit.jsonl")
+            config.data_dir.join(crate::files::AUDIT_FILE)
         }
     };
     let sink = FileAuditSink::open(&path, key, config.audit_chain.clone()).map_err(|error| {
@@ -504,7 +518,7 @@ pub async fn open_store(
     let url = match database_url {
         Some(url) => url.expose_secret().to_owned(),
         None => {
-            std::fs::create_dir_all(data_dir).with_context(|| {
+            crate::files::create_private_dir(data_dir).with_context(|| {
                 format!(
                     "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
                     data_dir.display()
@@ -512,13 +526,48 @@ pub async fn open_store(
             })?;
             format!(
                 "sqlite://{}?mode=rwc",
-                data_dir.join("shl-gateway.db").display()
+                data_dir.join(crate::files::STORE_FILE).display()
             )
         }
     };
+    if let Some(path) = sqlite_file(&url) {
+        prepare_sqlite_file(&path, &url)
+            .with_context(|| format!("cannot prepare the store file {}", path.display()))?;
+    }
     SqlStore::connect(&url)
         .await
         .context("--database-url (SHL_GATEWAY_DATABASE_URL): cannot open the store")
+}
+
+/// The file a `sqlite:` URL names, unless it is an in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr as _;
+    if !url.starts_with("sqlite:") || url.contains("mode=memory") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    // sqlx names in-memory databases `file:sqlx-in-memory-N`.
+    let text = path.to_string_lossy();
+    (!text.is_empty() && text != ":memory:" && !text.starts_with("file:")).then(|| path.to_owned())
+}
+
+/// SQLite would create the file `0644` (its journals then copy that): create it `0600` first
+/// when the URL lets SQLite create it (`mode=rwc`), and narrow existing ones.
+fn prepare_sqlite_file(path: &std::path::Path, url: &str) -> std::io::Result<()> {
+    if url.contains("mode=rwc") && !path.exists() {
+        crate::files::create_private_file(path)?;
+    }
+    crate::files::tighten_sqlite(path)
+}
+
+/// Whether anything of this configuration lives in `--data-dir`: the generated key, the default
+/// audit file, or (embedded mode) the default SQLite store.
+fn uses_data_dir(config: &Config) -> bool {
+    let key_in_dir = config.secret_key.is_none() && config.secret_key_file.is_none();
+    let audit_in_dir = config.audit_log.is_none() && config.audit_database_url.is_none();
+    let store_in_dir = config.upstream_url.is_none() && config.database_url.is_none();
+    key_in_dir || audit_in_dir || store_in_dir
 }
 
 /// Stores the configured tokens (as HMACs) and, in demo mode, seeds the demo patient and makes

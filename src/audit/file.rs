@@ -8,6 +8,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use super::chain::{
     Batch, ChainState, Head, Job, LineError, Record, Request, Sealer, log_checkpoints, seal_batch,
 };
 use super::{AuditAction, AuditError, AuditEvent, AuditKey, AuditSink, validate_chain_name};
+use crate::readiness::BoundedProbe;
 
 /// How much of the end of the file is read on open to find the last record. Records are a few
 /// kilobytes at most (every field is capped), so this always holds the last two.
@@ -68,6 +70,11 @@ struct Shared {
     poisoned: Option<String>,
     identity: Option<FileId>,
     stats: SinkStats,
+    /// The last batch failed and was rolled back: the sink works, the disk did not. Cleared by
+    /// the next stored batch; meanwhile readiness probes the directory (see `is_ready`).
+    degraded: bool,
+    /// Batches failed so far; readiness re-probes when it moves.
+    failures: u64,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
@@ -89,6 +96,11 @@ pub struct FileAuditSink {
     chain: String,
     timeout: Duration,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    probe: BoundedProbe,
+    /// `Shared::failures` when readiness last probed.
+    probed_failures: AtomicU64,
+    #[cfg_attr(not(test), allow(dead_code))]
+    hooks: Hooks,
 }
 
 impl FileAuditSink {
@@ -119,11 +131,7 @@ impl FileAuditSink {
         finish_interrupted_rotation(path)?;
 
         let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)?;
+        let mut file = private_options().create(true).open(path)?;
         lock_exclusive(&file, path)?;
         if !existed {
             // The file's directory entry must be durable too, or a crash could lose the file
@@ -150,6 +158,8 @@ impl FileAuditSink {
             poisoned: None,
             identity: FileId::of_file(&file),
             stats: SinkStats::default(),
+            degraded: false,
+            failures: 0,
         }));
         let mut writer = Writer {
             path: path.to_owned(),
@@ -162,7 +172,7 @@ impl FileAuditSink {
             since_checkpoint: 0,
             options: options.clone(),
             shared: Arc::clone(&shared),
-            hooks,
+            hooks: hooks.clone(),
         };
         if let Some(cut) = tail.cut {
             writer.recover(cut)?;
@@ -179,6 +189,9 @@ impl FileAuditSink {
             chain,
             timeout: options.timeout,
             thread: Mutex::new(Some(thread)),
+            probe: BoundedProbe::default(),
+            probed_failures: AtomicU64::new(0),
+            hooks,
         })
     }
 
@@ -273,21 +286,71 @@ impl AuditSink for FileAuditSink {
             .map(|_| ())
     }
 
+    /// Ready unless stopped, the path no longer names the file held open, or (after a failed
+    /// batch, until one is stored again) the directory cannot take a small file written and
+    /// `fdatasync`ed. The last is a probe rather than a wait for the next real record: a load
+    /// balancer sends no traffic to an unready gateway, so a real record would never come to
+    /// clear it once the disk has room again. Bounded by [`crate::readiness::PROBE_TIMEOUT`].
     async fn is_ready(&self) -> bool {
-        let identity = {
+        let (identity, degraded, failures) = {
             let shared = lock(&self.shared);
             if shared.poisoned.is_some() {
                 return false;
             }
-            shared.identity
+            (shared.identity, shared.degraded, shared.failures)
         };
         if self.tx.is_closed() {
             return false;
         }
-        match tokio::fs::metadata(&self.path).await {
-            Ok(meta) => identity.is_none() || FileId::of_metadata(&meta) == identity,
-            Err(_) => false,
+        // A batch failed since the last probe: its answer no longer holds.
+        if self.probed_failures.swap(failures, Ordering::SeqCst) != failures {
+            self.probe.invalidate();
         }
+        let path = self.path.clone();
+        #[cfg(test)]
+        let fail_sync = self.hooks.fail_sync.clone();
+        self.probe
+            .check(async move {
+                let probe = tokio::task::spawn_blocking(move || {
+                    let same_file = fs::metadata(&path).is_ok_and(|meta| {
+                        identity.is_none() || FileId::of_metadata(&meta) == identity
+                    });
+                    #[cfg(test)]
+                    if fail_sync
+                        .as_ref()
+                        .is_some_and(|fail| fail.load(Ordering::SeqCst))
+                    {
+                        return false;
+                    }
+                    same_file && (!degraded || probe_directory(&path).is_ok())
+                });
+                probe.await.unwrap_or(false)
+            })
+            .await
+    }
+}
+
+/// Writes a block-sized file beside the audit file, `fdatasync`s it and removes it: whether the
+/// filesystem can store and sync a record now (room, inodes, a working device).
+fn probe_directory(audit_path: &Path) -> io::Result<()> {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(audit_path.file_name().unwrap_or_default());
+    name.push(".probe");
+    let probe = audit_path.with_file_name(name);
+    let written = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .and_then(|mut file| {
+            file.write_all(&[0u8; 4096])?;
+            file.sync_data()
+        });
+    let removed = fs::remove_file(&probe);
+    written?;
+    match removed {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
     }
 }
 
@@ -310,15 +373,27 @@ struct Writer {
     hooks: Hooks,
 }
 
+/// Why an append failed, and whether the failing step was the `fdatasync` (which, on Linux,
+/// reports a writeback error once and then forgets it).
+#[derive(Debug)]
+struct AppendError {
+    error: io::Error,
+    at_sync: bool,
+}
+
 /// Fault injection for tests; empty otherwise.
 #[derive(Debug, Clone, Default)]
 struct Hooks {
     /// Sleep between `write` and `fdatasync`, as a stuck disk would.
     #[cfg(test)]
     stall: Option<Duration>,
-    /// While set, every `fdatasync` fails, as on a disk reporting a writeback error.
+    /// While set, every `fdatasync` fails, as on a disk reporting a writeback error (the
+    /// readiness probe's too).
     #[cfg(test)]
     fail_sync: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// While set, every `write` fails with ENOSPC, as on a full disk.
+    #[cfg(test)]
+    fail_write: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Writer {
@@ -394,12 +469,22 @@ impl Writer {
         }
         match self.append(&bytes, sync) {
             Ok(()) => self.adopt(batch, sync),
-            Err(error) => {
+            Err(AppendError { error, at_sync }) => {
                 tracing::error!(target: "audit", %error, path = %self.path.display(), "audit write failed");
                 let kind = error.kind();
                 let message = error.to_string();
+                // Published before the waiters hear of the failure, so a readiness check they
+                // make next already sees it.
+                {
+                    let mut shared = lock(&self.shared);
+                    shared.degraded = true;
+                    shared.failures += 1;
+                }
                 batch.fail(|| AuditError::Io(io::Error::new(kind, message.clone())));
-                if had_unsynced && sync {
+                // A failed `write` (a full disk) consumed no writeback error: the attempts
+                // before it are still in the page cache, and the roll-back's own sync proves
+                // them or stops the sink. Only a failed sync loses that proof.
+                if had_unsynced && at_sync {
                     // Linux reports a writeback error once: after this failed sync, attempts
                     // acknowledged before it may have been dropped while a retried sync
                     // succeeds. Their durability cannot be proven, so nothing may chain on.
@@ -430,15 +515,29 @@ impl Writer {
             }
             shared.stats.records += batch.records.len() as u64;
             shared.stats.batches += 1;
+            shared.degraded = false;
         }
         batch.succeed();
     }
 
     /// Appends and, with `sync`, makes durable (with every attempt written before), or fails
     /// without advancing `committed_len`.
-    fn append(&mut self, bytes: &[u8], sync: bool) -> io::Result<()> {
-        self.check_identity()?;
-        self.file.write_all(bytes)?;
+    fn append(&mut self, bytes: &[u8], sync: bool) -> Result<(), AppendError> {
+        let before_sync = |error| AppendError {
+            error,
+            at_sync: false,
+        };
+        self.check_identity().map_err(before_sync)?;
+        #[cfg(test)]
+        if self
+            .hooks
+            .fail_write
+            .as_ref()
+            .is_some_and(|fail| fail.load(Ordering::SeqCst))
+        {
+            return Err(before_sync(io::Error::from_raw_os_error(28)));
+        }
+        self.file.write_all(bytes).map_err(before_sync)?;
         #[cfg(test)]
         if let Some(stall) = self.hooks.stall {
             std::thread::sleep(stall);
@@ -451,9 +550,15 @@ impl Writer {
                 .as_ref()
                 .is_some_and(|fail| fail.load(std::sync::atomic::Ordering::SeqCst))
             {
-                return Err(io::Error::other("injected fdatasync failure"));
+                return Err(AppendError {
+                    error: io::Error::other("injected fdatasync failure"),
+                    at_sync: true,
+                });
             }
-            self.file.sync_data()?;
+            self.file.sync_data().map_err(|error| AppendError {
+                error,
+                at_sync: true,
+            })?;
             lock(&self.shared).stats.syncs += 1;
         }
         self.unsynced = !sync;
@@ -524,7 +629,7 @@ impl Writer {
                 .seal_own(&mut state, AuditAction::Recovered, "tail-cut", Some(note))?;
         let mut line = sealed.line.into_bytes();
         line.push(b'\n');
-        self.append(&line, true)?;
+        self.append(&line, true).map_err(|failed| failed.error)?;
         self.state = state;
         let mut shared = lock(&self.shared);
         shared.head = self.state.head();
@@ -548,11 +653,7 @@ impl Writer {
         }
         let staging = rotating_path(&self.path);
         let _ = fs::remove_file(&staging);
-        let mut next = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .open(&staging)?;
+        let mut next = private_options().create_new(true).open(&staging)?;
         lock_exclusive(&next, &staging)?;
 
         let mut state = self.state.clone();
@@ -605,6 +706,19 @@ impl Writer {
         shared.stats.batches += 1;
         Ok(sealed.head)
     }
+}
+
+/// Read and append; a file it creates is `0600` whatever the umask: records name recipients,
+/// addresses and user agents.
+fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.read(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options
 }
 
 fn rotating_path(path: &Path) -> PathBuf {

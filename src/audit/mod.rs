@@ -71,9 +71,14 @@
 //! # Failures
 //!
 //! A failed write or fsync fails the whole batch; the writer then truncates the file back to its
-//! last durable length and carries on. If even that fails, the sink stops accepting records
-//! (every `record` returns an error at once, `is_ready` is false) until the process is
-//! restarted, because after a failed fsync the page cache can no longer be trusted. The writer
+//! last durable length and carries on. If even that fails, or an fsync fails while attempts
+//! written without one are pending, the sink stops accepting records (every `record` returns an
+//! error at once, `is_ready` is false) until the process is restarted, because after a failed
+//! fsync the page cache can no longer be trusted. A failed `write` (ENOSPC) is not that: the
+//! roll-back's own sync still proves the pending attempts. After a failed batch the sink is
+//! *degraded* until a batch is stored again, and `is_ready` then probes the file's directory
+//! (a small file written, `fdatasync`ed and removed), so readiness turns back on by itself once
+//! the disk has room, without waiting for traffic a load balancer would not send. The writer
 //! also checks, before each batch, that the path still names the file it holds open: records
 //! appended to a file that was deleted or moved would vanish, so that fails too.
 //!

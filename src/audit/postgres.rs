@@ -81,6 +81,7 @@ pub struct PostgresAuditSink {
     pool: PgPool,
     chain: String,
     timeout: Duration,
+    probe: crate::readiness::BoundedProbe,
 }
 
 impl PostgresAuditSink {
@@ -124,6 +125,7 @@ impl PostgresAuditSink {
             pool,
             chain,
             timeout: options.timeout,
+            probe: crate::readiness::BoundedProbe::default(),
         })
     }
 
@@ -177,12 +179,26 @@ impl AuditSink for PostgresAuditSink {
             .map(|_| ())
     }
 
+    /// Ready while the writer runs and the table answers a query on this chain's head: a lost
+    /// connection, a dropped table or a revoked grant all fail it, which `SELECT 1` would not
+    /// notice for the last two. Bounded by [`crate::readiness::PROBE_TIMEOUT`].
     async fn is_ready(&self) -> bool {
         if self.tx.is_closed() {
             return false;
         }
-        let probe = sqlx::query("SELECT 1").execute(&self.pool);
-        matches!(tokio::time::timeout(self.timeout, probe).await, Ok(Ok(_)))
+        let pool = self.pool.clone();
+        let chain = self.chain.clone();
+        self.probe
+            .check(async move {
+                sqlx::query(
+                    "SELECT seq FROM audit_records WHERE chain = $1 ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(chain)
+                .fetch_optional(&pool)
+                .await
+                .is_ok()
+            })
+            .await
     }
 }
 

@@ -10,19 +10,40 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use crate::readiness::Component;
 
-/// Flipped once when shutdown begins, before the listener stops accepting, so that readiness
-/// fails while in-flight requests still drain and the load balancer stops sending new ones.
+/// Shutdown, flipped once when it begins, before the listener stops accepting, so that readiness
+/// fails while in-flight requests still drain and the load balancer stops sending new ones; and
+/// the last known state of each dependency, whose changes are logged and exported once each.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<ReadinessState>);
+
+#[derive(Debug)]
+struct ReadinessState {
+    shutting_down: AtomicBool,
+    audit: Component,
+    store: Component,
+    quotas: Component,
+}
+
+impl Default for ReadinessState {
+    fn default() -> Self {
+        Self {
+            shutting_down: AtomicBool::new(false),
+            audit: Component::new("audit"),
+            store: Component::new("store"),
+            quotas: Component::new("quotas"),
+        }
+    }
+}
 
 impl Readiness {
     pub fn mark_shutting_down(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.shutting_down.store(true, Ordering::SeqCst);
     }
 
     pub fn is_shutting_down(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.shutting_down.load(Ordering::SeqCst)
     }
 }
 
@@ -52,6 +73,11 @@ pub async fn healthz() -> Response {
 }
 
 /// Ready for traffic: not shutting down, and the issuer's own dependencies answer. Never b.well.
+///
+/// The dependencies are probed at once, each bounded ([`crate::readiness::PROBE_TIMEOUT`]), so a
+/// hung one makes this a 503 in about a second, never a hang. Each probe tests what requests
+/// need: the audit sink that it can write (see `AuditSink::is_ready`), the store that its tables
+/// answer, Redis that it answers a command.
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.readiness.is_shutting_down() {
         return (
@@ -60,11 +86,34 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         )
             .into_response();
     }
-    let quotas_ready = match &state.shared_quotas {
-        Some(shared) => shared.ping().await,
-        None => true,
-    };
-    if !quotas_ready || !state.audit.is_ready().await || !state.issuer.is_ready().await {
+    let components = &state.readiness.0;
+    let embedded = state.issuer.mode() == crate::issuer::IssuerMode::Embedded;
+    let (audit, store, quotas) = tokio::join!(
+        bounded(state.audit.is_ready()),
+        // Upstream mode has no store (and never probes b.well).
+        async {
+            if embedded {
+                Some(bounded(state.issuer.is_ready()).await)
+            } else {
+                None
+            }
+        },
+        async {
+            match &state.shared_quotas {
+                Some(shared) => Some(bounded(shared.ping()).await),
+                None => None,
+            }
+        },
+    );
+    components.audit.observe(audit);
+    let mut ready = audit;
+    for (component, result) in [(&components.store, store), (&components.quotas, quotas)] {
+        if let Some(result) = result {
+            component.observe(result);
+            ready &= result;
+        }
+    }
+    if !ready {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "status": "dependencies_unavailable" })),
@@ -72,4 +121,10 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             .into_response();
     }
     (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
+}
+
+/// A probe that ignores its own bound still answers within a little more than the probes' one.
+async fn bounded(probe: impl std::future::Future<Output = bool>) -> bool {
+    let limit = crate::readiness::PROBE_TIMEOUT + std::time::Duration::from_millis(250);
+    tokio::time::timeout(limit, probe).await.unwrap_or(false)
 }

@@ -2,15 +2,16 @@
 //!
 //! Outer to inner: panic guard, request id (sanitized, then set), client address, trace span
 //! (request id, method, route template, never the raw path), id echoed on the response, request
-//! metrics, `Connection: close` while draining, security headers, and the whole body read within
-//! its deadline. Then, on the work routes only: load shedding, the concurrency limit and the
-//! per-address quota; `/graphql` adds its body limit and CORS allowlist. `server` owns the
-//! connections underneath all of it.
+//! metrics, `Connection: close` while draining, security headers, the whole body read within its
+//! deadline, and error answers made JSON. Then, on the work routes only: load shedding, the
+//! concurrency limit and the per-address quota; `/graphql` adds its body limit and CORS
+//! allowlist. `server` owns the connections underneath all of it.
 
 mod client_ip;
 mod graphiql;
 mod graphql;
 mod health;
+mod json_errors;
 mod metrics;
 mod request_body;
 mod request_id;
@@ -179,7 +180,10 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
                     max_bytes: settings.max_body_bytes.max(MAX_SHL_BODY_BYTES),
                 },
                 request_body::read_whole_body,
-            )),
+            ))
+            // Innermost: the framework's own answers (rejections, 405) get the JSON error
+            // shape before anything else sees the response.
+            .layer(axum::middleware::from_fn(json_errors::json_errors)),
     )
 }
 

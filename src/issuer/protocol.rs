@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::net::{IpAddr, Ipv4Addr};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -86,14 +86,35 @@ fn bad_request() -> Response {
     AppError::bad_user_input("bad request").into_response()
 }
 
-/// A recipient is required, short, and printable: it is shown to the patient later.
+/// A recipient is required, short, and printable: it is shown to the patient later, so it may
+/// hold neither control characters nor invisible format characters (bidi overrides, zero-width
+/// characters) that would make it read as another name.
 fn valid_recipient(recipient: Option<String>) -> Option<String> {
     let recipient = recipient?;
     let trimmed = recipient.trim();
     let acceptable = !trimmed.is_empty()
         && trimmed.chars().count() <= MAX_RECIPIENT_CHARS
-        && !trimmed.chars().any(char::is_control);
+        && !trimmed
+            .chars()
+            .any(|c| c.is_control() || crate::text::is_invisible_format_char(c));
     acceptable.then(|| trimmed.to_owned())
+}
+
+/// The path segment, or (not UTF-8 once percent-decoded, and so no id the gateway ever issued)
+/// the JSON `400` every other malformed request gets. The address is charged either way, so
+/// malformed paths are no way around the quota.
+async fn path_segment(
+    plane: &DataPlane,
+    client_ip: IpAddr,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<String, Response> {
+    match path {
+        Ok(Path(segment)) => Ok(segment),
+        Err(_) => {
+            charge(plane, client_ip, None).await?;
+            Err(bad_request())
+        }
+    }
 }
 
 /// Charges the address and the link: many links from one address, or many addresses on one
@@ -114,16 +135,15 @@ async fn manifest(
     State(plane): State<DataPlane>,
     client_ip: Option<Extension<ClientIp>>,
     context: AccessContext,
-    Path(manifest_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(refused) = charge(
-        &plane,
-        ip_of(client_ip),
-        Some(manifest_id_hash(&manifest_id)),
-    )
-    .await
-    {
+    let client_ip = ip_of(client_ip);
+    let manifest_id = match path_segment(&plane, client_ip, path).await {
+        Ok(segment) => segment,
+        Err(refused) => return refused,
+    };
+    if let Err(refused) = charge(&plane, client_ip, Some(manifest_id_hash(&manifest_id))).await {
         return refused;
     }
     let issuer = &plane.issuer;
@@ -177,16 +197,15 @@ async fn direct(
     State(plane): State<DataPlane>,
     client_ip: Option<Extension<ClientIp>>,
     context: AccessContext,
-    Path(manifest_id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<DirectQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    if let Err(refused) = charge(
-        &plane,
-        ip_of(client_ip),
-        Some(manifest_id_hash(&manifest_id)),
-    )
-    .await
-    {
+    let client_ip = ip_of(client_ip);
+    let manifest_id = match path_segment(&plane, client_ip, path).await {
+        Ok(segment) => segment,
+        Err(refused) => return refused,
+    };
+    if let Err(refused) = charge(&plane, client_ip, Some(manifest_id_hash(&manifest_id))).await {
         return refused;
     }
     let issuer = &plane.issuer;
@@ -210,10 +229,15 @@ async fn file(
     State(plane): State<DataPlane>,
     client_ip: Option<Extension<ClientIp>>,
     context: AccessContext,
-    Path(ticket): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Response {
+    let client_ip = ip_of(client_ip);
+    let ticket = match path_segment(&plane, client_ip, path).await {
+        Ok(segment) => segment,
+        Err(refused) => return refused,
+    };
     // A ticket names its link only once verified; the address quota applies either way.
-    if let Err(refused) = charge(&plane, ip_of(client_ip), None).await {
+    if let Err(refused) = charge(&plane, client_ip, None).await {
         return refused;
     }
     let issuer = Arc::clone(&plane.issuer);
@@ -280,5 +304,20 @@ mod tests {
         assert_eq!(valid_recipient(Some("a\nb".into())), None);
         assert_eq!(valid_recipient(Some("x".repeat(101))), None);
         assert!(valid_recipient(Some("é".repeat(100))).is_some());
+    }
+
+    #[test]
+    fn recipients_with_invisible_format_characters_are_refused() {
+        for name in [
+            "Dr. Ana\u{202E}azuoS",
+            "Dr.\u{200B}Who",
+            "\u{2066}Front desk\u{2069}",
+            "\u{FEFF}Clinic",
+            "Dr. Who\u{00AD}",
+            "tag\u{E0041}",
+        ] {
+            assert_eq!(valid_recipient(Some(name.into())), None, "{name:?}");
+        }
+        assert!(valid_recipient(Some("Dra. Ana Souza-Müller".into())).is_some());
     }
 }

@@ -307,9 +307,31 @@ impl GatewayChild {
     /// --log-filter LOG_FILTER --data-dir <temporary>`, in an empty environment (PATH only),
     /// and waits (at most 60 s) until it reports its address.
     pub fn spawn(log_filter: &str, args: &[&str]) -> Self {
-        use std::io::{BufRead as _, BufReader, Read};
         let data_dir = tempfile::tempdir().expect("tempdir").keep();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
+        Self::spawn_in(data_dir, None, log_filter, args)
+    }
+
+    /// Like [`Self::spawn`], with a data directory of the caller's (which may not exist yet) and,
+    /// when given, the umask the process starts with (set by `sh` before it execs the gateway).
+    pub fn spawn_in(
+        data_dir: std::path::PathBuf,
+        umask: Option<&str>,
+        log_filter: &str,
+        args: &[&str],
+    ) -> Self {
+        use std::io::{BufRead as _, BufReader, Read};
+        let mut command = match umask {
+            Some(umask) => {
+                let mut command = std::process::Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_shl-gateway"));
+                command
+            }
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_shl-gateway")),
+        };
+        let mut child = command
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(["--log-filter", log_filter])
             .arg("--data-dir")

@@ -3,6 +3,7 @@
 mod audit;
 mod browser;
 mod create_health_link;
+mod data_files;
 mod embedded;
 mod faults;
 mod health;
@@ -17,7 +18,9 @@ mod passcode_attempts;
 mod properties;
 mod qr;
 mod ratelimit;
+mod readiness;
 mod replicas;
+mod rest_inputs;
 mod schema_contract;
 mod secrets;
 mod slow_clients;

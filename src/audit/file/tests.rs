@@ -480,6 +480,67 @@ async fn a_failed_sync_without_pending_attempts_is_rolled_back_and_recovers() {
     assert!(report.is_ok(), "{report}");
 }
 
+#[tokio::test]
+async fn a_failed_write_with_attempts_pending_is_rolled_back_and_keeps_them() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hooks = Hooks {
+        fail_write: Some(Arc::clone(&fail)),
+        ..Hooks::default()
+    };
+    let sink = FileAuditSink::open_inner(&path, KEY.into(), "gw-0".into(), options(), hooks)
+        .expect("opens");
+    sink.record_attempt(event(0)).await.expect("written");
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    // ENOSPC at `write` consumed no writeback error: the roll-back's sync proves the attempt.
+    assert!(matches!(
+        sink.record(event(1)).await,
+        Err(AuditError::Io(_))
+    ));
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    sink.record(event(2)).await.expect("the sink goes on");
+    sink.close().await;
+    let links: Vec<_> = read_lines(&path)
+        .iter()
+        .map(|line| record_of(line).link_id)
+        .collect();
+    assert_eq!(
+        links,
+        [Some("link-0".to_owned()), Some("link-2".to_owned())]
+    );
+    let report = verify_file(&path, &KEY);
+    assert!(report.is_ok(), "{report}");
+}
+
+#[tokio::test]
+async fn after_a_failed_batch_readiness_probes_the_disk_and_recovers_without_traffic() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let (sink, fail) = open_with_failing_sync(&path);
+    sink.record(event(0)).await.expect("durable");
+    assert!(sink.is_ready().await);
+
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(sink.record(event(1)).await.is_err());
+    assert!(!sink.is_ready().await, "the failed batch is seen at once");
+
+    // The disk recovers; no record is written, and readiness still turns back on by itself.
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sink.is_ready().await {
+        assert!(Instant::now() < deadline, "readiness did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leftovers: Vec<_> = fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|entry| entry.expect("entry").file_name())
+        .collect();
+    assert_eq!(leftovers, ["audit.jsonl"], "the probe file is removed");
+    sink.record(event(2)).await.expect("records again");
+    sink.close().await;
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn an_unwritable_file_fails_promptly_and_stays_failed() {

@@ -23,7 +23,21 @@ enum Backend {
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// A SQLite file's readiness is probed on a connection of its own (see [`PING`]).
+    sqlite_probe: Option<sqlx::sqlite::SqliteConnectOptions>,
+    probe: std::sync::Arc<crate::readiness::BoundedProbe>,
 }
+
+/// The readiness probe: one row (or none) from every table and the indexes the hot paths use.
+/// Reading a table's pages is what notices a damaged file ("database disk image is malformed");
+/// `SELECT 1` reads nothing and answers on a store that every request would fail on.
+const PING: &str = "SELECT 1 FROM patients LIMIT 1; \
+    SELECT 1 FROM patient_resources LIMIT 1; \
+    SELECT 1 FROM api_tokens LIMIT 1; \
+    SELECT 1 FROM health_links LIMIT 1; \
+    SELECT 1 FROM health_links WHERE patient_id = '' LIMIT 1; \
+    SELECT 1 FROM health_links WHERE expires_at < 0 LIMIT 1; \
+    SELECT 1 FROM link_accesses WHERE link_id = '' LIMIT 1";
 
 const LINK_COLUMNS: &str = "id, patient_id, label, mode, flag, resource_types, passcode_hash, \
      attempts_remaining, attempts_in_flight, attempt_lease_until, created_at, expires_at, \
@@ -66,12 +80,41 @@ impl SqlStore {
             Backend::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(Self { pool })
+        // A pooled SQLite connection keeps the pages it read cached, and in WAL mode nothing
+        // tells it that the file under it changed: the probe opens the file afresh, and never
+        // creates it (a deleted store must not come back empty). In-memory databases exist
+        // only inside the pool.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let sqlite_probe = if backend == Backend::Sqlite && !in_memory {
+            use std::str::FromStr as _;
+            Some(sqlx::sqlite::SqliteConnectOptions::from_str(url)?.create_if_missing(false))
+        } else {
+            None
+        };
+        Ok(Self {
+            pool,
+            sqlite_probe,
+            probe: std::sync::Arc::default(),
+        })
     }
 
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+async fn probe_sqlite_file(options: sqlx::sqlite::SqliteConnectOptions) -> bool {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let Ok(mut connection) = options.connect().await else {
+        return false;
+    };
+    let answered = connection.execute(sqlx::raw_sql(PING)).await.is_ok();
+    let _ = connection.close().await;
+    answered
+}
+
+async fn probe_pool(pool: AnyPool) -> bool {
+    pool.execute(sqlx::raw_sql(PING)).await.is_ok()
 }
 
 fn link_from_row(row: &AnyRow) -> Result<LinkRecord, StoreError> {
@@ -104,9 +147,19 @@ fn parse_json(text: &str) -> Result<serde_json::Value, StoreError> {
 
 #[async_trait]
 impl LinkStore for SqlStore {
+    /// Bounded by [`crate::readiness::PROBE_TIMEOUT`], one probe at a time.
     #[tracing::instrument(level = "debug", name = "store.ping", skip_all)]
     async fn ping(&self) -> bool {
-        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+        let pool = self.pool.clone();
+        let sqlite = self.sqlite_probe.clone();
+        self.probe
+            .check(async move {
+                match sqlite {
+                    Some(options) => probe_sqlite_file(options).await,
+                    None => probe_pool(pool).await,
+                }
+            })
+            .await
     }
 
     #[tracing::instrument(level = "debug", name = "store.put_patient", skip_all)]

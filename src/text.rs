@@ -1,0 +1,138 @@
+//! Text rules shared by the inputs the gateway stores and later shows to a person.
+//!
+//! A name a receiver declares (a manifest's `recipient`) is shown to the patient in the list of
+//! who opened their records. Characters that render as nothing, or reorder what follows them
+//! (bidi overrides and isolates), would let that name read as something it is not ("Dr. Ana"
+//! followed by U+202E and a reversed tail), so such inputs are refused rather than cleaned.
+
+/// Whether `c` is in Unicode General Category `Cf` (format): invisible characters that change how
+/// the text around them is shown: bidi controls (U+202A..U+202E, U+2066..U+2069), zero-width
+/// characters (U+200B..U+200D, U+FEFF), the soft hyphen, tags, and the like.
+///
+/// The ranges are those of the `Cf` entries of `DerivedGeneralCategory.txt` of the Unicode
+/// Character Database, version 15.0. A table rather than a crate: it is short, changes rarely
+/// (new `Cf` characters are rare), and the check runs on every recipient name.
+pub(crate) fn is_invisible_format_char(c: char) -> bool {
+    // Sorted, inclusive ranges; most input is ASCII, which the first comparison rejects.
+    const CF: &[(u32, u32)] = &[
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+    ];
+    let code = u32::from(c);
+    if code < CF[0].0 {
+        return false;
+    }
+    // The first range starting after `code`; the one before it is the only candidate.
+    let after = CF.partition_point(|&(start, _)| start <= code);
+    after > 0 && code <= CF[after - 1].1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bidi_controls_zero_width_and_other_format_characters_are_invisible() {
+        for c in [
+            '\u{00AD}', // soft hyphen
+            '\u{061C}', // Arabic letter mark
+            '\u{180E}', // Mongolian vowel separator
+            '\u{200B}', // zero width space
+            '\u{200D}', // zero width joiner
+            '\u{200E}', // left-to-right mark
+            '\u{200F}', // right-to-left mark
+            '\u{202A}', // left-to-right embedding
+            '\u{202E}', // right-to-left override
+            '\u{2060}', // word joiner
+            '\u{2066}', // left-to-right isolate
+            '\u{2069}', // pop directional isolate
+            '\u{206F}', // nominal digit shapes
+            '\u{FEFF}', // byte order mark
+            '\u{FFFB}', // interlinear annotation terminator
+            '\u{110BD}',
+            '\u{13430}',
+            '\u{1343F}',
+            '\u{1D173}',
+            '\u{1D17A}',
+            '\u{E0001}', // language tag
+            '\u{E0020}', // tag space
+            '\u{E007F}', // cancel tag
+        ] {
+            assert!(is_invisible_format_char(c), "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn letters_marks_spaces_and_neighbours_of_the_ranges_are_not() {
+        for c in [
+            'a',
+            'Z',
+            ' ',
+            '.',
+            'é',
+            'ß',
+            'ا',        // Arabic alef
+            '\u{0301}', // combining acute accent (Mn)
+            '\u{00A0}', // no-break space (Zs)
+            '\u{00AC}', // just below the soft hyphen
+            '\u{00AE}', // just above it
+            '\u{0606}', // after U+0600..0605
+            '\u{200A}', // hair space, before U+200B
+            '\u{2010}', // hyphen, after U+200F
+            '\u{2065}', // unassigned, between the two U+206x ranges
+            '\u{2070}', // superscript zero
+            '\u{FEFE}',
+            '\u{FFFC}', // object replacement character (So)
+            '\u{E0000}',
+            '\u{E0002}',
+            '\u{E0080}',
+            '\u{1F600}', // an emoji
+            '\u{10FFFF}',
+        ] {
+            assert!(!is_invisible_format_char(c), "U+{:04X}", u32::from(c));
+        }
+    }
+
+    #[test]
+    fn every_range_is_matched_at_both_ends_and_not_just_outside() {
+        // The same table read back through the function: sorted, disjoint, ends inclusive.
+        let ranges = [
+            (0x00ADu32, 0x00ADu32),
+            (0x0600, 0x0605),
+            (0x0890, 0x0891),
+            (0x200B, 0x200F),
+            (0x202A, 0x202E),
+            (0x2060, 0x2064),
+            (0x2066, 0x206F),
+            (0xFFF9, 0xFFFB),
+            (0x1BCA0, 0x1BCA3),
+            (0xE0020, 0xE007F),
+        ];
+        let char_of = |code: u32| char::from_u32(code).expect("a scalar value");
+        for (start, end) in ranges {
+            assert!(is_invisible_format_char(char_of(start)), "{start:X}");
+            assert!(is_invisible_format_char(char_of(end)), "{end:X}");
+            assert!(!is_invisible_format_char(char_of(start - 1)), "{start:X}-1");
+            assert!(!is_invisible_format_char(char_of(end + 1)), "{end:X}+1");
+        }
+    }
+}
