@@ -1,6 +1,7 @@
-//! Passcode attempts under concurrency and hang-ups: right passcodes never see a budget that is
-//! only reserved, wrong ones spend exactly the budget, and a client that hangs up mid-way
-//! neither escapes the budget nor the audit trail.
+//! Passcode attempts under concurrency, and clients that hang up: right passcodes never see a
+//! budget that is only reserved, wrong ones spend exactly the budget, and a client that resets
+//! its connection mid-way escapes neither the budget nor the audit trail, nor leaves a creation
+//! half recorded.
 
 use std::time::{Duration, Instant};
 
@@ -113,14 +114,24 @@ async fn mixed_right_and_wrong_passcodes_spend_exactly_the_wrong_ones() {
 /// that hangs up mid-verification does.
 async fn post_and_hang_up(payload: &Value, passcode: &str) {
     let url = url::Url::parse(payload["url"].as_str().expect("url")).expect("manifest URL");
+    let body = json!({"recipient": "Hang-up Clinic", "passcode": passcode}).to_string();
+    post_raw_and_hang_up(&url, &[], &body).await;
+}
+
+/// POSTs `body` as JSON to `url` on a raw socket, with `headers`, and resets the connection a
+/// few milliseconds later.
+async fn post_raw_and_hang_up(url: &url::Url, headers: &[(&str, &str)], body: &str) {
     let address = format!(
         "{}:{}",
         url.host_str().expect("host"),
         url.port().expect("port")
     );
-    let body = json!({"recipient": "Hang-up Clinic", "passcode": passcode}).to_string();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request = format!(
-        "POST {} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
+        "POST {} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n{extra}\
          Content-Length: {}\r\n\r\n{body}",
         url.path(),
         body.len()
@@ -199,4 +210,72 @@ async fn a_client_hanging_up_mid_verification_still_spends_and_records_its_attem
         );
         app.stop().await;
     }
+}
+
+#[tokio::test]
+async fn a_creation_hung_up_on_is_recorded_whole_and_its_retry_gets_the_same_link() {
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+    let url = url::Url::parse(&format!("{}/graphql", app.address)).expect("url");
+    let body = json!({
+        "query": crate::embedded::CREATE_WITH_GATEWAY_FIELDS,
+        "variables": {"input": {"label": "Hung up"}},
+    })
+    .to_string();
+    let authorization = format!("Bearer {PATIENT_TOKEN}");
+    post_raw_and_hang_up(
+        &url,
+        &[
+            ("Authorization", &authorization),
+            ("Idempotency-Key", "hang-up-0001"),
+        ],
+        &body,
+    )
+    .await;
+
+    // The creation finishes on its own: attempt and outcome, both recorded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let actions: Vec<String> = app
+            .audit_records()
+            .iter()
+            .map(|record| record["action"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if actions.iter().any(|action| action == "link-created") {
+            assert_eq!(
+                actions
+                    .iter()
+                    .filter(|action| *action == "creation-attempt")
+                    .count(),
+                1
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no outcome record: {actions:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The retry gets the first answer, not a second link and not a key stuck in progress.
+    let retry = app
+        .http
+        .post(url.as_str())
+        .header("authorization", &authorization)
+        .header("idempotency-key", "hang-up-0001")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("retry");
+    let retry: Value = retry.json().await.expect("JSON");
+    assert!(retry.get("errors").is_none(), "{retry}");
+    let links = app
+        .graphql("{ healthLinks { id } }", json!({}), Some(&authorization))
+        .await
+        .1;
+    let ids = links["data"]["healthLinks"]
+        .as_array()
+        .expect("links")
+        .clone();
+    assert_eq!(ids.len(), 1, "one link, whatever the client saw");
+    assert_eq!(ids[0]["id"], retry["data"]["createHealthLink"]["id"]);
+    app.stop().await;
 }
