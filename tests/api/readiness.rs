@@ -233,3 +233,110 @@ async fn a_damaged_store_fails_readiness_until_it_is_restored() {
     wait_for_readyz(&app, StatusCode::OK, Duration::from_secs(5)).await;
     app.stop().await;
 }
+
+/// A TCP relay on 127.0.0.1 in front of PostgreSQL that a test can cut (every connection reset,
+/// new ones refused) and restore: a lost database connection without touching the server
+/// other tests use.
+struct CuttableRelay {
+    address: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableRelay {
+    async fn start(target: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = {
+            let (cut, open) = (cut.clone(), open.clone());
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue; // dropped: refused
+                    }
+                    let target = target.clone();
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    open.lock().expect("lock").push(relay);
+                }
+            })
+        };
+        Self {
+            address,
+            cut,
+            open,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for relay in self.open.lock().expect("lock").drain(..) {
+            relay.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CuttableRelay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: set SHL_GATEWAY_TEST_DATABASE_URL and run with `cargo test -- --include-ignored` (CI does)"]
+async fn a_lost_postgresql_audit_connection_fails_readiness_until_it_is_back() {
+    let base = std::env::var("SHL_GATEWAY_TEST_DATABASE_URL")
+        .expect("this test needs SHL_GATEWAY_TEST_DATABASE_URL");
+    let mut url = url::Url::parse(&base).expect("database URL");
+    let target = format!(
+        "{}:{}",
+        url.host_str().expect("host"),
+        url.port().unwrap_or(5432)
+    );
+    let relay = CuttableRelay::start(target).await;
+    url.set_host(Some("127.0.0.1")).expect("host");
+    url.set_port(Some(relay.address.port())).expect("port");
+    let chain = format!("readiness-{}", uuid::Uuid::new_v4().simple());
+    let app = spawn_app_with(|config| Config {
+        audit_database_url: Some(SecretString::from(url.to_string())),
+        audit_chain: chain,
+        ..config
+    })
+    .await;
+    app.upstream_answers_seed().await;
+    assert_eq!(readyz(&app).await, StatusCode::OK);
+
+    relay.cut();
+    wait_for_readyz(
+        &app,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(10),
+    )
+    .await;
+    let (_, body) = app.create_seed_link().await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "AUDIT_UNAVAILABLE",
+        "{body}"
+    );
+
+    relay.restore();
+    wait_for_readyz(&app, StatusCode::OK, Duration::from_secs(20)).await;
+    let (_, body) = app.create_seed_link().await;
+    assert!(body.get("errors").is_none(), "{body}");
+    app.stop().await;
+}
