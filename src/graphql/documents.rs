@@ -47,6 +47,8 @@ impl DocumentCache {
             });
         }
         metrics::counter!(crate::metrics::DOCUMENT_CACHE, "result" => "miss").increment(1);
+        // A cached document passed this already; a new one must pass it before the parser runs.
+        limits.check_value_depth(query)?;
         let document = async_graphql::parser::parse_query(query).map_err(|error| {
             let mut error = ServerError::from(error);
             set_code(&mut error, ErrorCode::GraphqlParseFailed);

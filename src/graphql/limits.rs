@@ -29,6 +29,9 @@ pub struct OperationLimits {
     pub max_directives: usize,
     /// `createHealthLink` executions per request (aliases count).
     pub max_link_creations: usize,
+    /// Deepest nesting of `[` and `{` in the text, selection sets included (checked before
+    /// parsing: see `value_depth`).
+    pub max_value_depth: usize,
 }
 
 impl Default for OperationLimits {
@@ -41,6 +44,7 @@ impl Default for OperationLimits {
             max_root_fields: 10,
             max_directives: 20,
             max_link_creations: 1,
+            max_value_depth: 64,
         }
     }
 }
@@ -62,6 +66,18 @@ impl OperationLimits {
             )));
         }
         Ok(())
+    }
+
+    /// Runs before the parser, which recurses on nested values without a bound.
+    pub(super) fn check_value_depth(&self, query: &str) -> Result<(), ServerError> {
+        super::value_depth::check(query, self.max_value_depth)
+            .map(drop)
+            .map_err(|_| {
+                limit_error(format!(
+                    "the document nests `[` and `{{` deeper than the limit of {}",
+                    self.max_value_depth
+                ))
+            })
     }
 
     pub(super) fn check_shape(&self, shape: &DocumentShape) -> Result<(), ServerError> {

@@ -10,6 +10,7 @@ mod limits;
 mod redact;
 mod resolvers;
 mod shape;
+mod value_depth;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub use health_link::QR_CODE_COMPLEXITY;
 pub use limits::{OperationLimits, is_request_error};
 pub use redact::RequestValues;
 pub use resolvers::{MutationRoot, QueryRoot};
+pub use value_depth::MAX_VALUE_DEPTH_CEILING;
 
 use crate::audit::AuditTrail;
 use crate::idempotency::Idempotency;
