@@ -17,6 +17,7 @@ mod link_summary;
 pub mod protocol;
 mod request;
 pub mod store;
+pub mod text;
 pub mod ticket;
 pub mod viewer;
 

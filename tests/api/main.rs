@@ -5,6 +5,7 @@ mod browser;
 mod create_health_link;
 mod embedded;
 mod faults;
+mod front_door;
 mod health;
 mod helpers;
 mod http_transport;
