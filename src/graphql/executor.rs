@@ -14,7 +14,7 @@ use async_graphql::{PathSegment, Response, ServerError};
 
 use super::GatewaySchema;
 use super::documents::DocumentCache;
-use super::limits::{OperationLimits, code_of, is_request_error};
+use super::limits::{OperationLimits, code_of, is_request_error, stamp_field_errors};
 use super::redact::{RequestValues, SchemaNames};
 use super::resolvers::{caller_events, record_refusal};
 use super::shape::{CREATE_HEALTH_LINK, root_fields, selected_operation};
@@ -98,6 +98,7 @@ impl Executor {
         let mut response = self.schema.execute(request.data(caller)).await;
         self.limits.stamp_request_errors(&mut response.errors);
         self.redact(&mut response, &query, Some(&prepared.document), &variables);
+        stamp_field_errors(&mut response.errors);
 
         let refused = response.errors.iter().any(is_request_error);
         if refused {
