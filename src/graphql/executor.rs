@@ -72,11 +72,12 @@ impl Executor {
             super::preflight::check(&prepared.document, operation, &request.variables)
         {
             let creates = operation.is_some_and(|operation| {
-                root_fields(operation, &prepared.document).is_some_and(|fields| {
-                    fields
-                        .iter()
-                        .any(|field| field.name.node.as_str() == CREATE_HEALTH_LINK)
-                })
+                operation.ty == OperationType::Mutation
+                    && root_fields(operation, &prepared.document).is_some_and(|fields| {
+                        fields
+                            .iter()
+                            .any(|field| field.name.node.as_str() == CREATE_HEALTH_LINK)
+                    })
             });
             if creates {
                 let event = caller_events(&self.audit, &caller);

@@ -332,3 +332,34 @@ async fn deeply_nested_json_variables_and_extensions_answer_a_coded_error() {
     assert_eq!(error_code(&answer), "BAD_USER_INPUT");
     still_answers(&app).await;
 }
+
+#[tokio::test]
+async fn the_longest_chain_of_fragments_the_size_limit_allows_is_answered() {
+    // Fragments are separate definitions in the text, so the bracket scan does not see this
+    // nesting; validation (depth, complexity, cycles) follows spreads, so the chain must be
+    // short enough for them: the query-size limit bounds it.
+    let app = spawn_app().await;
+    let mut count = 0;
+    let mut query = String::from("{ ...F0 }");
+    loop {
+        let next = format!(" fragment F{count} on Query {{ ...F{} }}", count + 1);
+        if query.len() + next.len() + 60 > 16 * 1024 {
+            break;
+        }
+        query.push_str(&next);
+        count += 1;
+    }
+    query.push_str(&format!(
+        " fragment F{count} on Query {{ shareableResourceTypes }}"
+    ));
+    assert!(count > 400, "{count} fragments");
+    let (status, body) = app.graphql(&query, json!({}), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.get("errors").is_none() || body["errors"][0]["extensions"]["code"].is_string(),
+        "{body}"
+    );
+    let (_, body) = get_graphql(&app, &query).await;
+    assert!(body.get("data").is_some() || body.get("errors").is_some());
+    still_answers(&app).await;
+}
