@@ -119,8 +119,8 @@ fn bench_graphql(c: &mut Criterion) {
     let check = runtime.block_on(
         executor.execute(
             async_graphql::Request::new(SEED_MUTATION)
-                .variables(async_graphql::Variables::from_json(variables.clone()))
-                .data(caller.clone()),
+                .variables(async_graphql::Variables::from_json(variables.clone())),
+            caller.clone(),
         ),
     );
     assert!(check.errors.is_empty(), "{:?}", check.errors);
@@ -130,9 +130,8 @@ fn bench_graphql(c: &mut Criterion) {
     group.bench_function("seed_mutation_cached_document_validate_execute", |b| {
         b.iter(|| {
             let request = async_graphql::Request::new(SEED_MUTATION)
-                .variables(async_graphql::Variables::from_json(variables.clone()))
-                .data(caller.clone());
-            runtime.block_on(executor.execute(request))
+                .variables(async_graphql::Variables::from_json(variables.clone()));
+            runtime.block_on(executor.execute(request, caller.clone()))
         })
     });
     group.bench_function("seed_mutation_parse_only", |b| {
@@ -141,7 +140,8 @@ fn bench_graphql(c: &mut Criterion) {
     group.bench_function("shareable_resource_types", |b| {
         b.iter(|| {
             runtime.block_on(executor.execute(
-                async_graphql::Request::new("{ shareableResourceTypes }").data(caller.clone()),
+                async_graphql::Request::new("{ shareableResourceTypes }"),
+                caller.clone(),
             ))
         })
     });

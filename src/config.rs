@@ -71,6 +71,7 @@ const DEFAULT_DATA_DIR: &str = ".shl-gateway";
 const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 const DEFAULT_MAX_DEPTH: usize = 15;
 const DEFAULT_MAX_COMPLEXITY: usize = 250;
+const DEFAULT_MAX_VALUE_DEPTH: usize = 64;
 const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 const DEFAULT_GRAPHIQL_ASSETS_DIR: &str = "graphiql/node_modules";
 const DEFAULT_IDENTIFIER_SYSTEM: &str = "urn:shl-gateway:health-link";
@@ -390,6 +391,11 @@ pub struct Config {
     #[arg(long, env = "SHL_GATEWAY_MAX_LINKS_PER_REQUEST", default_value_t = 1)]
     pub max_links_per_request: usize,
 
+    /// Deepest nesting of `[` and `{` in a document, selection sets included, checked before
+    /// parsing (the parser recurses on nested values): at least --max-depth, at most 128.
+    #[arg(long, env = "SHL_GATEWAY_MAX_VALUE_DEPTH", default_value_t = DEFAULT_MAX_VALUE_DEPTH)]
+    pub max_value_depth: usize,
+
     /// Requests served at once (GraphQL, SHL endpoints, playground); beyond it: 503 OVERLOADED
     /// with Retry-After, at once. Health probes and metrics are not counted.
     #[arg(
@@ -572,6 +578,7 @@ impl Default for Config {
             max_root_fields: 10,
             max_directives: 20,
             max_links_per_request: 1,
+            max_value_depth: DEFAULT_MAX_VALUE_DEPTH,
             max_concurrent_requests: 512,
             audit_log: None,
             audit_database_url: None,
@@ -692,6 +699,17 @@ impl Config {
         if self.max_depth == 0 || self.max_complexity == 0 {
             bail!("--max-depth and --max-complexity must be at least 1");
         }
+        // Selection sets nest with `{` too, so a bound below --max-depth would refuse documents
+        // the depth limit allows; above the ceiling the parser's own recursion is unsafe.
+        if !(self.max_depth..=crate::graphql::MAX_VALUE_DEPTH_CEILING)
+            .contains(&self.max_value_depth)
+        {
+            bail!(
+                "--max-value-depth (SHL_GATEWAY_MAX_VALUE_DEPTH) must be between --max-depth ({}) and {}",
+                self.max_depth,
+                crate::graphql::MAX_VALUE_DEPTH_CEILING
+            );
+        }
         for origin in &self.cors_allowed_origins {
             let parsed = Url::parse(origin).ok();
             let is_origin = parsed.as_ref().is_some_and(|url| {
@@ -806,7 +824,25 @@ mod tests {
         assert_eq!(parsed.serve.listen, defaults.listen);
         assert_eq!(parsed.serve.upstream_timeout, defaults.upstream_timeout);
         assert_eq!(parsed.serve.max_complexity, defaults.max_complexity);
+        assert_eq!(parsed.serve.max_value_depth, defaults.max_value_depth);
         assert_eq!(parsed.serve.graphiql, defaults.graphiql);
+    }
+
+    #[test]
+    fn the_value_depth_stays_between_the_field_depth_and_the_parsers_ceiling() {
+        for (depth, accepted) in [
+            (15, true),
+            (64, true),
+            (128, true),
+            (14, false),
+            (129, false),
+        ] {
+            let config = Config {
+                max_value_depth: depth,
+                ..Config::default()
+            };
+            assert_eq!(config.validate().is_ok(), accepted, "{depth}");
+        }
     }
 
     #[test]

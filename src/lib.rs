@@ -20,7 +20,7 @@
 //! - [`files`]: the data directory `0700` and its files `0600`, whatever the umask.
 //! - [`metrics`]: the Prometheus recorder and the names of what is counted.
 //! - [`readiness`]: bounded readiness probes, and each dependency's transitions logged once.
-//! - `text`: text rules shared by inputs (invisible format characters refused).
+//! - [`text`]: text rules shared by inputs (invisible format characters refused).
 
 pub mod audit;
 pub mod config;
@@ -39,5 +39,5 @@ pub mod readiness;
 pub mod startup;
 pub mod telemetry;
 /// Text rules shared by inputs that are stored and shown to a person.
-mod text;
+pub mod text;
 pub mod upstream;

@@ -167,6 +167,7 @@ impl Application {
                 max_root_fields: config.max_root_fields,
                 max_directives: config.max_directives,
                 max_link_creations: config.max_links_per_request,
+                max_value_depth: config.max_value_depth,
             },
             introspection: config.introspection,
             max_concurrent_qr_renders: config.max_concurrent_qr_renders,

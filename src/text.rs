@@ -3,47 +3,16 @@
 //! A name a receiver declares (a manifest's `recipient`) is shown to the patient in the list of
 //! who opened their records. Characters that render as nothing, or reorder what follows them
 //! (bidi overrides and isolates), would let that name read as something it is not ("Dr. Ana"
-//! followed by U+202E and a reversed tail), so such inputs are refused rather than cleaned.
+//! followed by U+202E and a reversed tail), so such inputs are refused rather than cleaned. Link
+//! labels, which the receiver sees, follow the same rule.
 
 /// Whether `c` is in Unicode General Category `Cf` (format): invisible characters that change how
 /// the text around them is shown: bidi controls (U+202A..U+202E, U+2066..U+2069), zero-width
-/// characters (U+200B..U+200D, U+FEFF), the soft hyphen, tags, and the like.
-///
-/// The ranges are those of the `Cf` entries of `DerivedGeneralCategory.txt` of the Unicode
-/// Character Database, version 15.0. A table rather than a crate: it is short, changes rarely
-/// (new `Cf` characters are rare), and the check runs on every recipient name.
-pub(crate) fn is_invisible_format_char(c: char) -> bool {
-    // Sorted, inclusive ranges; most input is ASCII, which the first comparison rejects.
-    const CF: &[(u32, u32)] = &[
-        (0x00AD, 0x00AD),
-        (0x0600, 0x0605),
-        (0x061C, 0x061C),
-        (0x06DD, 0x06DD),
-        (0x070F, 0x070F),
-        (0x0890, 0x0891),
-        (0x08E2, 0x08E2),
-        (0x180E, 0x180E),
-        (0x200B, 0x200F),
-        (0x202A, 0x202E),
-        (0x2060, 0x2064),
-        (0x2066, 0x206F),
-        (0xFEFF, 0xFEFF),
-        (0xFFF9, 0xFFFB),
-        (0x110BD, 0x110BD),
-        (0x110CD, 0x110CD),
-        (0x13430, 0x1343F),
-        (0x1BCA0, 0x1BCA3),
-        (0x1D173, 0x1D17A),
-        (0xE0001, 0xE0001),
-        (0xE0020, 0xE007F),
-    ];
-    let code = u32::from(c);
-    if code < CF[0].0 {
-        return false;
-    }
-    // The first range starting after `code`; the one before it is the only candidate.
-    let after = CF.partition_point(|&(start, _)| start <= code);
-    after > 0 && code <= CF[after - 1].1
+/// characters (U+200B..U+200D, U+FEFF), the soft hyphen, tags, and the like. The category comes
+/// from `unicode-properties`, which follows the Unicode Character Database.
+pub fn is_invisible_format_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
+    c.general_category() == GeneralCategory::Format
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Runs one GraphQL request: the parsed document (cached), async-graphql's validation and
-//! execution, the codes of request-level errors, and the per-field metrics.
+//! Runs one GraphQL request: the parsed document (cached), the gateway's own checks of the
+//! whole document, async-graphql's validation and execution, the codes of request-level
+//! errors, the masking of values in messages, and the per-field metrics.
 //!
 //! The schema has no async-graphql extension on purpose: with any extension installed, every
 //! field of every response goes through the extension chain (a boxed future and a registry
@@ -13,8 +14,13 @@ use async_graphql::{PathSegment, Response, ServerError};
 
 use super::GatewaySchema;
 use super::documents::DocumentCache;
-use super::limits::{OperationLimits, code_of, is_request_error};
-use super::shape::{root_fields, selected_operation};
+use super::limits::{OperationLimits, code_of, is_request_error, stamp_field_errors};
+use super::redact::{RequestValues, SchemaNames};
+use super::resolvers::{caller_events, record_refusal};
+use super::shape::{CREATE_HEALTH_LINK, root_fields, selected_operation};
+use crate::audit::AuditTrail;
+use crate::error::ErrorCode;
+use crate::issuer::Caller;
 
 /// The schema with its request pipeline. Cheap to clone.
 #[derive(Clone)]
@@ -22,6 +28,11 @@ pub struct Executor {
     schema: GatewaySchema,
     limits: Arc<OperationLimits>,
     documents: Arc<DocumentCache>,
+    /// The names messages may quote (see `redact`).
+    names: Arc<SchemaNames>,
+    /// Refusals of a whole document that would have created a link are recorded here, as the
+    /// resolver records its own (see `preflight`).
+    audit: AuditTrail,
 }
 
 impl std::fmt::Debug for Executor {
@@ -33,28 +44,62 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    pub(super) fn new(schema: GatewaySchema, limits: OperationLimits) -> Self {
+    pub(super) fn new(schema: GatewaySchema, limits: OperationLimits, audit: AuditTrail) -> Self {
+        let names = Arc::new(SchemaNames::new(schema.names()));
         Self {
             schema,
             limits: Arc::new(limits),
             documents: Arc::new(DocumentCache::default()),
+            names,
+            audit,
         }
     }
 
-    pub async fn execute(&self, mut request: async_graphql::Request) -> Response {
+    /// Runs `request` for `caller`. Messages async-graphql wrote have the request's values
+    /// masked (see `redact`).
+    pub async fn execute(&self, mut request: async_graphql::Request, caller: Caller) -> Response {
         let prepared = match self.documents.prepare(&request.query, &self.limits) {
             Ok(prepared) => prepared,
-            Err(error) => return Response::from_errors(vec![error]),
+            Err(error) => {
+                let mut response = Response::from_errors(vec![error]);
+                self.redact(&mut response, &request.query, None, &request.variables);
+                return response;
+            }
         };
+        let operation_name = request.operation_name.clone();
+        let operation = selected_operation(&prepared.document, operation_name.as_deref());
+        if let Err(error) =
+            super::preflight::check(&prepared.document, operation, &request.variables)
+        {
+            let creates = operation.is_some_and(|operation| {
+                operation.ty == OperationType::Mutation
+                    && root_fields(operation, &prepared.document).is_some_and(|fields| {
+                        fields
+                            .iter()
+                            .any(|field| field.name.node.as_str() == CREATE_HEALTH_LINK)
+                    })
+            });
+            if creates {
+                let event = caller_events(&self.audit, &caller);
+                record_refusal(&self.audit, &event, ErrorCode::GraphqlValidationFailed).await;
+            }
+            let mut response = Response::from_errors(vec![error]);
+            let document = Some(&*prepared.document);
+            self.redact(&mut response, &request.query, document, &request.variables);
+            return response;
+        }
         // async-graphql takes the document by value (it prunes `@skip`ped fields in place), so
         // each request gets its own copy of the cached tree.
         request.set_parsed_query((*prepared.document).clone());
-        let operation_name = request.operation_name.clone();
         // With the document handed over, async-graphql no longer reads the text.
         let query = std::mem::take(&mut request.query);
+        // Kept for masking messages: the request itself goes to async-graphql.
+        let variables = request.variables.clone();
 
-        let mut response = self.schema.execute(request).await;
+        let mut response = self.schema.execute(request.data(caller)).await;
         self.limits.stamp_request_errors(&mut response.errors);
+        self.redact(&mut response, &query, Some(&prepared.document), &variables);
+        stamp_field_errors(&mut response.errors);
 
         let refused = response.errors.iter().any(is_request_error);
         if refused {
@@ -65,6 +110,26 @@ impl Executor {
             self.documents.keep(&query, prepared.document);
         }
         response
+    }
+
+    /// Masks values in the messages async-graphql wrote: request errors, and errors without a
+    /// code (input coercion). Messages the gateway wrote carry a code and are safe by
+    /// construction. The values are collected only when some message needs them.
+    fn redact(
+        &self,
+        response: &mut Response,
+        query: &str,
+        document: Option<&ExecutableDocument>,
+        variables: &async_graphql::Variables,
+    ) {
+        let needs = |error: &ServerError| code_of(error).is_none() || is_request_error(error);
+        if !response.errors.iter().any(needs) {
+            return;
+        }
+        let values = RequestValues::collect(query, document, variables, &self.names);
+        for error in response.errors.iter_mut().filter(|error| needs(error)) {
+            error.message = values.redact(&error.message, &self.names);
+        }
     }
 
     /// The type of the operation a request would run, if its document parses within the

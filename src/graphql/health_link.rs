@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::{Context, Enum, ID, Object, Result};
+use async_graphql::{Context, Enum, ID, InputType, Object, Result, Value as ConstValue};
 use tokio::sync::Semaphore;
 
 use crate::error::AppError;
@@ -115,7 +115,12 @@ impl CreatedHealthLink {
         )]
         light_color: String,
     ) -> Result<Option<String>> {
-        let options = svg_options(error_correction, module_size, &dark_color, &light_color)?;
+        let options = svg_options(
+            error_correction,
+            i64::from(module_size),
+            &dark_color,
+            &light_color,
+        )?;
         let Some(url) = self.document.health_link_url() else {
             return Ok(None);
         };
@@ -165,13 +170,27 @@ impl QrRenderSlots {
     }
 }
 
+/// The field's name as the schema spells it (its arguments are checked against the SDL by a
+/// test), for the check that runs before execution.
+pub(super) const QR_CODE_SVG: &str = "qrCodeSvg";
+
 fn svg_options(
     error_correction: QrErrorCorrection,
-    module_size: i32,
+    module_size: i64,
     dark_color: &str,
     light_color: &str,
 ) -> Result<qr::SvgOptions, AppError> {
-    let module_size = u32::try_from(module_size)
+    Ok(qr::SvgOptions {
+        error_correction: error_correction.into(),
+        module_size: checked_module_size(module_size)?,
+        dark: checked_color("darkColor", dark_color)?,
+        light: checked_color("lightColor", light_color)?,
+    })
+}
+
+/// `i64`: the check before execution sees literals wider than the `Int` the resolver gets.
+fn checked_module_size(module_size: i64) -> Result<u32, AppError> {
+    u32::try_from(module_size)
         .ok()
         .filter(|size| (qr::MIN_MODULE_SIZE..=qr::MAX_MODULE_SIZE).contains(size))
         .ok_or_else(|| {
@@ -180,16 +199,80 @@ fn svg_options(
                 qr::MIN_MODULE_SIZE,
                 qr::MAX_MODULE_SIZE
             ))
-        })?;
-    let color = |name: &str, value: &str| {
-        value
-            .parse::<qr::Color>()
-            .map_err(|_| AppError::bad_user_input(format!("qrCodeSvg.{name} must be #rrggbb")))
-    };
-    Ok(qr::SvgOptions {
-        error_correction: error_correction.into(),
-        module_size,
-        dark: color("darkColor", dark_color)?,
-        light: color("lightColor", light_color)?,
-    })
+        })
+}
+
+fn checked_color(name: &str, value: &str) -> Result<qr::Color, AppError> {
+    value
+        .parse::<qr::Color>()
+        .map_err(|_| AppError::bad_user_input(format!("qrCodeSvg.{name} must be #rrggbb")))
+}
+
+/// Checks one argument of `qrCodeSvg` as the document gives it (a literal, or a variable's
+/// value), with the rules the resolver applies, so that an invalid document is refused before
+/// anything runs (a link created first would be disclosed for nothing). Values of the wrong
+/// type, and unknown arguments, are left to async-graphql's validation.
+pub(super) fn check_qr_argument(name: &str, value: &ConstValue) -> Result<(), AppError> {
+    match (name, value) {
+        ("moduleSize", ConstValue::Number(number)) => match number.as_i64() {
+            Some(size) => checked_module_size(size).map(drop),
+            // Wider than `i64`: outside the range as well.
+            None if number.is_u64() => checked_module_size(i64::MAX).map(drop),
+            None => Ok(()),
+        },
+        ("darkColor" | "lightColor", ConstValue::String(color)) => {
+            checked_color(name, color).map(drop)
+        }
+        ("errorCorrection", ConstValue::Enum(_) | ConstValue::String(_)) => {
+            <QrErrorCorrection as InputType>::parse(Some(value.clone()))
+                .map(drop)
+                .map_err(|_| {
+                    AppError::bad_user_input("qrCodeSvg.errorCorrection must be one of L, M, Q, H")
+                })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checked_arguments_are_the_schemas() {
+        let sdl = crate::graphql::sdl();
+        let start = sdl.find("qrCodeSvg(").expect("qrCodeSvg in the SDL");
+        let field = &sdl[start..start + sdl[start..].find("):").expect("arguments end")];
+        for argument in [
+            "errorCorrection:",
+            "moduleSize:",
+            "darkColor:",
+            "lightColor:",
+        ] {
+            assert!(field.contains(argument), "{argument} in {field}");
+        }
+    }
+
+    #[test]
+    fn arguments_are_checked_with_the_resolvers_rules() {
+        let number = |n: i64| ConstValue::Number(n.into());
+        assert!(check_qr_argument("moduleSize", &number(4)).is_ok());
+        for bad in [0, 33, -1, 178_117_804_487_664] {
+            let error = check_qr_argument("moduleSize", &number(bad)).expect_err("range");
+            assert!(error.message().contains("between 1 and 32"));
+            assert!(!error.message().contains(&bad.to_string()));
+        }
+        let wide = ConstValue::Number(u64::MAX.into());
+        assert!(check_qr_argument("moduleSize", &wide).is_err());
+        let text = |t: &str| ConstValue::String(t.to_owned());
+        assert!(check_qr_argument("darkColor", &text("#00ff00")).is_ok());
+        let error = check_qr_argument("lightColor", &text("red")).expect_err("colour");
+        assert_eq!(error.message(), "qrCodeSvg.lightColor must be #rrggbb");
+        let level = |l: &str| ConstValue::Enum(async_graphql::Name::new(l));
+        assert!(check_qr_argument("errorCorrection", &level("H")).is_ok());
+        assert!(check_qr_argument("errorCorrection", &level("X")).is_err());
+        assert!(check_qr_argument("errorCorrection", &text("Q")).is_ok());
+        // Wrong types are async-graphql's to report.
+        assert!(check_qr_argument("moduleSize", &text("4")).is_ok());
+    }
 }

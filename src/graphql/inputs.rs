@@ -44,7 +44,7 @@ pub enum HealthLinkMode {
 
 impl CreateHealthLinkInput {
     /// Checks every field and settles the passcode (generated when omitted in `PASSCODE` mode).
-    /// Messages name the bad field, and the bad value only when it is not sensitive.
+    /// Messages name the bad field and the rule, never the value.
     pub fn validate(self) -> Result<CreateLinkRequest, AppError> {
         let label = self
             .label
@@ -55,10 +55,10 @@ impl CreateHealthLinkInput {
 
         let mut resources: Vec<ResourceType> = Vec::new();
         for (index, selector) in self.resources.unwrap_or_default().iter().enumerate() {
+            // The value is not repeated: it could be a token pasted in the wrong field.
             let resource_type = ResourceType::parse(&selector.resource_type).ok_or_else(|| {
                 AppError::bad_user_input(format!(
-                    "resources[{index}].resourceType{} is not a shareable resource type (see shareableResourceTypes)",
-                    quoted_if_name(&selector.resource_type)
+                    "resources[{index}].resourceType is not a shareable resource type (see shareableResourceTypes, case-sensitive)"
                 ))
             })?;
             if !resources.contains(&resource_type) {
@@ -92,18 +92,6 @@ impl CreateHealthLinkInput {
             passcode,
             mode,
         })
-    }
-}
-
-/// Quotes the bad value when it looks like a resource type name (a misspelling the caller will
-/// want to see). Anything else is not quoted: it could be a token pasted in the wrong field.
-fn quoted_if_name(value: &str) -> String {
-    let looks_like_a_name =
-        (1..=40).contains(&value.len()) && value.bytes().all(|byte| byte.is_ascii_alphabetic());
-    if looks_like_a_name {
-        format!(" {value:?}")
-    } else {
-        String::new()
     }
 }
 
@@ -153,6 +141,27 @@ mod tests {
     }
 
     #[test]
+    fn labels_with_invisible_formatting_characters_are_refused() {
+        for label in [
+            "Dr. \u{202E}nosaJ",
+            "zero\u{200B}width",
+            "\u{2066}isolate\u{2069}",
+            "\u{FEFF}bom",
+            "soft\u{AD}hyphen",
+        ] {
+            let error = input(Some(label), &[], None).validate().expect_err("Cf");
+            assert_eq!(error.code(), ErrorCode::BadUserInput);
+            assert!(error.message().starts_with("label "), "{}", error.message());
+            assert!(error.message().contains("Cf"), "{}", error.message());
+        }
+        assert!(
+            input(Some("Née à Zürich, 中文 😀"), &[], None)
+                .validate()
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn unknown_resource_types_are_named_in_the_error() {
         let error = input(None, &["Patient", "patient"], None)
             .validate()
@@ -163,7 +172,7 @@ mod tests {
             error.message()
         );
         assert!(
-            error.message().contains("\"patient\""),
+            !error.message().contains("patient\""),
             "{}",
             error.message()
         );

@@ -29,6 +29,9 @@ pub struct OperationLimits {
     pub max_directives: usize,
     /// `createHealthLink` executions per request (aliases count).
     pub max_link_creations: usize,
+    /// Deepest nesting of `[` and `{` in the text, selection sets included (checked before
+    /// parsing: see `value_depth`).
+    pub max_value_depth: usize,
 }
 
 impl Default for OperationLimits {
@@ -41,6 +44,7 @@ impl Default for OperationLimits {
             max_root_fields: 10,
             max_directives: 20,
             max_link_creations: 1,
+            max_value_depth: 64,
         }
     }
 }
@@ -62,6 +66,18 @@ impl OperationLimits {
             )));
         }
         Ok(())
+    }
+
+    /// Runs before the parser, which recurses on nested values without a bound.
+    pub(super) fn check_value_depth(&self, query: &str) -> Result<(), ServerError> {
+        super::value_depth::check(query, self.max_value_depth)
+            .map(drop)
+            .map_err(|_| {
+                limit_error(format!(
+                    "the document nests `[` and `{{` deeper than the limit of {}",
+                    self.max_value_depth
+                ))
+            })
     }
 
     pub(super) fn check_shape(&self, shape: &DocumentShape) -> Result<(), ServerError> {
@@ -121,6 +137,35 @@ impl OperationLimits {
         }
     }
 }
+
+/// Gives a code to the errors async-graphql raised while resolving, which carry a path but no
+/// code: coercing an argument (`Failed to parse "Int": ...`) is the client's input; anything
+/// else without a code is a wiring bug, answered as one. Runs after the messages are masked.
+pub(super) fn stamp_field_errors(errors: &mut [ServerError]) {
+    for error in errors
+        .iter_mut()
+        .filter(|error| !error.path.is_empty() && code_of(error).is_none())
+    {
+        let coercion = COERCION_MESSAGE_PREFIXES
+            .iter()
+            .any(|prefix| error.message.starts_with(prefix));
+        let code = if coercion {
+            ErrorCode::BadUserInput
+        } else {
+            // The message is not logged: it may hold input.
+            tracing::error!(path = ?error.path, "a field error without a code");
+            error.message = "internal error".to_owned();
+            ErrorCode::InternalServerError
+        };
+        set_code(error, code);
+    }
+}
+
+/// async-graphql's messages when an argument does not coerce to its type (`InputValueError`):
+/// a value out of the type's rules, or of another type, or a variable without a value
+/// (variables are not checked against their declared types before execution).
+const COERCION_MESSAGE_PREFIXES: [&str; 3] =
+    ["Failed to parse \"", "Expected input type \"", "Variable "];
 
 pub(super) fn limit_error(message: String) -> ServerError {
     let mut error = ServerError::new(message, None);
@@ -187,6 +232,29 @@ mod tests {
         assert!(errors[0].message.contains("complexity") && errors[0].message.contains("250"));
         assert!(errors[1].message.contains("depth") && errors[1].message.contains("15"));
         assert!(errors.iter().all(is_request_error));
+    }
+
+    #[test]
+    fn field_errors_without_a_code_get_one() {
+        let at = |message: &str| {
+            let mut error = error(message);
+            error.path = vec![PathSegment::Field("qrCodeSvg".into())];
+            error
+        };
+        let mut errors = vec![
+            at(
+                "Failed to parse \"Int\": Only integers from -2147483648 to 2147483647 are accepted.",
+            ),
+            at("Data `Caller` does not exist."),
+            at("Expected input type \"CreateHealthLinkInput\", found [REDACTED]."),
+            error("no path: a request error, stamped elsewhere"),
+        ];
+        stamp_field_errors(&mut errors);
+        assert_eq!(code_of(&errors[0]), Some("BAD_USER_INPUT"));
+        assert_eq!(code_of(&errors[1]), Some("INTERNAL_SERVER_ERROR"));
+        assert_eq!(errors[1].message, "internal error");
+        assert_eq!(code_of(&errors[2]), Some("BAD_USER_INPUT"));
+        assert_eq!(code_of(&errors[3]), None);
     }
 
     #[test]

@@ -7,9 +7,11 @@ mod health_link;
 mod health_links;
 mod inputs;
 mod limits;
+mod preflight;
 mod redact;
 mod resolvers;
 mod shape;
+mod value_depth;
 
 use std::sync::Arc;
 
@@ -18,8 +20,8 @@ use async_graphql::{EmptySubscription, Schema};
 pub use executor::Executor;
 pub use health_link::QR_CODE_COMPLEXITY;
 pub use limits::{OperationLimits, is_request_error};
-pub use redact::RequestValues;
 pub use resolvers::{MutationRoot, QueryRoot};
+pub use value_depth::MAX_VALUE_DEPTH_CEILING;
 
 use crate::audit::AuditTrail;
 use crate::idempotency::Idempotency;
@@ -61,7 +63,7 @@ pub fn build_executor(
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
         .data(issuer)
         .data(rate_policy)
-        .data(audit)
+        .data(audit.clone())
         .data(idempotency)
         .data(health_link::QrRenderSlots::new(
             options.max_concurrent_qr_renders,
@@ -71,7 +73,7 @@ pub fn build_executor(
     if !options.introspection {
         builder = builder.disable_introspection().disable_suggestions();
     }
-    Executor::new(builder.finish(), limits.clone())
+    Executor::new(builder.finish(), limits.clone(), audit)
 }
 
 /// The schema's SDL, as `shl-gateway schema` prints it and `schema/schema.graphql` holds it.

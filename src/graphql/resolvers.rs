@@ -54,27 +54,11 @@ impl MutationRoot {
     ) -> Result<CreatedHealthLink> {
         let caller = ctx.data::<Caller>()?;
         let audit = ctx.data::<AuditTrail>()?;
-        // Each creation records two or three events about the same caller: the keyed hash of
-        // the token is computed once.
-        let actor = caller
-            .authorization
-            .as_ref()
-            .map(|value| audit.actor(value.expose_secret()));
-        let client_ip = caller.client_ip.map(|ip| ip.to_string());
-        let event = |action: AuditAction, outcome: &str| AuditEvent {
-            request_id: Some(caller.request_id.clone()),
-            client_ip: client_ip.clone(),
-            actor: actor.clone(),
-            ..AuditEvent::new(action, outcome)
-        };
+        let event = caller_events(audit, caller);
         match create(ctx, caller, audit, input, &event).await {
             Ok(created) => Ok(created),
             Err(Refusal::BeforeAttempt(error)) => {
-                // Nothing was disclosed, so a failing trail does not change the answer; it is
-                // logged by the trail.
-                let _ = audit
-                    .record(event(AuditAction::CreationRefused, error.code().as_str()))
-                    .await;
+                record_refusal(audit, &event, error.code()).await;
                 Err(error.into())
             }
             Err(Refusal::Recorded(error)) => Err(error.into()),
@@ -91,6 +75,39 @@ impl MutationRoot {
             issuer.revoke_health_link(caller, id.as_str()).await?,
         ))
     }
+}
+
+/// Builds the audit events of one caller. Each creation records two or three events about the
+/// same caller: the keyed hash of the token is computed once.
+pub(super) fn caller_events<'a>(
+    audit: &AuditTrail,
+    caller: &'a Caller,
+) -> impl Fn(AuditAction, &str) -> AuditEvent + 'a {
+    let actor = caller
+        .authorization
+        .as_ref()
+        .map(|value| audit.actor(value.expose_secret()));
+    let client_ip = caller.client_ip.map(|ip| ip.to_string());
+    move |action: AuditAction, outcome: &str| AuditEvent {
+        request_id: Some(caller.request_id.clone()),
+        client_ip: client_ip.clone(),
+        actor: actor.clone(),
+        ..AuditEvent::new(action, outcome)
+    }
+}
+
+/// Records a creation refused before its attempt record: by the resolver (auth, input, quota)
+/// or, for a document invalid as a whole, by the executor before anything ran.
+pub(super) async fn record_refusal(
+    audit: &AuditTrail,
+    event: &impl Fn(AuditAction, &str) -> AuditEvent,
+    code: ErrorCode,
+) {
+    // Nothing was disclosed, so a failing trail does not change the answer; it is logged by
+    // the trail.
+    let _ = audit
+        .record(event(AuditAction::CreationRefused, code.as_str()))
+        .await;
 }
 
 /// How `createHealthLink` failed: before its attempt record (the refusal still needs one) or

@@ -30,7 +30,7 @@ use super::AppState;
 use super::client_ip::ClientIp;
 use super::request_id::RequestId;
 use crate::error::{AppError, ErrorCode};
-use crate::graphql::{RequestValues, is_request_error};
+use crate::graphql::is_request_error;
 use crate::issuer::{Caller, TraceContext};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -163,13 +163,12 @@ async fn execute(
     request: async_graphql::Request,
     format: ResponseFormat,
 ) -> Response {
-    let values = RequestValues::collect(&request.query, &request.variables);
     let mut caller = caller_from(headers, request_id);
     caller.client_ip = client_ip;
     // Execution runs to the end even if the client hangs up: a creation's attempt and outcome
     // records, and its idempotency key, must not be left half written.
     let executor = state.graphql.clone();
-    let execution = async move { executor.execute(request.data(caller)).await }
+    let execution = async move { executor.execute(request, caller).await }
         .instrument(tracing::info_span!("graphql.execute"));
     let response = match super::to_completion(execution).await {
         Ok(response) => response,
@@ -192,7 +191,7 @@ async fn execute(
         })
         .unwrap_or_else(|| "ok".to_owned());
     metrics::counter!(crate::metrics::GRAPHQL_REQUESTS, "outcome" => outcome).increment(1);
-    format.render(response, &values)
+    format.render(response)
 }
 
 fn caller_from(headers: &HeaderMap, request_id: RequestId) -> Caller {
@@ -202,7 +201,7 @@ fn caller_from(headers: &HeaderMap, request_id: RequestId) -> Caller {
             .map(|value| SecretString::from(value.to_owned())),
         request_id: request_id.0,
         client_ip: None,
-        idempotency_key: text("idempotency-key").map(str::to_owned),
+        idempotency_key: idempotency_key(headers),
         trace: TraceContext {
             traceparent: text("traceparent")
                 .filter(|value| is_traceparent(value))
@@ -212,6 +211,20 @@ fn caller_from(headers: &HeaderMap, request_id: RequestId) -> Caller {
                 .map(str::to_owned),
         },
     }
+}
+
+/// The `Idempotency-Key` header as sent, for `createHealthLink` to validate. Bytes that are not
+/// UTF-8 are kept as replacement characters rather than dropped: a malformed key must be
+/// refused (`BAD_USER_INPUT`), not ignored, or the retry it was meant for creates a second link.
+/// Two such headers are refused the same way (one key per request).
+fn idempotency_key(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers.get_all("idempotency-key").iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        // Not printable ASCII, so `idempotency::parse_key` refuses it.
+        return Some("\n".to_owned());
+    }
+    Some(String::from_utf8_lossy(first.as_bytes()).into_owned())
 }
 
 /// W3C `traceparent`: `version-traceid-parentid-flags`, lowercase hex, 2-32-16-2 digits.
@@ -319,27 +332,11 @@ impl ResponseFormat {
         self.respond(status, &body)
     }
 
-    fn render(self, response: async_graphql::Response, values: &RequestValues) -> Response {
+    /// Values in async-graphql's messages are masked already (by the executor).
+    fn render(self, response: async_graphql::Response) -> Response {
         let request_error =
             !response.errors.is_empty() && response.errors.iter().all(is_request_error);
-        let errors = response
-            .errors
-            .into_iter()
-            .map(|mut error| {
-                // Messages the gateway wrote carry a code and are safe by construction; the
-                // ones async-graphql wrote (request errors, input coercion) may quote input.
-                if error
-                    .extensions
-                    .as_ref()
-                    .and_then(|ext| ext.get("code"))
-                    .is_none()
-                    || is_request_error(&error)
-                {
-                    error.message = values.redact(&error.message);
-                }
-                error
-            })
-            .collect::<Vec<_>>();
+        let errors = response.errors;
         let status = match (self, request_error) {
             (ResponseFormat::GraphqlResponseJson, true) => StatusCode::BAD_REQUEST,
             _ => StatusCode::OK,
@@ -446,6 +443,24 @@ mod tests {
             )])),
             ResponseFormat::GraphqlResponseJson
         );
+    }
+
+    #[test]
+    fn malformed_idempotency_keys_reach_validation_instead_of_vanishing() {
+        let mut map = HeaderMap::new();
+        assert_eq!(idempotency_key(&map), None);
+        map.insert(
+            "idempotency-key",
+            HeaderValue::from_bytes(b"caf\xc3\xa9-\xff").expect("opaque bytes"),
+        );
+        let key = idempotency_key(&map).expect("kept");
+        assert!(crate::idempotency::parse_key(&key).is_err(), "{key:?}");
+        map.insert("idempotency-key", HeaderValue::from_static(""));
+        assert!(crate::idempotency::parse_key(&idempotency_key(&map).expect("kept")).is_err());
+        map.insert("idempotency-key", HeaderValue::from_static("retry-1"));
+        assert_eq!(idempotency_key(&map).as_deref(), Some("retry-1"));
+        map.append("idempotency-key", HeaderValue::from_static("retry-2"));
+        assert!(crate::idempotency::parse_key(&idempotency_key(&map).expect("kept")).is_err());
     }
 
     #[test]

@@ -26,6 +26,12 @@ impl ValidatedLabel {
         if label.chars().any(char::is_control) {
             return Err("label must not contain control characters");
         }
+        if label.chars().any(crate::text::is_invisible_format_char) {
+            return Err(
+                "label must not contain invisible formatting characters (Unicode category Cf, \
+                 such as bidi controls and zero-width spaces)",
+            );
+        }
         Ok(Self(label.to_owned()))
     }
 

@@ -209,8 +209,18 @@ async fn qr_code_arguments_are_validated() {
         let query =
             format!("mutation {{ createHealthLink(input: {{}}) {{ id qrCodeSvg{arguments} }} }}");
         let (_, body) = app.graphql(&query, json!({}), Some(TOKEN)).await;
-        assert_eq!(error_code(&body), "BAD_USER_INPUT", "{arguments}: {body}");
+        // Refused with the whole document, before the link is created.
+        assert_eq!(
+            error_code(&body),
+            "GRAPHQL_VALIDATION_FAILED",
+            "{arguments}: {body}"
+        );
+        assert!(body.get("data").is_none(), "{arguments}: {body}");
     }
+    assert!(
+        app.upstream_bodies().await.is_empty(),
+        "nothing was created"
+    );
 }
 
 #[tokio::test]
@@ -280,7 +290,7 @@ async fn invalid_inputs_are_bad_user_input_and_never_reach_upstream() {
         (json!({"label": "line\nbreak"}), "label"),
         (
             json!({"resources": [{"resourceType": "Encounter"}]}),
-            "Encounter",
+            "resources[0].resourceType",
         ),
         (json!({"securityConfig": {"passcode": "12345"}}), "passcode"),
         (

@@ -6,6 +6,7 @@ mod create_health_link;
 mod data_files;
 mod embedded;
 mod faults;
+mod front_door;
 mod health;
 mod helpers;
 mod http_transport;

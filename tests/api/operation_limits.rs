@@ -167,3 +167,199 @@ async fn repeated_spreads_of_one_fragment_count_as_repeated_creations() {
         "three spreads are three creations: refused before any runs"
     );
 }
+
+/// Documents whose values nest far deeper than any parser should recurse (about 3 KB each):
+/// before the value-depth limit, each aborted the whole process.
+fn deep_documents() -> Vec<(&'static str, String)> {
+    let lists = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+    let objects = |depth: usize| format!("{}1{}", "{a:".repeat(depth), "}".repeat(depth));
+    vec![
+        (
+            "nested lists in an argument",
+            format!("{{ shareableResourceTypes(x: {}) }}", lists(1500)),
+        ),
+        (
+            "nested objects in an argument",
+            format!("{{ shareableResourceTypes(x: {}) }}", objects(1500)),
+        ),
+        (
+            "a variable default",
+            format!(
+                "query($v: [Int] = {}) {{ shareableResourceTypes }}",
+                lists(1500)
+            ),
+        ),
+        (
+            "a directive argument",
+            format!("{{ shareableResourceTypes @skip(if: {}) }}", objects(1500)),
+        ),
+        (
+            "a mutation's input",
+            format!(
+                "mutation {{ createHealthLink(input: {{label: {}}}) {{ id }} }}",
+                lists(1500)
+            ),
+        ),
+        (
+            "selection sets",
+            format!("{}__typename{}", "{ a ".repeat(1500), "}".repeat(1500)),
+        ),
+    ]
+}
+
+async fn get_graphql(app: &TestApp, query: &str) -> (reqwest::StatusCode, serde_json::Value) {
+    let response = app
+        .http
+        .get(format!("{}/graphql", app.address))
+        .query(&[("query", query)])
+        .send()
+        .await
+        .expect("sent");
+    let status = response.status();
+    (status, response.json().await.expect("JSON answer"))
+}
+
+async fn still_answers(app: &TestApp) {
+    let (status, body) = app
+        .graphql("{ shareableResourceTypes }", json!({}), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(body.get("errors").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn deeply_nested_values_are_refused_before_parsing_by_post_and_get() {
+    let app = spawn_app().await;
+    app.upstream_answers_seed().await;
+    for (what, query) in deep_documents() {
+        assert!(query.len() < 16 * 1024, "{what} is under the size limit");
+        let (_, posted) = app.graphql(&query, json!({}), Some(TOKEN)).await;
+        assert_eq!(error_code(&posted), "OPERATION_LIMIT_EXCEEDED", "{what}");
+        let message = posted["errors"][0]["message"].as_str().expect("message");
+        assert!(message.contains("64"), "{what}: {message}");
+        assert!(posted.get("data").is_none(), "{what}: {posted}");
+        // GET checks the operation type (mutations are refused) before executing: that check
+        // parses too, so it is guarded the same way.
+        let (status, got) = get_graphql(&app, &query).await;
+        assert_eq!(status, 200, "{what}");
+        assert_eq!(error_code(&got), "OPERATION_LIMIT_EXCEEDED", "{what}");
+        still_answers(&app).await;
+    }
+    assert!(
+        app.upstream_bodies().await.is_empty(),
+        "nothing was created"
+    );
+}
+
+#[tokio::test]
+async fn nesting_within_the_limit_reaches_the_parser_and_the_validator() {
+    let app = spawn_app_with(|mut config| {
+        config.max_value_depth = 20;
+        config
+    })
+    .await;
+    // 19 levels of lists plus the selection set: 20, at the limit. The parser reads it and
+    // the validator refuses the unknown argument: the scan let it through.
+    let within = format!(
+        "{{ shareableResourceTypes(x: {}1{}) }}",
+        "[".repeat(19),
+        "]".repeat(19)
+    );
+    let (_, body) = app.graphql(&within, json!({}), None).await;
+    assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+    let (_, body) = get_graphql(&app, &within).await;
+    assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+    let over = format!(
+        "{{ shareableResourceTypes(x: {}1{}) }}",
+        "[".repeat(20),
+        "]".repeat(20)
+    );
+    let (_, body) = app.graphql(&over, json!({}), None).await;
+    assert_eq!(error_code(&body), "OPERATION_LIMIT_EXCEEDED", "{body}");
+    // Brackets inside strings, block strings and comments are not nesting.
+    let quoted = format!(
+        "{{ shareableResourceTypes(x: \"{deep}\", y: \"\"\"{deep}\"\"\") # {deep}\n }}",
+        deep = "[{".repeat(500)
+    );
+    let (_, body) = app.graphql(&quoted, json!({}), None).await;
+    assert_eq!(error_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
+    // The seed mutation and GraphiQL's introspection query pass the default limit.
+    let app = spawn_app().await;
+    app.upstream_answers_seed().await;
+    let (_, created) = app.create_seed_link().await;
+    assert!(created.get("errors").is_none(), "{created}");
+    let (_, introspection) = app.graphql(INTROSPECTION, json!({}), None).await;
+    assert!(introspection.get("errors").is_none());
+}
+
+#[tokio::test]
+async fn deeply_nested_json_variables_and_extensions_answer_a_coded_error() {
+    // Large enough for 100,000 levels, so that the JSON parser (not the body limit) refuses.
+    let app = spawn_app_with(|mut config| {
+        config.max_body_bytes = 1024 * 1024;
+        config
+    })
+    .await;
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    for field in ["variables", "extensions"] {
+        let body = format!(r#"{{"query": "{{ shareableResourceTypes }}", "{field}": {deep}}}"#);
+        let response = app
+            .http
+            .post(format!("{}/graphql", app.address))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 400, "{field}");
+        let answer: serde_json::Value = response.json().await.expect("JSON answer");
+        assert_eq!(error_code(&answer), "BAD_USER_INPUT", "{field}");
+        still_answers(&app).await;
+    }
+    // By GET, brackets are left as they are in a URL's query, and a URI holds at most 64 KiB
+    // (the `http` crate's bound): 30,000 levels.
+    let url = format!(
+        "{}/graphql?query=%7B%20shareableResourceTypes%20%7D&variables={}{}",
+        app.address,
+        "[".repeat(30_000),
+        "]".repeat(30_000)
+    );
+    let response = app.http.get(url).send().await.expect("sent");
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, 400, "{text:.300}");
+    let answer: serde_json::Value = serde_json::from_str(&text).expect("JSON answer");
+    assert_eq!(error_code(&answer), "BAD_USER_INPUT");
+    still_answers(&app).await;
+}
+
+#[tokio::test]
+async fn the_longest_chain_of_fragments_the_size_limit_allows_is_answered() {
+    // Fragments are separate definitions in the text, so the bracket scan does not see this
+    // nesting; validation (depth, complexity, cycles) follows spreads, so the chain must be
+    // short enough for them: the query-size limit bounds it.
+    let app = spawn_app().await;
+    let mut count = 0;
+    let mut query = String::from("{ ...F0 }");
+    loop {
+        let next = format!(" fragment F{count} on Query {{ ...F{} }}", count + 1);
+        if query.len() + next.len() + 60 > 16 * 1024 {
+            break;
+        }
+        query.push_str(&next);
+        count += 1;
+    }
+    query.push_str(&format!(
+        " fragment F{count} on Query {{ shareableResourceTypes }}"
+    ));
+    assert!(count > 400, "{count} fragments");
+    let (status, body) = app.graphql(&query, json!({}), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.get("errors").is_none() || body["errors"][0]["extensions"]["code"].is_string(),
+        "{body}"
+    );
+    let (_, body) = get_graphql(&app, &query).await;
+    assert!(body.get("data").is_some() || body.get("errors").is_some());
+    still_answers(&app).await;
+}

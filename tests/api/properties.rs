@@ -1,6 +1,6 @@
 //! Property tests (proptest) for the inputs the gateway parses itself: forwarded addresses,
-//! passcodes, labels, SHL keys and JWE files, location tickets, FHIR bundles, QR data, and the
-//! manifest request body over HTTP.
+//! passcodes, labels, SHL keys and JWE files, location tickets, FHIR bundles, QR data, the
+//! manifest request body over HTTP, and arbitrary requests to `/graphql` (the front door).
 //!
 //! Each property holds for every input, not just for the examples the other tests pick: parsers
 //! never panic on hostile text, accept exactly what their rule says, and round-trip what they
@@ -281,12 +281,15 @@ proptest! {
     }
 
     #[test]
-    fn labels_are_short_and_free_of_control_characters(label in prop_oneof![
+    fn labels_are_short_and_free_of_control_and_formatting_characters(label in prop_oneof![
         ".{0,100}",
         "[a-zA-Zé🙂 ]{75,85}",
+        "[a-z\u{202A}-\u{202E}\u{2066}-\u{2069}\u{200B}\u{FEFF}]{0,20}",
         any::<String>(),
     ]) {
-        let expected = label.chars().count() <= 80 && !label.chars().any(char::is_control);
+        let expected = label.chars().count() <= 80
+            && !label.chars().any(char::is_control)
+            && !label.chars().any(shl_gateway::text::is_invisible_format_char);
         match ValidatedLabel::parse(&label) {
             Ok(parsed) => {
                 prop_assert!(expected, "accepted {label:?}");
@@ -529,4 +532,264 @@ fn arbitrary_manifest_requests_never_get_a_5xx() {
     if let Err(failure) = outcome {
         panic!("{failure}");
     }
+}
+
+/// Fragments of hostile GraphQL text: escapes valid and not, surrogates, quotes, brackets in
+/// strings, comments, and numbers no 32- or 64-bit type holds.
+const TEXT_PIECES: [&str; 24] = [
+    "\\u0041",
+    "\\u00e9",
+    "\\uD83D\\uDE00",
+    "\\uD800",
+    "\\uZZZZ",
+    "\\u{1F600}",
+    "\\u",
+    "\\\"",
+    "\\\\",
+    "\\q",
+    "\\n",
+    "[",
+    "{",
+    "]",
+    "}",
+    "#",
+    "\"",
+    "é",
+    "\u{202E}",
+    "\u{0}",
+    "\u{FFFF}",
+    "$",
+    "...",
+    " ",
+];
+const NUMBERS: [&str; 12] = [
+    "1e400",
+    "-1e400",
+    "99999999999999999999999999999",
+    "2147483648",
+    "-2147483649",
+    "9223372036854775808",
+    "-0",
+    "0.0000001e-400",
+    "4",
+    "1.5",
+    "0x10",
+    "1_000",
+];
+
+/// Documents: deep nesting (lists, objects, selection sets, mixed), long lists, escaped and
+/// block strings, huge numbers, all in real argument positions, and arbitrary text.
+fn front_door_document() -> impl Strategy<Value = String> {
+    let nesting = (0usize..300, 0u8..4).prop_map(|(depth, kind)| match kind {
+        0 => format!(
+            "{{ shareableResourceTypes(x: {}1{}) }}",
+            "[".repeat(depth),
+            "]".repeat(depth)
+        ),
+        1 => format!(
+            "mutation {{ createHealthLink(input: {}{}) {{ id }} }}",
+            "{label: "
+                .repeat(depth)
+                .replacen("{label: ", "{resources: ", 1),
+            "}".repeat(depth)
+        ),
+        2 => format!("{}__typename{}", "{ a ".repeat(depth), "}".repeat(depth)),
+        _ => format!(
+            "query($v: [Int] = {}) {{ __typename @skip(if: {}) }}",
+            "[{a:[".repeat(depth / 2),
+            "]}]".repeat(depth / 2)
+        ),
+    });
+    let long_list = (0usize..3000).prop_map(|length| {
+        format!(
+            "{{ shareableResourceTypes(x: [{}]) }}",
+            vec!["1"; length].join(",")
+        )
+    });
+    let text = prop::collection::vec(prop::sample::select(TEXT_PIECES.to_vec()), 0..40)
+        .prop_map(|pieces| pieces.concat());
+    let strings = (text.clone(), 0u8..3).prop_map(|(text, kind)| match kind {
+        0 => format!("mutation {{ createHealthLink(input: {{label: \"{text}\"}}) {{ id }} }}"),
+        1 => format!("{{ shareableResourceTypes(x: \"\"\"{text}\"\"\") }}"),
+        _ => format!(
+            "mutation {{ createHealthLink(input: {{mode: \"{text}\"}}) {{ id qrCodeSvg(darkColor: \"{text}\") }} }}"
+        ),
+    });
+    let numbers = prop::sample::select(NUMBERS.to_vec()).prop_map(|number| {
+        format!(
+            "mutation {{ createHealthLink(input: {{}}) {{ id qrCodeSvg(moduleSize: {number}) }} }}"
+        )
+    });
+    prop_oneof![
+        2 => nesting,
+        1 => long_list,
+        2 => strings,
+        1 => numbers,
+        1 => text,
+        1 => ".{0,300}",
+        2 => Just(crate::helpers::MUTATION_WITH_GATEWAY_FIELDS.to_owned()),
+        1 => Just(crate::helpers::SEED_MUTATION.to_owned()),
+    ]
+}
+
+/// Variables: arbitrary JSON, JSON nested deeper than any parser should follow, and values of
+/// every type where the seed mutation's input goes.
+fn front_door_variables() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => any_json().prop_map(|value| value.to_string()),
+        1 => (0usize..5000).prop_map(|depth| format!("{}{}", "[".repeat(depth), "]".repeat(depth))),
+        3 => any_json().prop_map(|value| json!({"input": value, "s": value}).to_string()),
+        // Valid, so that some cases run to the end and answer data.
+        2 => Just(crate::helpers::SEED_VARIABLES.to_owned()),
+        1 => "[ -~]{0,60}",
+    ]
+}
+
+/// One request to `/graphql`.
+#[derive(Debug, Clone)]
+enum FrontDoorRequest {
+    Post {
+        body: Vec<u8>,
+        json_accept: bool,
+    },
+    Get {
+        query: String,
+        variables: Option<String>,
+    },
+}
+
+fn front_door_request() -> impl Strategy<Value = FrontDoorRequest> {
+    let json_body =
+        (front_door_document(), front_door_variables()).prop_map(|(query, variables)| {
+            format!(
+                r#"{{"query": {}, "variables": {variables}}}"#,
+                Value::String(query)
+            )
+            .into_bytes()
+        });
+    // Bytes that are not UTF-8, spliced into an otherwise valid body.
+    let invalid_utf8 = (
+        front_door_document(),
+        prop::collection::vec(0x80u8..=0xff, 1..4),
+        any::<prop::sample::Index>(),
+    )
+        .prop_map(|(query, bytes, at)| {
+            let mut body = json!({ "query": query }).to_string().into_bytes();
+            let at = at.index(body.len());
+            body.splice(at..at, bytes);
+            body
+        });
+    let body = prop_oneof![
+        4 => json_body,
+        1 => invalid_utf8,
+        1 => prop::collection::vec(any::<u8>(), 0..400),
+    ];
+    prop_oneof![
+        3 => (body, any::<bool>())
+            .prop_map(|(body, json_accept)| FrontDoorRequest::Post { body, json_accept }),
+        1 => (front_door_document(), prop::option::of(front_door_variables()))
+            .prop_map(|(query, variables)| FrontDoorRequest::Get { query, variables }),
+    ]
+}
+
+/// Every answer of `/graphql` to arbitrary requests is a JSON body with data or coded errors
+/// (codes from the closed list), with no status but the documented ones, and the gateway keeps
+/// answering. `SHL_GATEWAY_FRONT_DOOR_CASES` raises the case count (default 256); a time budget
+/// keeps a slow machine from running past about 40 seconds.
+#[test]
+fn arbitrary_graphql_requests_get_well_formed_coded_answers() {
+    let cases = std::env::var("SHL_GATEWAY_FRONT_DOOR_CASES")
+        .ok()
+        .and_then(|cases| cases.parse().ok())
+        .unwrap_or(256);
+    let budget = std::time::Duration::from_secs(if cases > 256 { 3600 } else { 40 });
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let app = runtime.block_on(async {
+        let app = crate::helpers::spawn_app().await;
+        app.upstream_answers_seed().await;
+        app
+    });
+    let codes: Vec<&str> = shl_gateway::error::ErrorCode::ALL
+        .iter()
+        .map(|code| code.as_str())
+        .collect();
+    let config = ProptestConfig {
+        cases,
+        max_shrink_time: 30_000,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let started = std::time::Instant::now();
+    let sent = std::cell::Cell::new(0u32);
+    let outcome = runner.run(&front_door_request(), |request| {
+        if started.elapsed() > budget {
+            return Ok(());
+        }
+        sent.set(sent.get() + 1);
+        let url = format!("{}/graphql", app.address);
+        let (status, body) = runtime.block_on(async {
+            let request = match &request {
+                FrontDoorRequest::Post { body, json_accept } => app
+                    .http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header(
+                        "accept",
+                        if *json_accept {
+                            "application/json"
+                        } else {
+                            "application/graphql-response+json"
+                        },
+                    )
+                    .header("authorization", crate::helpers::TOKEN)
+                    .body(body.clone()),
+                FrontDoorRequest::Get { query, variables } => {
+                    let mut params = vec![("query", query.as_str())];
+                    if let Some(variables) = variables {
+                        params.push(("variables", variables.as_str()));
+                    }
+                    app.http.get(&url).query(&params)
+                }
+            };
+            let response = request.send().await.expect("the gateway answers");
+            let status = response.status();
+            (status, response.bytes().await.expect("a whole body"))
+        });
+        prop_assert!(
+            [200, 400, 405, 413, 502, 503, 504].contains(&status.as_u16()),
+            "unexpected {status}"
+        );
+        let answer: Value = serde_json::from_slice(&body)
+            .map_err(|_| TestCaseError::fail(format!("{status}: not JSON: {body:?}")))?;
+        let errors = answer.get("errors").and_then(Value::as_array);
+        prop_assert!(
+            errors.is_some() || answer.get("data").is_some(),
+            "neither data nor errors: {answer}"
+        );
+        for error in errors.into_iter().flatten() {
+            let code = error["extensions"]["code"].as_str().unwrap_or_default();
+            prop_assert!(codes.contains(&code), "uncoded error: {error}");
+            prop_assert!(code != "INTERNAL_SERVER_ERROR", "a bug: {error}");
+            prop_assert!(error["message"].is_string(), "{error}");
+        }
+        Ok(())
+    });
+    let healthz = runtime.block_on(async {
+        app.http
+            .get(format!("{}/healthz", app.address))
+            .send()
+            .await
+            .expect("the gateway still answers")
+            .status()
+    });
+    runtime.block_on(app.stop());
+    if let Err(failure) = outcome {
+        panic!("{failure}");
+    }
+    assert_eq!(healthz, 200);
+    let sent = sent.get();
+    assert!(
+        sent >= cases.min(32),
+        "only {sent} cases ran within the budget"
+    );
 }

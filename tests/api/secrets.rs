@@ -16,6 +16,15 @@ const LABEL: &str = "CanaryLabel-e41d9";
 const MANIFEST_ID: &str = "canaryManifestId8c1f0a77d2b94e3aa51c6f0e9d8b7a6c5f4e3d2c1b0";
 const SHL_KEY: &str = "canaryKeyZq3Xw9Lp0Rt7Yu2Io5Pa8Sd1Fg4Hj6Kl3Zx";
 const UPSTREAM_TEXT: &str = "canary-upstream-detail-PatientJaneRoe";
+/// A secret without digits, typed where a name goes (an enum value, an input field name).
+const ENUM_CANARY: &str = "CanaryWordWithoutDigits";
+
+/// Every character as a GraphQL and JSON `\uXXXX` escape.
+fn unicode_escaped(text: &str) -> String {
+    text.chars()
+        .map(|c| format!("\\u{:04x}", u32::from(c)))
+        .collect()
+}
 
 /// A link whose URL and identifier carry the canaries, as b.well would answer.
 fn canary_answer() -> Value {
@@ -202,6 +211,33 @@ async fn canaries_never_reach_logs_or_error_bodies() {
             r#"mutation {{ createHealthLink(input: {{securityConfig: {{passcode: "{PASSCODE}"}}}}) {{ id "#
         ),
         format!(r#"{{ shareableResourceTypes(x: "{TOKEN}") }}"#),
+        // Escaped forms: the text holds no canary, the decoded value does.
+        format!(
+            r#"mutation {{ createHealthLink(input: {{mode: "{}"}}) {{ id }} }}"#,
+            unicode_escaped(PASSCODE)
+        ),
+        format!(
+            r#"mutation {{ createHealthLink(input: {{mode: "Bearer\u0020{}"}}) {{ id }} }}"#,
+            unicode_escaped(TOKEN.trim_start_matches("Bearer "))
+        ),
+        format!(
+            "mutation {{ createHealthLink(input: {{mode: \"\"\"\n      {PASSCODE}\n    \"\"\"}}) {{ id }} }}"
+        ),
+        format!(r#"mutation {{ createHealthLink(input: {{mode: {ENUM_CANARY}}}) {{ id }} }}"#),
+        format!(r#"{{ shareableResourceTypes(x: {{{ENUM_CANARY}: 1}}) }}"#),
+        format!(r#"mutation {{ createHealthLink(input: {{{ENUM_CANARY}: 1}}) {{ id }} }}"#),
+        // Numbers where strings go, and out of range.
+        format!(
+            r#"mutation {{ createHealthLink(input: {{securityConfig: {{passcode: {PASSCODE}.5e1}}}}) {{ id }} }}"#
+        ),
+        format!(
+            r#"mutation {{ createHealthLink(input: {{}}) {{ id qrCodeSvg(moduleSize: {PASSCODE}{PASSCODE}) }} }}"#
+        ),
+        // A syntax error on a line that holds the canaries.
+        format!(
+            r#"{{ shareableResourceTypes(x: {ENUM_CANARY} {ENUM_CANARY} "{}" "#,
+            unicode_escaped(PASSCODE)
+        ),
     ];
     for query in &literal_cases {
         error_bodies.push(
@@ -219,6 +255,8 @@ async fn canaries_never_reach_logs_or_error_bodies() {
         json!({"input": {"securityConfig": {"passcode": PASSCODE.parse::<u64>().expect("digits")}}}),
         json!({"input": {"label": format!("{LABEL}\n"), "securityConfig": {"passcode": PASSCODE}}}),
         json!({"input": {"resources": [{"resourceType": TOKEN}], "securityConfig": {"passcode": "73190"}}}),
+        json!({"input": {ENUM_CANARY: 1, "mode": ENUM_CANARY}}),
+        json!({"input": {"mode": [PASSCODE.parse::<u64>().expect("digits")]}}),
     ];
     for variables in variable_cases {
         error_bodies.push(
@@ -231,6 +269,51 @@ async fn canaries_never_reach_logs_or_error_bodies() {
             .await,
         );
     }
+    // Variables whose JSON escapes the canaries: serde decodes them before the gateway sees them.
+    for raw_variables in [
+        format!(
+            r#"{{"input": {{"mode": "{}"}}}}"#,
+            unicode_escaped(PASSCODE)
+        ),
+        format!(
+            r#"{{"input": {{"resources": [{{"resourceType": "{}"}}]}}}}"#,
+            unicode_escaped(TOKEN)
+        ),
+    ] {
+        let body = format!(
+            r#"{{"query": {}, "variables": {raw_variables}}}"#,
+            Value::String(SEED_MUTATION.to_owned())
+        );
+        error_bodies.push(
+            http.post(format!("{}/graphql", gateway.0.address))
+                .header("authorization", TOKEN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("sent")
+                .text()
+                .await
+                .expect("body"),
+        );
+    }
+    // By GET too (a query, so it reaches validation).
+    error_bodies.push(
+        http.get(format!("{}/graphql", gateway.0.address))
+            .query(&[(
+                "query",
+                format!(
+                    r#"{{ shareableResourceTypes(x: "{}") }}"#,
+                    unicode_escaped(PASSCODE)
+                ),
+            )])
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("body"),
+    );
     // Refused before GraphQL: no token, CSRF, oversized.
     error_bodies.push(
         post(
@@ -275,6 +358,7 @@ async fn canaries_never_reach_logs_or_error_bodies() {
     let token_value = TOKEN.trim_start_matches("Bearer ");
     let canaries = [
         PASSCODE,
+        ENUM_CANARY,
         generated_passcode.as_str(),
         token_value,
         LABEL,
@@ -297,7 +381,8 @@ async fn canaries_never_reach_logs_or_error_bodies() {
             );
         }
     }
-    // The refusals above really were errors, with codes.
+    // The refusals above really were errors, with codes; and their messages, JSON-decoded
+    // (an escape in the body could hide a canary from the byte search), hold no canary either.
     for body in &error_bodies {
         let answer: Value =
             serde_json::from_str(body).unwrap_or_else(|_| panic!("JSON error body: {body}"));
@@ -305,6 +390,12 @@ async fn canaries_never_reach_logs_or_error_bodies() {
             answer["errors"][0]["extensions"]["code"].is_string(),
             "{body}"
         );
+        for error in answer["errors"].as_array().expect("errors") {
+            let message = error["message"].as_str().expect("message");
+            for canary in canaries {
+                assert!(!message.contains(canary), "{canary:?} in {message}");
+            }
+        }
     }
 }
 
