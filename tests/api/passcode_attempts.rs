@@ -34,18 +34,24 @@ fn count(outcomes: &[String], outcome: &str) -> usize {
     outcomes.iter().filter(|seen| *seen == outcome).count()
 }
 
+/// A passcode link with two of its five attempts left: its payload, right and wrong passcodes.
+async fn link_with_two_attempts_left(app: &TestApp) -> (Value, String, &'static str) {
+    let (link, payload) = create_link(app, json!({})).await;
+    let right = link["passcode"].as_str().expect("passcode").to_owned();
+    let wrong = wrong_passcode(&right);
+    for _ in 0..3 {
+        let (status, _) =
+            post_manifest(app, &payload, json!({"recipient": "r", "passcode": wrong})).await;
+        assert_eq!(status, 401);
+    }
+    (payload, right, wrong)
+}
+
 #[tokio::test]
 async fn right_passcodes_never_see_404_while_attempts_remain() {
     for database in test_databases() {
         let app = spawn_embedded(&database, |config| config).await;
-        let (link, payload) = create_link(&app, json!({})).await;
-        let right = link["passcode"].as_str().expect("passcode").to_owned();
-        let wrong = wrong_passcode(&right);
-        for _ in 0..3 {
-            let (status, _) =
-                post_manifest(&app, &payload, json!({"recipient": "r", "passcode": wrong})).await;
-            assert_eq!(status, 401);
-        }
+        let (payload, right, wrong) = link_with_two_attempts_left(&app).await;
 
         // Two attempts left, twenty right passcodes at once, three times over.
         for round in 0..3 {
@@ -72,12 +78,7 @@ async fn right_passcodes_never_see_404_while_attempts_remain() {
 async fn mixed_right_and_wrong_passcodes_spend_exactly_the_wrong_ones() {
     for database in test_databases() {
         let app = spawn_embedded(&database, |config| config).await;
-        let (link, payload) = create_link(&app, json!({})).await;
-        let right = link["passcode"].as_str().expect("passcode").to_owned();
-        let wrong = wrong_passcode(&right);
-        for _ in 0..3 {
-            post_manifest(&app, &payload, json!({"recipient": "r", "passcode": wrong})).await;
-        }
+        let (payload, right, wrong) = link_with_two_attempts_left(&app).await;
 
         let requests = (0..30).map(|index| {
             let passcode = if index % 3 == 0 {

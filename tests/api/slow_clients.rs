@@ -13,6 +13,26 @@ fn socket_address(app: &TestApp) -> String {
     app.address.trim_start_matches("http://").to_owned()
 }
 
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(socket_address(app))
+        .await
+        .expect("connect")
+}
+
+/// A complete request, on a connection of its own, is served at once.
+async fn assert_a_query_is_served(app: &TestApp, otherwise: &str) {
+    let response = app
+        .http
+        .get(format!(
+            "{}/graphql?query=%7BshareableResourceTypes%7D",
+            app.address
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "{otherwise}");
+}
+
 /// Reads until the server closes the connection (or `limit` passes), returning what it sent
 /// and how long the close took.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
@@ -42,9 +62,7 @@ async fn a_client_that_drips_its_headers_is_disconnected_at_the_header_timeout()
         ..config
     })
     .await;
-    let mut stream = TcpStream::connect(socket_address(&app))
-        .await
-        .expect("connect");
+    let mut stream = connect(&app).await;
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\n")
         .await
@@ -87,9 +105,7 @@ async fn slow_bodies_take_no_work_slot_and_are_answered_408() {
     // Ten clients send complete headers and then one body byte of the 200 they announce.
     let mut slow = Vec::new();
     for _ in 0..10 {
-        let mut stream = TcpStream::connect(socket_address(&app))
-            .await
-            .expect("connect");
+        let mut stream = connect(&app).await;
         stream
             .write_all(
                 b"POST /graphql HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
@@ -102,16 +118,7 @@ async fn slow_bodies_take_no_work_slot_and_are_answered_408() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // With only two work slots, a complete request is still served at once.
-    let response = app
-        .http
-        .get(format!(
-            "{}/graphql?query=%7BshareableResourceTypes%7D",
-            app.address
-        ))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(response.status(), 200, "a slow body held a work slot");
+    assert_a_query_is_served(&app, "a slow body held a work slot").await;
 
     for mut stream in slow {
         let (answer, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
@@ -132,16 +139,12 @@ async fn idle_and_silent_connections_are_closed() {
     })
     .await;
     // Connects and says nothing at all.
-    let mut silent = TcpStream::connect(socket_address(&app))
-        .await
-        .expect("connect");
+    let mut silent = connect(&app).await;
     let (_, closed) = read_until_closed(&mut silent, Duration::from_secs(5)).await;
     assert!(closed.is_some(), "a silent connection stays open");
 
     // One request, then nothing: the kept-alive connection is closed once idle.
-    let mut idle = TcpStream::connect(socket_address(&app))
-        .await
-        .expect("connect");
+    let mut idle = connect(&app).await;
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
         .await
         .expect("request");
@@ -161,16 +164,10 @@ async fn connections_over_the_per_address_cap_are_closed_on_arrival() {
     .await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(
-            TcpStream::connect(socket_address(&app))
-                .await
-                .expect("connect"),
-        );
+        held.push(connect(&app).await);
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut fourth = TcpStream::connect(socket_address(&app))
-        .await
-        .expect("connect");
+    let mut fourth = connect(&app).await;
     let _ = fourth
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n\r\n")
         .await;
@@ -181,9 +178,7 @@ async fn connections_over_the_per_address_cap_are_closed_on_arrival() {
     // A place freed is a place again.
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut again = TcpStream::connect(socket_address(&app))
-        .await
-        .expect("connect");
+    let mut again = connect(&app).await;
     again
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n")
         .await
@@ -203,9 +198,7 @@ async fn http2_connections_advertise_the_stream_limit_and_stalled_streams_take_n
         ..config
     })
     .await;
-    let tcp = TcpStream::connect(socket_address(&app))
-        .await
-        .expect("connect");
+    let tcp = connect(&app).await;
     let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     tokio::spawn(connection);
     let mut client = client.ready().await.expect("ready");
@@ -231,20 +224,7 @@ async fn http2_connections_advertise_the_stream_limit_and_stalled_streams_take_n
         stalled.push((response, body));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let response = app
-        .http
-        .get(format!(
-            "{}/graphql?query=%7BshareableResourceTypes%7D",
-            app.address
-        ))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(
-        response.status(),
-        200,
-        "stalled streams held the work slots"
-    );
+    assert_a_query_is_served(&app, "stalled streams held the work slots").await;
 
     for (response, _body) in stalled {
         let response = tokio::time::timeout(Duration::from_secs(10), response)
@@ -263,9 +243,7 @@ async fn an_http2_rapid_reset_flood_closes_its_connection_and_spares_the_others(
         ..config
     })
     .await;
-    let tcp = TcpStream::connect(socket_address(&app))
-        .await
-        .expect("connect");
+    let tcp = connect(&app).await;
     let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     let connection = tokio::spawn(connection);
     // Open and cancel streams as fast as the client can write them.
@@ -311,9 +289,7 @@ async fn an_idle_http2_connection_is_closed() {
         ..config
     })
     .await;
-    let tcp = TcpStream::connect(socket_address(&app))
-        .await
-        .expect("connect");
+    let tcp = connect(&app).await;
     let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
     let connection = tokio::spawn(connection);
     let mut client = client.ready().await.expect("ready");
