@@ -59,8 +59,10 @@ fn skip_comment(bytes: &[u8], start: usize) -> usize {
         .map_or(bytes.len(), |at| start + at)
 }
 
-/// A block string runs to the next `"""` not escaped as `\"""`. Unterminated: to the end (the
-/// parser then fails on it without reading further).
+/// A block string runs to the next `"""` not escaped as `\"""`. An unterminated one is not a
+/// block string at all to the parser: its grammar is an ordered choice, so after the block
+/// string fails it reads `""` as an empty plain string and parses on from the third quote. The
+/// scan does the same, or a `""""` before a deep nest would hide the nest from it.
 fn skip_block_string(bytes: &[u8], start: usize) -> usize {
     let mut index = start + 3;
     while index < bytes.len() {
@@ -72,7 +74,7 @@ fn skip_block_string(bytes: &[u8], start: usize) -> usize {
             index += 1;
         }
     }
-    bytes.len()
+    start + 2
 }
 
 /// A plain string runs to the next unescaped `"`. It cannot span lines: at a line end the
@@ -120,6 +122,22 @@ mod tests {
             Ok(1)
         );
         assert_eq!(check(&format!("{{ a # {deep}\n }}"), 4), Ok(1));
+    }
+
+    #[test]
+    fn an_unterminated_block_string_does_not_hide_what_follows_it() {
+        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        // The parser reads `""` `""` and then the nest: so must the scan.
+        assert_eq!(check(&format!("{{ a(x: [\"\"\"\"{deep}]) }}"), 64), Err(65));
+        let parsed = std::thread::Builder::new()
+            .stack_size(2 * 1024 * 1024)
+            .spawn(move || {
+                async_graphql::parser::parse_query(format!("{{ a(x: [\"\"\"\"{deep}]) }}")).is_ok()
+            })
+            .expect("thread")
+            .join()
+            .expect("the parser survives");
+        assert!(parsed, "the parser does read past an unterminated block string");
     }
 
     #[test]

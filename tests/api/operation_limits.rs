@@ -204,6 +204,14 @@ fn deep_documents() -> Vec<(&'static str, String)> {
             "selection sets",
             format!("{}__typename{}", "{ a ".repeat(1500), "}".repeat(1500)),
         ),
+        (
+            // `""""` is two empty strings to the parser, which then reads the nest.
+            "nested lists behind an unterminated block string",
+            format!(
+                "{{ shareableResourceTypes(x: [\"\"\"\"{}]) }}",
+                lists(1500)
+            ),
+        ),
     ]
 }
 
