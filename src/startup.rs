@@ -21,7 +21,7 @@ use crate::audit::{AuditKey, AuditSink, AuditTrail, FileAuditSink, PostgresAudit
 use crate::config::{Config, DemoMode};
 use crate::graphql::{OperationLimits, SchemaOptions, build_executor};
 use crate::http::server::ConnectionLimits;
-use crate::http::{AppState, HttpSettings, Readiness, router};
+use crate::http::{AppState, HttpSettings, Readiness, WorkSlots, router};
 use crate::idempotency::{Idempotency, IdempotencyStore, InProcessStore, RedisStore};
 use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
 use crate::issuer::fhir::PatientRecord;
@@ -51,6 +51,8 @@ pub struct Application {
     tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// What one connection may cost: timeouts, connection caps, HTTP/2 bounds.
     connection_limits: ConnectionLimits,
+    /// Request work at once, detached work included: shutdown waits for all of it.
+    work_slots: WorkSlots,
     /// Set: `/metrics` is served here rather than on the main listener.
     metrics_listener: Option<TcpListener>,
     /// The in-process quotas (or the Redis fallback's), whose old keys need dropping.
@@ -188,6 +190,7 @@ impl Application {
             shared_quotas: quotas.shared.clone(),
             audit,
         };
+        let work_slots = WorkSlots::new(config.max_concurrent_requests);
         let http_settings = HttpSettings {
             max_body_bytes: config.max_body_bytes,
             cors_allowed_origins: config
@@ -198,7 +201,7 @@ impl Application {
                 .context("--cors-allowed-origins")?,
             graphiql_assets_dir: config.graphiql.then(|| config.graphiql_assets_dir.clone()),
             metrics_route: config.metrics_listen.is_none(),
-            max_concurrent_requests: config.max_concurrent_requests,
+            work_slots: work_slots.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             request_body_timeout: config.request_body_timeout,
         };
@@ -235,6 +238,7 @@ impl Application {
             purge,
             tls,
             connection_limits,
+            work_slots,
             metrics_listener,
             quota_housekeeping: quotas.in_process,
         })
@@ -274,6 +278,7 @@ impl Application {
             purge,
             tls,
             connection_limits,
+            work_slots,
             metrics_listener,
             quota_housekeeping,
         } = self;
@@ -328,13 +333,20 @@ impl Application {
             let _ = drain_started.send(true);
         };
         tracing::info!(address = %local_addr, tls = tls.is_some(), "listening");
-        let server = crate::http::server::serve(
-            listener,
-            router,
-            tls.map(tokio_rustls::TlsAcceptor::from),
-            connection_limits,
-            stop_signal,
-        );
+        let server = async {
+            let served = crate::http::server::serve(
+                listener,
+                router,
+                tls.map(tokio_rustls::TlsAcceptor::from),
+                connection_limits,
+                stop_signal,
+            )
+            .await;
+            // Work whose client hung up runs on after its connection closed: wait for it too,
+            // within the same deadline, rather than cut it half way.
+            work_slots.all_returned().await;
+            served
+        };
         // Once draining starts, it may take at most `shutdown_timeout`.
         let deadline = async {
             let _ = drain_started_rx.wait_for(|started| *started).await;

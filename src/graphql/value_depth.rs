@@ -137,7 +137,10 @@ mod tests {
             .expect("thread")
             .join()
             .expect("the parser survives");
-        assert!(parsed, "the parser does read past an unterminated block string");
+        assert!(
+            parsed,
+            "the parser does read past an unterminated block string"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 
 use super::AppState;
+use super::WorkSlot;
 use super::client_ip::ClientIp;
 use super::request_id::RequestId;
 use crate::error::{AppError, ErrorCode};
@@ -44,6 +45,7 @@ pub async fn post(
     headers: HeaderMap,
     request_id: RequestId,
     client_ip: Option<Extension<ClientIp>>,
+    work_slot: Option<Extension<WorkSlot>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let format = ResponseFormat::negotiate(&headers);
@@ -89,7 +91,18 @@ pub async fn post(
         }
     };
     let client_ip = client_ip.map(|Extension(ClientIp(ip))| ip);
-    execute(&state, &headers, request_id, client_ip, request, format).await
+    execute(
+        &state,
+        &headers,
+        RequestMeta {
+            request_id,
+            client_ip,
+            work_slot: work_slot.map(|Extension(slot)| slot),
+        },
+        request,
+        format,
+    )
+    .await
 }
 
 /// `GET /graphql` parameters, named as the GraphQL-over-HTTP spec names them.
@@ -106,6 +119,7 @@ pub async fn get(
     headers: HeaderMap,
     request_id: RequestId,
     client_ip: Option<Extension<ClientIp>>,
+    work_slot: Option<Extension<WorkSlot>>,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Response {
     let format = ResponseFormat::negotiate(&headers);
@@ -138,7 +152,18 @@ pub async fn get(
         return response;
     }
     let client_ip = client_ip.map(|Extension(ClientIp(ip))| ip);
-    execute(&state, &headers, request_id, client_ip, request, format).await
+    execute(
+        &state,
+        &headers,
+        RequestMeta {
+            request_id,
+            client_ip,
+            work_slot: work_slot.map(|Extension(slot)| slot),
+        },
+        request,
+        format,
+    )
+    .await
 }
 
 impl GetParams {
@@ -155,22 +180,28 @@ impl GetParams {
     }
 }
 
+/// What the transport knows of a request besides its headers.
+struct RequestMeta {
+    request_id: RequestId,
+    client_ip: Option<std::net::IpAddr>,
+    work_slot: Option<WorkSlot>,
+}
+
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
-    request_id: RequestId,
-    client_ip: Option<std::net::IpAddr>,
+    meta: RequestMeta,
     request: async_graphql::Request,
     format: ResponseFormat,
 ) -> Response {
-    let mut caller = caller_from(headers, request_id);
-    caller.client_ip = client_ip;
+    let mut caller = caller_from(headers, meta.request_id);
+    caller.client_ip = meta.client_ip;
     // Execution runs to the end even if the client hangs up: a creation's attempt and outcome
     // records, and its idempotency key, must not be left half written.
     let executor = state.graphql.clone();
     let execution = async move { executor.execute(request, caller).await }
         .instrument(tracing::info_span!("graphql.execute"));
-    let response = match super::to_completion(execution).await {
+    let response = match super::to_completion(meta.work_slot.as_ref(), execution).await {
         Ok(response) => response,
         Err(_) => {
             return format.refusal(

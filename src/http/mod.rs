@@ -2,10 +2,10 @@
 //!
 //! Outer to inner: panic guard, request id (sanitized, then set), client address, trace span
 //! (request id, method, route template, never the raw path), id echoed on the response, request
-//! metrics, `Connection: close` while draining, security headers, the whole body read within its
-//! deadline, and error answers made JSON. Then, on the work routes only: load shedding, the
-//! concurrency limit and the per-address quota; `/graphql` adds its body limit and CORS
-//! allowlist. `server` owns the connections underneath all of it.
+//! metrics, `Connection: close` while draining, security headers, and error answers made JSON.
+//! Then, on the work routes only: the per-address quota, the whole body read within its deadline
+//! and memory budget, and a work slot (`work_slots`) or `503` at once; `/graphql` adds its body
+//! limit and CORS allowlist. `server` owns the connections underneath all of it.
 
 mod client_ip;
 mod graphiql;
@@ -16,6 +16,7 @@ mod metrics;
 mod request_body;
 mod request_id;
 pub mod server;
+mod work_slots;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +38,7 @@ use tracing::Level;
 pub use client_ip::ClientIp;
 pub use health::Readiness;
 pub use metrics::router as metrics_router;
+pub use work_slots::{WorkSlot, WorkSlots, to_completion};
 
 use crate::error::AppError;
 use crate::graphql::Executor;
@@ -77,8 +79,9 @@ pub struct HttpSettings {
     pub graphiql_assets_dir: Option<PathBuf>,
     /// Serve `/metrics` on this router (off when a separate metrics listener is configured).
     pub metrics_route: bool,
-    /// Requests served at once; more are shed with 503 `OVERLOADED` instead of queueing.
-    pub max_concurrent_requests: usize,
+    /// Work served at once (requests in handlers and the work they detached); more requests are
+    /// shed with 503 `OVERLOADED` instead of queueing.
+    pub work_slots: WorkSlots,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The whole request body must arrive within this.
@@ -87,6 +90,12 @@ pub struct HttpSettings {
 
 /// The largest body the SHL endpoints take (a manifest request is a few fields).
 pub const MAX_SHL_BODY_BYTES: usize = 4 * 1024;
+
+impl HttpSettings {
+    fn work_slots_count(&self) -> usize {
+        self.work_slots.total()
+    }
+}
 
 /// The whole application. `data_plane` (embedded mode's SHL endpoints and viewer) is merged
 /// before the middleware, so it gets the same request ids, spans and panic guard.
@@ -119,26 +128,28 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
     if let Some(data_plane) = data_plane {
         router = router.merge(data_plane);
     }
-    // Shedding covers the work routes only: probes and scrapes must answer under overload, or
-    // an orchestrator would restart a pod for being busy. One semaphore for all routes (a plain
-    // ConcurrencyLimitLayer would make one per route), and refusal at once (503,
-    // `Retry-After: 1`) when it is full: a growing queue would only turn overload into timeouts
-    // for everyone. Inside it, the coarse per-address limit, on the work routes too.
+    // On the work routes only (probes and scrapes must answer under overload, or an
+    // orchestrator would restart a pod for being busy), outer to inner: the coarse per-address
+    // quota, charged before anything is read; the whole body, read within its deadline and a
+    // memory budget, before a work slot is taken (a client dripping bytes holds none); then a
+    // work slot, or `503 OVERLOADED` at once.
     router = router.layer(
         ServiceBuilder::new()
-            .layer(axum::error_handling::HandleErrorLayer::new(
-                |_: tower::BoxError| async {
-                    ::metrics::counter!(crate::metrics::SHED_REQUESTS).increment(1);
-                    AppError::overloaded().into_response()
-                },
-            ))
-            .layer(tower::load_shed::LoadShedLayer::new())
-            .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                settings.max_concurrent_requests.max(1),
-            ))
             .layer(axum::middleware::from_fn_with_state(
                 rate_policy,
                 limit_requests,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                request_body::BodyRead::new(
+                    settings.request_body_timeout,
+                    settings.max_body_bytes.max(MAX_SHL_BODY_BYTES),
+                    settings.work_slots_count(),
+                ),
+                request_body::read_whole_body,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                settings.work_slots.clone(),
+                work_slots::admit,
             )),
     );
     router = router.merge(health_routes);
@@ -173,13 +184,6 @@ pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Route
             .layer(SetResponseHeaderLayer::if_not_present(
                 header::X_CONTENT_TYPE_OPTIONS,
                 HeaderValue::from_static("nosniff"),
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                request_body::BodyRead {
-                    timeout: settings.request_body_timeout,
-                    max_bytes: settings.max_body_bytes.max(MAX_SHL_BODY_BYTES),
-                },
-                request_body::read_whole_body,
             ))
             // Innermost: the framework's own answers (rejections, 405) get the JSON error
             // shape before anything else sees the response.
@@ -239,21 +243,6 @@ async fn limit_requests(
         Ok(()) => next.run(request).await,
         Err(error) => error.into_response(),
     }
-}
-
-/// Runs `work` to its end even if the client hangs up. axum drops a request's future when its
-/// connection goes; a spawned task runs on. Every sequence that must not stop half way goes
-/// through here: a passcode attempt reserved but neither settled nor recorded, a disclosure
-/// without its audit outcome, an idempotency key left pending. The task keeps the request's
-/// span, so its log lines keep the request id.
-pub async fn to_completion<T: Send + 'static>(
-    work: impl std::future::Future<Output = T> + Send + 'static,
-) -> Result<T, AppError> {
-    use tracing::Instrument as _;
-    tokio::spawn(work.in_current_span()).await.map_err(|error| {
-        tracing::error!(error = %error, "a request's task failed");
-        AppError::internal()
-    })
 }
 
 async fn not_found() -> Response {

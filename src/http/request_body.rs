@@ -10,7 +10,10 @@
 //!
 //! At most `max_bytes + 1` bytes are read: a longer body is cut there, which the route's own
 //! body limit then refuses as it always did (`413` on `/graphql`, `400` on the SHL endpoints).
+//! The request has been charged to its address's quota before its body is read, and all
+//! buffered bodies together stay within a budget (`503 OVERLOADED` beyond it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -19,16 +22,44 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::server::ConnectionControl;
 use crate::error::{AppError, ErrorCode};
 
 /// How bodies are read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BodyRead {
     /// The whole body must arrive within this, counted from the end of the headers.
-    pub timeout: Duration,
+    timeout: Duration,
     /// The largest body any route accepts.
-    pub max_bytes: usize,
+    max_bytes: usize,
+    /// Bytes all buffered bodies may hold at once: as much as every work slot's largest body.
+    /// Without it, HTTP/2 clients could each park 32 streams of not-yet-complete bodies here,
+    /// outside every other limit.
+    budget: Arc<Semaphore>,
+}
+
+impl BodyRead {
+    pub fn new(timeout: Duration, max_bytes: usize, work_slots: usize) -> Self {
+        let budget = max_bytes
+            .saturating_add(1)
+            .saturating_mul(work_slots.max(1))
+            .min(Semaphore::MAX_PERMITS);
+        Self {
+            timeout,
+            max_bytes,
+            budget: Arc::new(Semaphore::new(budget)),
+        }
+    }
+}
+
+/// Why a body could not be read.
+enum Unread {
+    /// The client broke off or sent a malformed chunked body.
+    Broken,
+    /// The budget of buffered bytes is spent: the gateway is overloaded.
+    OverBudget,
 }
 
 pub async fn read_whole_body(
@@ -41,15 +72,19 @@ pub async fn read_whole_body(
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    match tokio::time::timeout(read.timeout, collect_up_to(body, read.max_bytes + 1)).await {
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+    let collect = collect_up_to(body, read.max_bytes + 1, &read.budget);
+    match tokio::time::timeout(read.timeout, collect).await {
+        Ok(Ok((bytes, held))) => {
+            let response = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            drop(held);
+            response
         }
-        // The client broke off or sent a malformed chunked body.
-        Ok(Err(())) => {
+        Ok(Err(Unread::Broken)) => {
             AppError::bad_user_input("the request body could not be read").into_response()
         }
+        Ok(Err(Unread::OverBudget)) => AppError::overloaded().into_response(),
         Err(_) => {
             metrics::counter!(crate::metrics::SLOW_REQUEST_BODIES).increment(1);
             let mut response = AppError::new(
@@ -61,27 +96,49 @@ pub async fn read_whole_body(
             )
             .into_response();
             // The rest of the body may still be on its way: the connection cannot be reused.
+            // HTTP/1 reads the header; HTTP/2 drops it, so the connection is told directly
+            // (GOAWAY), or a client could go on opening slow streams on it.
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if let Some(connection) = parts.extensions.get::<ConnectionControl>() {
+                connection.close_after_answer();
+            }
             response
         }
     }
 }
 
-/// The body's bytes, at most `limit` of them (the rest is left unread).
-async fn collect_up_to(mut body: Body, limit: usize) -> Result<Vec<u8>, ()> {
+/// The body's bytes, at most `limit` of them (the rest is left unread), each byte held against
+/// `budget` until the request ends.
+async fn collect_up_to(
+    mut body: Body,
+    limit: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Unread> {
     let mut collected = Vec::new();
+    let mut held: Option<OwnedSemaphorePermit> = None;
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(drop)?.into_data() else {
+        let Ok(data) = frame.map_err(|_| Unread::Broken)?.into_data() else {
             // Trailers: nothing any route reads.
             continue;
         };
         let room = limit - collected.len();
-        collected.extend_from_slice(&data[..data.len().min(room)]);
+        let taken = data.len().min(room);
+        let bytes = u32::try_from(taken).map_err(|_| Unread::OverBudget)?;
+        if bytes > 0 {
+            let permit = Arc::clone(budget)
+                .try_acquire_many_owned(bytes)
+                .map_err(|_| Unread::OverBudget)?;
+            match held.as_mut() {
+                Some(held) => held.merge(permit),
+                None => held = Some(permit),
+            }
+        }
+        collected.extend_from_slice(&data[..taken]);
         if collected.len() >= limit {
             break;
         }
     }
-    Ok(collected)
+    Ok((collected, held))
 }

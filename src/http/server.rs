@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,7 @@ use hyper_util::server::conn::auto;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
@@ -61,6 +61,11 @@ pub struct ConnectionLimits {
 /// short headers; hyper's defaults (16 MiB list, 100 headers) are for general servers.
 const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 const HTTP1_MAX_HEADERS: usize = 64;
+/// HTTP/2 flow-control windows: how much a client may send before the gateway has read it.
+/// hyper's defaults (1 MiB each) are for uploads; the gateway's bodies are a few KiB, and what
+/// a client pushes past the window waits on its side, not in the gateway's memory.
+const HTTP2_STREAM_WINDOW_BYTES: u32 = 64 * 1024;
+const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 512 * 1024;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then closes idle connections, lets
 /// requests in flight finish, and returns when every connection has closed.
@@ -126,6 +131,8 @@ fn connection_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor>
         .max_concurrent_streams(limits.http2_max_concurrent_streams.max(1))
         .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
         .max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+        .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
         .keep_alive_interval(limits.http2_keep_alive_interval)
         .keep_alive_timeout(limits.http2_keep_alive_interval);
     builder
@@ -188,6 +195,9 @@ impl Connection {
             let activity = Arc::clone(&activity);
             hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request
+                    .extensions_mut()
+                    .insert(ConnectionControl(Arc::clone(&activity)));
                 let request_in_flight = activity.request_started();
                 let call = router.clone().oneshot(request.map(Body::new));
                 async move {
@@ -197,48 +207,106 @@ impl Connection {
                 }
             })
         };
+        let io = Tracked {
+            inner: io,
+            activity: Arc::clone(&activity),
+        };
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
-        let mut closing = false;
+        // The timer never sleeps past the shorter limit, so a change of phase (a first request
+        // seen) is noticed in time.
+        let step = limits.header_read_timeout.min(limits.idle_timeout);
+        let mut phase = Phase::Serving;
         loop {
-            // Before its first request a connection gets the header timeout: a client that
-            // connects and sends nothing (or too little to tell HTTP/1 from HTTP/2) is dropped.
-            // After it, the idle timeout. A request seen meanwhile changes which applies, so the
-            // timer never sleeps longer than the shorter of the two before looking again.
-            let quiet_limit = if activity.requests_seen() == 0 {
-                limits.header_read_timeout
-            } else {
-                limits.idle_timeout
-            };
             let now = Instant::now();
-            let idle_deadline = activity.quiet_since() + quiet_limit;
-            let next_look = idle_deadline
-                .min(now + limits.header_read_timeout.min(limits.idle_timeout))
-                .max(now);
+            let next_look = match phase {
+                Phase::Serving if activity.close_requested() => {
+                    connection.as_mut().graceful_shutdown();
+                    phase = Phase::Draining {
+                        hard_deadline: Some(now + limits.header_read_timeout),
+                    };
+                    continue;
+                }
+                // A request is being served: the connection must move bytes now and then. A
+                // handler's own work is bounded elsewhere (upstream, body and hash timeouts).
+                Phase::Serving if activity.in_flight() > 0 => {
+                    let stalled_at = activity.last_progress() + limits.idle_timeout;
+                    if stalled_at <= now {
+                        return;
+                    }
+                    stalled_at
+                }
+                Phase::Serving => {
+                    // Before its first request a connection gets the header timeout: a client
+                    // that connects and sends nothing (or too little to tell HTTP/1 from
+                    // HTTP/2) is dropped. After it, the idle timeout.
+                    let quiet_limit = if activity.requests_seen() == 0 {
+                        limits.header_read_timeout
+                    } else {
+                        limits.idle_timeout
+                    };
+                    let idle_at = activity.quiet_since() + quiet_limit;
+                    if idle_at <= now {
+                        connection.as_mut().graceful_shutdown();
+                        phase = Phase::Draining {
+                            hard_deadline: Some(now + limits.header_read_timeout),
+                        };
+                        continue;
+                    }
+                    idle_at
+                }
+                // Closing for being idle (or on request): an answer the client never reads
+                // must not hold the connection open, so the close has a deadline of its own.
+                Phase::Draining {
+                    hard_deadline: Some(deadline),
+                } => {
+                    if deadline <= now {
+                        return;
+                    }
+                    deadline
+                }
+                // Closing for shutdown: `--shutdown-timeout` bounds the drain as a whole.
+                Phase::Draining {
+                    hard_deadline: None,
+                } => now + step,
+            };
+            let next_look = next_look.min(now + step);
             tokio::select! {
                 _ = connection.as_mut() => return,
-                _ = stop.wait_for(|stop| *stop), if !closing => {
-                    closing = true;
+                _ = stop.wait_for(|stop| *stop), if matches!(phase, Phase::Serving) => {
                     connection.as_mut().graceful_shutdown();
+                    phase = Phase::Draining { hard_deadline: None };
                 }
-                () = tokio::time::sleep_until(next_look.into()), if !closing => {
-                    if activity.in_flight() == 0 && idle_deadline <= Instant::now() {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
+                () = activity.wake.notified() => {}
+                () = tokio::time::sleep_until(next_look.into()) => {}
             }
         }
     }
 }
 
-/// What the idle timer needs to know about a connection's requests.
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    Serving,
+    /// Told to close (GOAWAY on HTTP/2, `Connection: close` on HTTP/1); requests in flight
+    /// finish. Dropped at `hard_deadline` if it has not closed by then.
+    Draining {
+        hard_deadline: Option<Instant>,
+    },
+}
+
+/// What the connection's timers need to know about its requests and its bytes.
 struct Activity {
     started: Instant,
     in_flight: AtomicUsize,
     requests: AtomicU64,
     /// When the last request finished, in milliseconds since `started`.
     last_finished_ms: AtomicU64,
+    /// When bytes last moved either way, in milliseconds since `started`.
+    last_progress_ms: AtomicU64,
+    /// A handler asked for the connection to close after its answer (a `408` on HTTP/2).
+    close_requested: AtomicBool,
+    wake: Notify,
 }
 
 impl Activity {
@@ -248,7 +316,14 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             last_finished_ms: AtomicU64::new(0),
+            last_progress_ms: AtomicU64::new(0),
+            close_requested: AtomicBool::new(false),
+            wake: Notify::new(),
         }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn request_started(self: &Arc<Self>) -> InFlight {
@@ -269,6 +344,14 @@ impl Activity {
     fn quiet_since(&self) -> Instant {
         self.started + Duration::from_millis(self.last_finished_ms.load(Ordering::SeqCst))
     }
+
+    fn last_progress(&self) -> Instant {
+        self.started + Duration::from_millis(self.last_progress_ms.load(Ordering::SeqCst))
+    }
+
+    fn close_requested(&self) -> bool {
+        self.close_requested.load(Ordering::SeqCst)
+    }
 }
 
 /// A request being served on a connection; dropping it marks the request done.
@@ -276,9 +359,103 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let elapsed = u64::try_from(self.0.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.last_finished_ms.store(elapsed, Ordering::SeqCst);
+        self.0
+            .last_finished_ms
+            .store(self.0.elapsed_ms(), Ordering::SeqCst);
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A handle on the connection a request came on, in the request's extensions.
+#[derive(Clone)]
+pub struct ConnectionControl(Arc<Activity>);
+
+impl ConnectionControl {
+    /// Closes the connection once the answers in flight are out: GOAWAY on HTTP/2, where a
+    /// `Connection: close` header is not allowed and would be dropped.
+    pub fn close_after_answer(&self) {
+        self.0.close_requested.store(true, Ordering::SeqCst);
+        self.0.wake.notify_one();
+    }
+}
+
+impl std::fmt::Debug for ConnectionControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionControl")
+    }
+}
+
+/// The connection's socket, noting when bytes move: a connection with a request in flight and
+/// no bytes moving for `--idle-timeout` (a client that stopped reading its answer) is dropped.
+struct Tracked<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I> Tracked<I> {
+    fn progressed(&self) {
+        self.activity
+            .last_progress_ms
+            .store(self.activity.elapsed_ms(), Ordering::Relaxed);
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.progressed();
+        }
+        poll
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(poll, std::task::Poll::Ready(Ok(written)) if written > 0) {
+            self.progressed();
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let poll = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(poll, std::task::Poll::Ready(Ok(written)) if written > 0) {
+            self.progressed();
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -310,7 +487,10 @@ impl Admission {
     /// A slot for a connection from `peer`, or `None` over a limit.
     fn admit(&self, peer: IpAddr) -> Option<ConnectionSlot> {
         let key = crate::ratelimit::subscriber_network(peer);
-        let limited = self.max_per_ip > 0 && !self.exempt.iter().any(|net| net.contains(&peer));
+        // A dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`; proxies are configured as IPv4.
+        let canonical = peer.to_canonical();
+        let limited =
+            self.max_per_ip > 0 && !self.exempt.iter().any(|net| net.contains(&canonical));
         let mut state = self.lock();
         if state.open >= self.max_connections {
             drop(state);

@@ -25,7 +25,7 @@ use super::embedded::{
     AccessContext, EmbeddedIssuer, ManifestAnswer, ManifestFile, ManifestRequest, manifest_id_hash,
 };
 use crate::error::{AppError, ErrorCode};
-use crate::http::ClientIp;
+use crate::http::{ClientIp, WorkSlot};
 use crate::ratelimit::RatePolicy;
 
 /// Longest recipient name accepted: it is stored and shown to the patient.
@@ -134,6 +134,7 @@ async fn charge(
 async fn manifest(
     State(plane): State<DataPlane>,
     client_ip: Option<Extension<ClientIp>>,
+    work_slot: Option<Extension<WorkSlot>>,
     context: AccessContext,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -163,7 +164,7 @@ async fn manifest(
     };
     // Reserve, verify, settle and record run to the end even if the client hangs up.
     let issuer = Arc::clone(issuer);
-    let answer = crate::http::to_completion(async move {
+    let answer = crate::http::to_completion(slot_of(work_slot.as_ref()), async move {
         issuer.open_manifest(&manifest_id, request, &context).await
     })
     .await
@@ -196,6 +197,7 @@ async fn manifest(
 async fn direct(
     State(plane): State<DataPlane>,
     client_ip: Option<Extension<ClientIp>>,
+    work_slot: Option<Extension<WorkSlot>>,
     context: AccessContext,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<DirectQuery>, axum::extract::rejection::QueryRejection>,
@@ -217,7 +219,7 @@ async fn direct(
     };
     let issuer = Arc::clone(issuer);
     jose(
-        crate::http::to_completion(async move {
+        crate::http::to_completion(slot_of(work_slot.as_ref()), async move {
             issuer.open_direct(&manifest_id, &recipient, &context).await
         })
         .await
@@ -228,6 +230,7 @@ async fn direct(
 async fn file(
     State(plane): State<DataPlane>,
     client_ip: Option<Extension<ClientIp>>,
+    work_slot: Option<Extension<WorkSlot>>,
     context: AccessContext,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
@@ -242,9 +245,11 @@ async fn file(
     }
     let issuer = Arc::clone(&plane.issuer);
     jose(
-        crate::http::to_completion(async move { issuer.open_file(&ticket, &context).await })
-            .await
-            .and_then(|answer| answer),
+        crate::http::to_completion(slot_of(work_slot.as_ref()), async move {
+            issuer.open_file(&ticket, &context).await
+        })
+        .await
+        .and_then(|answer| answer),
     )
 }
 
@@ -272,6 +277,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AccessContext {
             user_agent: text("user-agent"),
         })
     }
+}
+
+fn slot_of(slot: Option<&Extension<WorkSlot>>) -> Option<&WorkSlot> {
+    slot.map(|Extension(slot)| slot)
 }
 
 fn ip_of(client_ip: Option<Extension<ClientIp>>) -> IpAddr {

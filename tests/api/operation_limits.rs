@@ -207,10 +207,7 @@ fn deep_documents() -> Vec<(&'static str, String)> {
         (
             // `""""` is two empty strings to the parser, which then reads the nest.
             "nested lists behind an unterminated block string",
-            format!(
-                "{{ shareableResourceTypes(x: [\"\"\"\"{}]) }}",
-                lists(1500)
-            ),
+            format!("{{ shareableResourceTypes(x: [\"\"\"\"{}]) }}", lists(1500)),
         ),
     ]
 }

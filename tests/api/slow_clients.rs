@@ -200,7 +200,7 @@ async fn http2_connections_advertise_the_stream_limit_and_stalled_streams_take_n
     .await;
     let tcp = connect(&app).await;
     let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    tokio::spawn(connection);
+    let connection = tokio::spawn(connection);
     let mut client = client.ready().await.expect("ready");
     // The server's SETTINGS have arrived once a first answer has.
     let probe = http::Request::get(format!("{}/healthz", app.address))
@@ -233,6 +233,12 @@ async fn http2_connections_advertise_the_stream_limit_and_stalled_streams_take_n
             .expect("answer");
         assert_eq!(response.status(), 408);
     }
+    // After a 408 the connection is told to go (GOAWAY): it cannot be reused for more.
+    tokio::time::timeout(Duration::from_secs(5), connection)
+        .await
+        .expect("the connection closes after its 408s")
+        .expect("connection task")
+        .expect("closed with GOAWAY");
     app.stop().await;
 }
 
@@ -310,5 +316,98 @@ async fn an_idle_http2_connection_is_closed() {
         elapsed >= Duration::from_millis(500) && elapsed < Duration::from_secs(5),
         "{elapsed:?}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answer_loses_the_connection() {
+    let app = spawn_app_with(|config| shl_gateway::config::Config {
+        header_read_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(500),
+        ..config
+    })
+    .await;
+    let tcp = connect(&app).await;
+    // A flow-control window of 0: the gateway can send the answer's head, never its body.
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::get(format!("{}/healthz", app.address))
+        .body(())
+        .expect("request");
+    let (answer, _) = client.send_request(request, true).expect("stream");
+    let answer = answer.await.expect("the head arrives");
+    assert_eq!(answer.status(), 200);
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the connection is dropped although its answer is unread");
+    drop(ended);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(answer);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn buffered_bodies_stay_within_their_memory_budget() {
+    // One work slot: the budget is one largest body (4 KiB, the SHL endpoints' limit, plus one).
+    let app = spawn_app_with(|config| shl_gateway::config::Config {
+        max_concurrent_requests: 1,
+        max_body_bytes: 1024,
+        request_body_timeout: Duration::from_secs(3),
+        ..config
+    })
+    .await;
+    // 3,800 bytes of a 4,000-byte body, and then nothing: held against the budget.
+    let mut holder = connect(&app).await;
+    holder
+        .write_all(
+            b"POST /graphql HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
+              Content-Length: 4000\r\n\r\n",
+        )
+        .await
+        .expect("headers");
+    holder
+        .write_all(&[b' '; 3800])
+        .await
+        .expect("part of the body");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let body = format!(
+        "{{\"query\":\"{{shareableResourceTypes}}\"{}}}",
+        " ".repeat(700)
+    );
+    let response = app
+        .http
+        .post(format!("{}/graphql", app.address))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 503);
+    let refusal: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(refusal["error"], "OVERLOADED");
+
+    // Once the held body times out, its bytes are free again.
+    let (answer, _) = read_until_closed(&mut holder, Duration::from_secs(10)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 408"));
+    let response = app
+        .http
+        .post(format!("{}/graphql", app.address))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
     app.stop().await;
 }
