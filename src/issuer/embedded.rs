@@ -118,6 +118,8 @@ enum PasscodeCheck {
     },
     /// The budget is spent (or the link ended meanwhile).
     Exhausted,
+    /// No verdict within the deadline (hashing queued too long, verdicts lost): try again.
+    Busy,
 }
 
 /// What a manifest request gets.
@@ -261,6 +263,8 @@ impl EmbeddedIssuer {
                     self.record(access("inactive"), context, None).await?;
                     return Ok(ManifestAnswer::NotActive);
                 }
+                // Nothing was verified and nothing disclosed: no access to record.
+                PasscodeCheck::Busy => return Err(AppError::overloaded()),
             }
         }
         let Some(jwe) = link.jwe.clone() else {
@@ -299,8 +303,12 @@ impl EmbeddedIssuer {
         let deadline = tokio::time::Instant::now() + ATTEMPT_LEASE + Duration::from_secs(1);
         let mut pause = Duration::from_millis(2);
         loop {
-            let Some(permit) = self.hasher.permit().await else {
-                return Err(AppError::internal());
+            // The wait for a hashing permit counts against the deadline too: under a queue of
+            // hashes, a retry must not wait its turn for ever.
+            let permit = match tokio::time::timeout_at(deadline, self.hasher.permit()).await {
+                Ok(Some(permit)) => permit,
+                Ok(None) => return Err(AppError::internal()),
+                Err(_) => return Ok(PasscodeCheck::Busy),
             };
             let now = now_ms();
             match self
@@ -336,9 +344,10 @@ impl EmbeddedIssuer {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_millis(25));
                 }
-                AttemptReservation::Pending | AttemptReservation::Refused => {
-                    return Ok(PasscodeCheck::Exhausted);
-                }
+                // Still pending at the deadline: the verdicts awaited are lost or very late, and
+                // the link is neither open to this request nor spent.
+                AttemptReservation::Pending => return Ok(PasscodeCheck::Busy),
+                AttemptReservation::Refused => return Ok(PasscodeCheck::Exhausted),
             }
         }
     }

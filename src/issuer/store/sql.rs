@@ -330,12 +330,14 @@ impl LinkStore for SqlStore {
         lease_until_ms: i64,
     ) -> Result<AttemptReservation, StoreError> {
         // Reservations whose lease has passed were lost with their process: they count as
-        // spent, so the in-flight count starts again from this one.
+        // spent, so the in-flight count starts again from this one. A lease is only ever
+        // lengthened: a replica whose clock is behind must not cut another's short.
         let row = sqlx::query(
             "UPDATE health_links SET attempts_remaining = attempts_remaining - 1, \
              attempts_in_flight = CASE WHEN attempt_lease_until > $2 \
                  THEN attempts_in_flight + 1 ELSE 1 END, \
-             attempt_lease_until = $3 \
+             attempt_lease_until = CASE WHEN attempt_lease_until > $3 \
+                 THEN attempt_lease_until ELSE $3 END \
              WHERE id = $1 AND attempts_remaining > 0 AND revoked_at IS NULL \
              AND expires_at > $2 AND jwe IS NOT NULL \
              RETURNING attempts_remaining",
@@ -350,11 +352,13 @@ impl LinkStore for SqlStore {
                 remaining_after: row.try_get("attempts_remaining")?,
             });
         }
-        // No attempt free: pending verdicts may still give one back.
+        // No attempt was free: pending verdicts may still give one back, or one came back
+        // between the two statements (then the next try takes it).
         let pending = sqlx::query(
-            "SELECT 1 AS pending FROM health_links WHERE id = $1 AND attempts_in_flight > 0 \
-             AND attempt_lease_until > $2 AND revoked_at IS NULL AND expires_at > $2 \
-             AND jwe IS NOT NULL",
+            "SELECT 1 AS pending FROM health_links WHERE id = $1 \
+             AND (attempts_remaining > 0 \
+                  OR (attempts_in_flight > 0 AND attempt_lease_until > $2)) \
+             AND revoked_at IS NULL AND expires_at > $2 AND jwe IS NOT NULL",
         )
         .bind(link_id)
         .bind(now_ms)
@@ -591,5 +595,22 @@ mod tests {
                 .expect("reserve"),
             AttemptReservation::Refused
         );
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_only_ever_lengthened() {
+        let (store, _dir, link) = store_with_link(3).await;
+        store
+            .reserve_attempt(&link, NOW, NOW + LEASE)
+            .await
+            .expect("reserve");
+        // A replica whose clock is behind reserves with an earlier lease end.
+        store
+            .reserve_attempt(&link, NOW - 5_000, NOW - 5_000 + LEASE)
+            .await
+            .expect("reserve");
+        let record = store.link_by_id(&link).await.expect("read").expect("link");
+        assert_eq!(record.attempt_lease_until, NOW + LEASE);
+        assert_eq!(record.attempts_in_flight, 2);
     }
 }
