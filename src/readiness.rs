@@ -93,6 +93,15 @@ struct ProbeState {
     running: Option<(Instant, watch::Receiver<Option<bool>>)>,
 }
 
+/// Marks the running probe as ended when dropped (normal end, panic or cancellation).
+struct ClearRunning(Arc<Mutex<ProbeState>>);
+
+impl Drop for ClearRunning {
+    fn drop(&mut self) {
+        lock(&self.0).running = None;
+    }
+}
+
 impl Default for BoundedProbe {
     fn default() -> Self {
         Self::new(PROBE_TIMEOUT, PROBE_REUSE)
@@ -130,11 +139,12 @@ impl BoundedProbe {
                     state.running = Some((started, result.clone()));
                     let shared = Arc::clone(&self.state);
                     tokio::spawn(async move {
+                        // Cleared however the probe ends: a probe that panics must not leave
+                        // "running" set, or every later check would answer not ready for ever.
+                        let finished = ClearRunning(Arc::clone(&shared));
                         let ready = probe.await;
-                        let mut state = lock(&shared);
-                        state.last = Some((Instant::now(), ready));
-                        state.running = None;
-                        drop(state);
+                        lock(&shared).last = Some((Instant::now(), ready));
+                        drop(finished);
                         let _ = publish.send(Some(ready));
                     });
                     (started, result)

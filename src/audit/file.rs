@@ -331,23 +331,26 @@ impl AuditSink for FileAuditSink {
 }
 
 /// Writes a block-sized file beside the audit file, `fdatasync`s it and removes it: whether the
-/// filesystem can store and sync a record now (room, inodes, a working device).
+/// filesystem can store and sync a record now (room, inodes, a working device). The name is
+/// random and the file is created new (`O_CREAT | O_EXCL`, which fails on an existing name,
+/// symbolic links included): someone who can write to the directory cannot point the probe at
+/// the trail (or any other file) and have it truncated.
 fn probe_directory(audit_path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut name = std::ffi::OsString::from(".");
     name.push(audit_path.file_name().unwrap_or_default());
-    name.push(".probe");
+    name.push(format!(".probe-{:016x}", getrandom::u64().unwrap_or_default()));
     let probe = audit_path.with_file_name(name);
     let written = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&probe)
-        .and_then(|mut file| {
-            file.write_all(&[0u8; 4096])?;
-            file.sync_data()
-        });
+        .create_new(true)
+        .mode(0o600)
+        .open(&probe);
+    let mut file = written?;
+    let synced = file.write_all(&[0u8; 4096]).and_then(|()| file.sync_data());
+    drop(file);
     let removed = fs::remove_file(&probe);
-    written?;
+    synced?;
     match removed {
         Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
         _ => Ok(()),

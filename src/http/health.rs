@@ -24,6 +24,9 @@ struct ReadinessState {
     audit: Component,
     store: Component,
     quotas: Component,
+    /// Redis is asked at most once at a time, and its answer reused, like the other probes:
+    /// `/readyz` is exempt from quotas, and a flood of it must not become a flood of PINGs.
+    quotas_probe: crate::readiness::BoundedProbe,
 }
 
 impl Default for ReadinessState {
@@ -33,6 +36,7 @@ impl Default for ReadinessState {
             audit: Component::new("audit"),
             store: Component::new("store"),
             quotas: Component::new("quotas"),
+            quotas_probe: crate::readiness::BoundedProbe::default(),
         }
     }
 }
@@ -100,7 +104,11 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         },
         async {
             match &state.shared_quotas {
-                Some(shared) => Some(bounded(shared.ping()).await),
+                Some(shared) => {
+                    let shared = Arc::clone(shared);
+                    let ping = async move { shared.ping().await };
+                    Some(components.quotas_probe.check(ping).await)
+                }
                 None => None,
             }
         },
