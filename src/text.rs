@@ -123,7 +123,9 @@ mod tests {
         // "Mahsa" in Persian writing uses ZWNJ between letters.
         assert!(!"مه\u{200C}سا".chars().any(is_invisible_format_char));
         assert!(!is_invisible_format_char('\u{200D}'));
-        for c in ['\u{2028}', '\u{2029}', '\u{3164}', '\u{115F}', '\u{FFA0}', '\u{2800}'] {
+        for c in [
+            '\u{2028}', '\u{2029}', '\u{3164}', '\u{115F}', '\u{FFA0}', '\u{2800}',
+        ] {
             assert!(is_invisible_format_char(c), "U+{:04X}", u32::from(c));
         }
     }

@@ -339,7 +339,10 @@ fn probe_directory(audit_path: &Path) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut name = std::ffi::OsString::from(".");
     name.push(audit_path.file_name().unwrap_or_default());
-    name.push(format!(".probe-{:016x}", getrandom::u64().unwrap_or_default()));
+    name.push(format!(
+        ".probe-{:016x}",
+        getrandom::u64().unwrap_or_default()
+    ));
     let probe = audit_path.with_file_name(name);
     let written = OpenOptions::new()
         .write(true)
