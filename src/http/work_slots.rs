@@ -85,7 +85,8 @@ pub async fn to_completion<T: Send + 'static>(
         output
     };
     tokio::spawn(task.in_current_span()).await.map_err(|error| {
-        tracing::error!(error = %error, "a request's task failed");
+        // Not the panic's message: it could hold whatever the panicking code was handling.
+        tracing::error!(panicked = error.is_panic(), "a request's task failed");
         AppError::internal()
     })
 }
