@@ -101,7 +101,31 @@ fn describe() {
         SHL_ACCESSES,
         "Embedded SHL data-plane requests by action and outcome."
     );
-    metrics::describe_gauge!(OPEN_CONNECTIONS, "Client connections open now.");
+    describe_gauge!(
+        UPSTREAM_BREAKER_STATE,
+        "The upstream circuit breaker: 0 closed, 1 half open (one probe through), 2 open."
+    );
+    describe_counter!(
+        SHED_REQUESTS,
+        "Requests refused at once with 503 OVERLOADED because every work slot was taken."
+    );
+    describe_gauge!(OPEN_CONNECTIONS, "Client connections open now.");
+    describe_gauge!(
+        crate::ratelimit::METRIC_KEYS,
+        "Keys an in-process quota holds, by quota."
+    );
+    describe_counter!(
+        crate::ratelimit::METRIC_DECISIONS,
+        "Quota checks by quota and decision (allowed or refused)."
+    );
+    describe_counter!(
+        crate::ratelimit::METRIC_STORE_ERRORS,
+        "Quota checks the store could not answer, by quota and cause."
+    );
+    describe_counter!(
+        crate::ratelimit::METRIC_EVICTIONS,
+        "Keys an in-process quota forgot at its cap, by quota."
+    );
     describe_counter!(
         REFUSED_CONNECTIONS,
         "Connections closed on arrival, by the limit they met (total or per_ip)."

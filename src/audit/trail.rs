@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::{AuditEvent, AuditSink};
-use crate::error::{AppError, ErrorCode};
+use crate::error::AppError;
 use crate::keys::PurposeKey;
 
 /// Shared by resolvers and the SHL handlers.
@@ -52,8 +52,5 @@ impl AuditTrail {
 
 fn refused(error: super::AuditError) -> AppError {
     tracing::error!(error = %error, "audit record failed; refusing the operation");
-    AppError::new(
-        ErrorCode::AuditUnavailable,
-        "the audit trail cannot record this operation; nothing was disclosed",
-    )
+    AppError::audit_unavailable()
 }

@@ -6,12 +6,13 @@
 //!
 //! # What is limited, and by what key
 //!
-//! Limits are charged per **GraphQL field execution**, not per HTTP request: one request can carry
-//! hundreds of aliased fields (`a: unlock(...) b: unlock(...) ...`), and a per-request limit would
-//! let each of them guess for free. A field that does several things at once charges a `cost`
-//! above 1. The key is usually the client address ([`client_ip()`] then [`ip_key()`]) or the thing
-//! attacked (a link id), and usually both: a per-address quota slows one client down, a
-//! per-link quota bounds the guesses against one passcode whatever the number of addresses.
+//! Limits are charged per **GraphQL field execution** where a field is what costs: one request can
+//! carry many aliased `createHealthLink` fields, and a per-request limit would let each of them
+//! disclose for free. The key is the client address ([`client_ip()`] then [`ip_key()`]), the
+//! caller (an HMAC of the bearer token) or the thing attacked (a link), and often two of them: a
+//! per-address quota slows one client down, a per-link quota bounds the guesses against one
+//! passcode whatever the number of addresses. `policy.rs` has the table of which quota is charged
+//! for what.
 //!
 //! # Why GCRA
 //!
@@ -59,12 +60,14 @@
 //!
 //! # Wiring
 //!
-//! Quotas are constants (`Quota::new("passcode_per_link", 10, Duration::from_secs(3600))`). The
-//! store is built once: `SharedQuotas` when a Redis URL is configured, else `InProcessQuotas`,
-//! behind `Arc<dyn QuotaStore>`; the in-process store's `spawn_housekeeping` runs for the life of
-//! the server. The HTTP layer computes [`client_ip()`] from the socket peer and every
-//! `X-Forwarded-For` value, and hands [`ip_key()`] of it to the resolvers, which call
-//! [`QuotaStore::check`] before doing the work.
+//! The quotas come from the command line (`--link-quota-per-caller` and the others, as
+//! [`QuotaSpecs`]). `startup.rs` builds the store once (`SharedQuotas` when a Redis URL is
+//! configured, else `InProcessQuotas`, behind `Arc<dyn QuotaStore>`; the in-process store's
+//! housekeeping runs for the life of the server) and hands it to one [`RatePolicy`]. The HTTP
+//! layer decides the client address once per request (the socket peer, or `X-Forwarded-For`
+//! from a trusted proxy, by [`client_ip()`]); the request middleware, the SHL handlers and the
+//! `createHealthLink` resolver then call the policy's `charge_request`, `charge_shl` and
+//! `charge_link_creation` before doing the work.
 
 mod client_ip;
 mod in_process;

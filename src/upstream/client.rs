@@ -43,10 +43,6 @@ impl UpstreamClient {
         Ok(Self { http, settings })
     }
 
-    pub fn total_timeout(&self) -> Duration {
-        self.settings.total_timeout
-    }
-
     /// Sends the fixed `CreateHealthLink` operation with the caller's credentials.
     pub async fn create_health_link(
         &self,

@@ -12,8 +12,6 @@ mod breaker;
 mod client;
 mod operation;
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 
 pub use breaker::CircuitBreaker;
@@ -68,10 +66,6 @@ pub struct UpstreamIssuer {
 impl UpstreamIssuer {
     pub fn new(client: UpstreamClient, breaker: CircuitBreaker) -> Self {
         Self { client, breaker }
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.client.total_timeout()
     }
 }
 
