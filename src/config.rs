@@ -629,8 +629,7 @@ fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(text)
 }
 
-/// The key behind every HMAC the gateway makes.
-pub type SecretKey = SecretBox<Vec<u8>>;
+pub use crate::keys::SecretKey;
 
 impl Config {
     /// Checks what clap cannot, with messages that name the flag and its variable.

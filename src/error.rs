@@ -12,8 +12,6 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::upstream;
-
 /// The closed list of error codes clients may see, as `extensions.code` in GraphQL errors and as
 /// `{"error": CODE}` on REST endpoints. Adding one is a contract change: README and tests follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -180,39 +178,6 @@ impl AppError {
 
     pub fn retry_after_seconds(&self) -> Option<u64> {
         self.retry_after_seconds
-    }
-}
-
-impl From<upstream::Error> for AppError {
-    /// The upstream's own words stay in the upstream module's log line; clients get a fixed message.
-    fn from(error: upstream::Error) -> Self {
-        use upstream::Error;
-        match error {
-            Error::Timeout => Self::new(
-                ErrorCode::UpstreamTimeout,
-                "the upstream did not answer in time",
-            ),
-            Error::Unavailable => Self::new(
-                ErrorCode::UpstreamUnavailable,
-                "the upstream is unreachable",
-            ),
-            Error::Unauthenticated => Self::new(
-                ErrorCode::Unauthenticated,
-                "the upstream did not accept the credentials",
-            ),
-            Error::Forbidden => Self::new(
-                ErrorCode::Forbidden,
-                "the upstream refused this operation for these credentials",
-            ),
-            Error::RateLimited {
-                retry_after_seconds,
-            } => Self::rate_limited(retry_after_seconds),
-            Error::RejectedInput => Self::bad_user_input("the upstream rejected the input"),
-            Error::BadAnswer(_) => Self::new(
-                ErrorCode::UpstreamError,
-                "the upstream answered with an error",
-            ),
-        }
     }
 }
 

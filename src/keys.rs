@@ -6,10 +6,11 @@
 //! location ticket's signature).
 
 use hmac::{Hmac, Mac};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
 
-use crate::config::SecretKey;
+/// The key behind every HMAC the gateway makes (`--secret-key`, or the file that holds it).
+pub type SecretKey = SecretBox<Vec<u8>>;
 
 type HmacSha256 = Hmac<Sha256>;
 

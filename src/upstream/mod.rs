@@ -17,7 +17,7 @@ use async_trait::async_trait;
 pub use breaker::CircuitBreaker;
 pub use client::{UpstreamClient, UpstreamSettings};
 
-use crate::error::AppError;
+use crate::error::{AppError, ErrorCode};
 use crate::issuer::{Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, LinkMode};
 
 /// Why an upstream call failed, as far as the client may know.
@@ -97,5 +97,39 @@ impl Issuer for UpstreamIssuer {
         self.breaker
             .record(permit, &result.as_ref().map(|_| ()).map_err(Clone::clone));
         Ok(result?)
+    }
+}
+
+/// Where an upstream failure becomes a public answer: here, beside the failures, so that the
+/// shared error type knows nothing of the upstream.
+impl From<Error> for AppError {
+    /// The upstream's own words stay in the upstream module's log line; clients get a fixed message.
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Timeout => AppError::new(
+                ErrorCode::UpstreamTimeout,
+                "the upstream did not answer in time",
+            ),
+            Error::Unavailable => AppError::new(
+                ErrorCode::UpstreamUnavailable,
+                "the upstream is unreachable",
+            ),
+            Error::Unauthenticated => AppError::new(
+                ErrorCode::Unauthenticated,
+                "the upstream did not accept the credentials",
+            ),
+            Error::Forbidden => AppError::new(
+                ErrorCode::Forbidden,
+                "the upstream refused this operation for these credentials",
+            ),
+            Error::RateLimited {
+                retry_after_seconds,
+            } => AppError::rate_limited(retry_after_seconds),
+            Error::RejectedInput => AppError::bad_user_input("the upstream rejected the input"),
+            Error::BadAnswer(_) => AppError::new(
+                ErrorCode::UpstreamError,
+                "the upstream answered with an error",
+            ),
+        }
     }
 }
