@@ -23,10 +23,10 @@ use crate::graphql::{OperationLimits, SchemaOptions, build_executor};
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, HttpSettings, Readiness, WorkSlots, router};
 use crate::idempotency::{Idempotency, IdempotencyStore, InProcessStore, RedisStore};
+use crate::issuer::Issuer;
 use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
 use crate::issuer::fhir::PatientRecord;
 use crate::issuer::store::{LinkStore, SqlStore};
-use crate::issuer::{Issuer, protocol, viewer};
 use crate::keys::Keys;
 use crate::passcode::PasscodeHasher;
 use crate::ratelimit::{
@@ -151,10 +151,10 @@ impl Application {
                     interval: config.purge_interval,
                     retention: config.link_retention,
                 });
-                embedded_routes = Some(
-                    protocol::router(Arc::clone(&embedded), rate_policy.clone())
-                        .merge(viewer::router()),
-                );
+                embedded_routes = Some(crate::http::embedded_routes(
+                    Arc::clone(&embedded),
+                    rate_policy.clone(),
+                ));
                 embedded
             }
         };

@@ -9,9 +9,35 @@ use axum::middleware::Next;
 use axum::response::Response;
 use ipnet::IpNet;
 
-/// The address the request is charged to.
+/// The address the request is charged to. Handlers take it as an extractor; [`resolve`] has
+/// put it in every request before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
+
+impl ClientIp {
+    /// The one fallback, for a router served without connection info (in-process tests of
+    /// the router): loopback.
+    const WITHOUT_CONNECTION_INFO: ClientIp = ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST));
+
+    /// The address [`resolve`] decided for this request.
+    pub fn of(extensions: &axum::http::Extensions) -> Self {
+        extensions
+            .get::<ClientIp>()
+            .copied()
+            .unwrap_or(Self::WITHOUT_CONNECTION_INFO)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(&parts.extensions))
+    }
+}
 
 /// Proxies whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, Default)]
@@ -22,11 +48,10 @@ pub async fn resolve(
     mut request: Request,
     next: Next,
 ) -> Response {
-    // Served without connection info (in-process tests of the router): loopback.
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |info| info.0.ip());
+        .map_or(ClientIp::WITHOUT_CONNECTION_INFO.0, |info| info.0.ip());
     let forwarded: Vec<&str> = request
         .headers()
         .get_all("x-forwarded-for")

@@ -44,7 +44,7 @@ pub async fn post(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     request_id: RequestId,
-    client_ip: Option<Extension<ClientIp>>,
+    ClientIp(client_ip): ClientIp,
     work_slot: Option<Extension<WorkSlot>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -90,13 +90,12 @@ pub async fn post(
             return format.refusal(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, message);
         }
     };
-    let client_ip = client_ip.map(|Extension(ClientIp(ip))| ip);
     execute(
         &state,
         &headers,
         RequestMeta {
             request_id,
-            client_ip,
+            client_ip: Some(client_ip),
             work_slot: work_slot.map(|Extension(slot)| slot),
         },
         request,
@@ -118,7 +117,7 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     request_id: RequestId,
-    client_ip: Option<Extension<ClientIp>>,
+    ClientIp(client_ip): ClientIp,
     work_slot: Option<Extension<WorkSlot>>,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Response {
@@ -151,13 +150,12 @@ pub async fn get(
             .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         return response;
     }
-    let client_ip = client_ip.map(|Extension(ClientIp(ip))| ip);
     execute(
         &state,
         &headers,
         RequestMeta {
             request_id,
-            client_ip,
+            client_ip: Some(client_ip),
             work_slot: work_slot.map(|Extension(slot)| slot),
         },
         request,

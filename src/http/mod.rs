@@ -16,6 +16,8 @@ mod metrics;
 mod request_body;
 mod request_id;
 pub mod server;
+mod shl;
+mod viewer;
 mod work_slots;
 
 use std::path::PathBuf;
@@ -39,6 +41,15 @@ pub use client_ip::ClientIp;
 pub use health::Readiness;
 pub use metrics::router as metrics_router;
 pub use work_slots::{WorkSlot, WorkSlots, to_completion};
+
+/// Embedded mode's SHL data plane (manifest, file and direct endpoints) and viewer, built from
+/// its issuer; merged into [`router`].
+pub fn embedded_routes(
+    issuer: Arc<crate::issuer::embedded::EmbeddedIssuer>,
+    rate_policy: RatePolicy,
+) -> Router {
+    shl::router(issuer, rate_policy).merge(viewer::router())
+}
 
 use crate::error::AppError;
 use crate::graphql::Executor;
@@ -235,10 +246,7 @@ async fn limit_requests(
     request: Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let ip = request.extensions().get::<ClientIp>().map_or(
-        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        |client| client.0,
-    );
+    let ClientIp(ip) = ClientIp::of(request.extensions());
     match policy.charge_request(ip).await {
         Ok(()) => next.run(request).await,
         Err(error) => error.into_response(),

@@ -3,8 +3,8 @@
 //! Resolvers talk to an [`Issuer`] and never learn which mode they run in: the upstream issuer
 //! (`crate::upstream`) relays to b.well, and the [`embedded`] issuer runs the SHL protocol itself:
 //! [`store`] keeps links and records, [`fhir`] and [`ips`] turn records into an IPS document,
-//! [`jwe`] encrypts it, [`ticket`] signs file locations, [`protocol`] serves the manifest
-//! endpoints and [`viewer`] the page that opens a link in a browser.
+//! [`jwe`] encrypts it, [`ticket`] signs file locations. Serving them over HTTP (the manifest
+//! endpoints, the viewer page) is the HTTP layer's: `crate::http`, built from the issuer.
 //! The request types here are already validated, so an issuer never sees a malformed label,
 //! resource type or passcode.
 
@@ -14,11 +14,9 @@ pub mod fhir;
 pub mod ips;
 pub mod jwe;
 mod link_summary;
-pub mod protocol;
 mod request;
 pub mod store;
 pub mod ticket;
-pub mod viewer;
 
 use async_trait::async_trait;
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -21,11 +21,11 @@ use serde_json::json;
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use super::embedded::{
+use super::{ClientIp, WorkSlot};
+use crate::error::{AppError, ErrorCode};
+use crate::issuer::embedded::{
     AccessContext, EmbeddedIssuer, ManifestAnswer, ManifestFile, ManifestRequest, manifest_id_hash,
 };
-use crate::error::{AppError, ErrorCode};
-use crate::http::{ClientIp, WorkSlot};
 use crate::ratelimit::RatePolicy;
 
 /// Longest recipient name accepted: it is stored and shown to the patient.
@@ -46,7 +46,7 @@ pub fn router(issuer: Arc<EmbeddedIssuer>, rate_policy: RatePolicy) -> Router {
             get(direct).post(manifest),
         )
         .route("/v1/health-link/files/{ticket}", get(file))
-        .layer(DefaultBodyLimit::max(crate::http::MAX_SHL_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(super::MAX_SHL_BODY_BYTES))
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
@@ -133,13 +133,12 @@ async fn charge(
 
 async fn manifest(
     State(plane): State<DataPlane>,
-    client_ip: Option<Extension<ClientIp>>,
+    ClientIp(client_ip): ClientIp,
     work_slot: Option<Extension<WorkSlot>>,
     context: AccessContext,
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let client_ip = ip_of(client_ip);
     let manifest_id = match path_segment(&plane, client_ip, path).await {
         Ok(segment) => segment,
         Err(refused) => return refused,
@@ -164,7 +163,7 @@ async fn manifest(
     };
     // Reserve, verify, settle and record run to the end even if the client hangs up.
     let issuer = Arc::clone(issuer);
-    let answer = crate::http::to_completion(slot_of(work_slot.as_ref()), async move {
+    let answer = super::to_completion(slot_of(work_slot.as_ref()), async move {
         issuer.open_manifest(&manifest_id, request, &context).await
     })
     .await
@@ -196,13 +195,12 @@ async fn manifest(
 
 async fn direct(
     State(plane): State<DataPlane>,
-    client_ip: Option<Extension<ClientIp>>,
+    ClientIp(client_ip): ClientIp,
     work_slot: Option<Extension<WorkSlot>>,
     context: AccessContext,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<DirectQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let client_ip = ip_of(client_ip);
     let manifest_id = match path_segment(&plane, client_ip, path).await {
         Ok(segment) => segment,
         Err(refused) => return refused,
@@ -219,7 +217,7 @@ async fn direct(
     };
     let issuer = Arc::clone(issuer);
     jose(
-        crate::http::to_completion(slot_of(work_slot.as_ref()), async move {
+        super::to_completion(slot_of(work_slot.as_ref()), async move {
             issuer.open_direct(&manifest_id, &recipient, &context).await
         })
         .await
@@ -229,12 +227,11 @@ async fn direct(
 
 async fn file(
     State(plane): State<DataPlane>,
-    client_ip: Option<Extension<ClientIp>>,
+    ClientIp(client_ip): ClientIp,
     work_slot: Option<Extension<WorkSlot>>,
     context: AccessContext,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let client_ip = ip_of(client_ip);
     let ticket = match path_segment(&plane, client_ip, path).await {
         Ok(segment) => segment,
         Err(refused) => return refused,
@@ -245,7 +242,7 @@ async fn file(
     }
     let issuer = Arc::clone(&plane.issuer);
     jose(
-        crate::http::to_completion(slot_of(work_slot.as_ref()), async move {
+        super::to_completion(slot_of(work_slot.as_ref()), async move {
             issuer.open_file(&ticket, &context).await
         })
         .await
@@ -270,10 +267,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AccessContext {
         };
         Ok(AccessContext {
             request_id: text("x-request-id"),
-            client_ip: parts
-                .extensions
-                .get::<ClientIp>()
-                .map(|ClientIp(ip)| ip.to_string()),
+            client_ip: Some(ClientIp::of(&parts.extensions).0.to_string()),
             user_agent: text("user-agent"),
         })
     }
@@ -281,13 +275,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AccessContext {
 
 fn slot_of(slot: Option<&Extension<WorkSlot>>) -> Option<&WorkSlot> {
     slot.map(|Extension(slot)| slot)
-}
-
-fn ip_of(client_ip: Option<Extension<ClientIp>>) -> IpAddr {
-    client_ip.map_or(
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        |Extension(ClientIp(ip))| ip,
-    )
 }
 
 fn jose(result: Result<Option<String>, AppError>) -> Response {
