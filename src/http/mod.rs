@@ -37,7 +37,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use client_ip::ClientIp;
+pub use client_ip::{ClientIp, client_ip};
 pub use health::Readiness;
 pub use metrics::router as metrics_router;
 pub use work_slots::{WorkSlot, WorkSlots, to_completion};

@@ -8,7 +8,7 @@
 //!
 //! Limits are charged per **GraphQL field execution** where a field is what costs: one request can
 //! carry many aliased `createHealthLink` fields, and a per-request limit would let each of them
-//! disclose for free. The key is the client address ([`client_ip()`] then [`ip_key()`]), the
+//! disclose for free. The key is the client address (by [`ip_key()`]), the
 //! caller (an HMAC of the bearer token) or the thing attacked (a link), and often two of them: a
 //! per-address quota slows one client down, a per-link quota bounds the guesses against one
 //! passcode whatever the number of addresses. `policy.rs` has the table of which quota is charged
@@ -65,11 +65,11 @@
 //! configured, else `InProcessQuotas`, behind `Arc<dyn QuotaStore>`; the in-process store's
 //! housekeeping runs for the life of the server) and hands it to one [`RatePolicy`]. The HTTP
 //! layer decides the client address once per request (the socket peer, or `X-Forwarded-For`
-//! from a trusted proxy, by [`client_ip()`]); the request middleware, the SHL handlers and the
+//! from a trusted proxy, by `http::client_ip`); the request middleware, the SHL handlers and the
 //! `createHealthLink` resolver then call the policy's `charge_request`, `charge_shl` and
 //! `charge_link_creation` before doing the work.
 
-mod client_ip;
+mod address;
 mod in_process;
 mod policy;
 mod redis;
@@ -80,7 +80,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use client_ip::{client_ip, ip_key, subscriber_network};
+pub use address::{ip_key, subscriber_network};
 pub use in_process::InProcessQuotas;
 pub use policy::{QuotaSpec, QuotaSpecs, RatePolicy};
 pub use redis::RedisQuotas;

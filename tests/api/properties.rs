@@ -17,6 +17,7 @@ use ipnet::IpNet;
 use proptest::prelude::*;
 use secrecy::SecretBox;
 use serde_json::{Value, json};
+use shl_gateway::http::client_ip;
 use shl_gateway::issuer::ValidatedLabel;
 use shl_gateway::issuer::fhir::PatientRecord;
 use shl_gateway::issuer::jwe::{self, ShlKey};
@@ -24,7 +25,7 @@ use shl_gateway::issuer::ticket;
 use shl_gateway::keys::{Keys, PurposeKey};
 use shl_gateway::passcode::{Passcode, PasscodeError};
 use shl_gateway::qr::{self, ErrorCorrection, SvgOptions};
-use shl_gateway::ratelimit::{client_ip, ip_key};
+use shl_gateway::ratelimit::ip_key;
 
 const CASES: u32 = 256;
 
