@@ -6,15 +6,19 @@
 //! - [`audit`]: the tamper-evident audit trail (HMAC chain; file or PostgreSQL), verify, export.
 //! - [`config`]: the typed command line and environment, validated at startup.
 //! - [`startup`]: `Application::build` (bind, assemble) and `run_until_stopped` (serve, drain).
-//! - [`telemetry`]: the tracing subscriber (text or JSON lines).
+//! - [`telemetry`]: the tracing subscriber (text or JSON lines), the optional OTLP exporter.
 //! - [`error`]: `AppError` and the closed list of error codes clients see.
-//! - [`http`]: routes and middleware: GraphQL over HTTP, health, GraphiQL, request ids, CORS.
+//! - [`http`]: everything HTTP: the connection loop and its limits, routes and middleware,
+//!   GraphQL over HTTP, the SHL data plane and viewer of embedded mode, health, GraphiQL, the
+//!   client address, work slots.
 //! - [`graphql`]: the schema, resolvers, operation limits; knows nothing of HTTP.
 //! - [`idempotency`]: `Idempotency-Key` replays of `createHealthLink`, sealed per caller.
-//! - [`issuer`]: the `Issuer` trait resolvers call, and the types of a link request and answer.
+//! - [`issuer`]: the `Issuer` trait resolvers call, the types of a link request and answer, and
+//!   the embedded issuer (store, IPS, JWE, tickets); no HTTP.
 //! - [`upstream`]: the b.well client, an `Issuer` that relays to the upstream API.
 //! - [`qr`]: QR encoding and compact SVG rendering.
-//! - [`ratelimit`]: GCRA quotas, in process (governor) and shared across replicas (Redis).
+//! - [`ratelimit`]: GCRA quotas, in process (governor) and shared across replicas (Redis), the
+//!   policy of which quota applies to what, address keys.
 //! - [`passcode`]: CSPRNG passcode generation and validation, peppered argon2id hashing.
 //! - [`keys`]: per-purpose HMAC keys derived from `--secret-key`.
 //! - [`files`]: the data directory `0700` and its files `0600`, whatever the umask.
