@@ -12,11 +12,19 @@ use sha2::Sha256;
 /// The key behind every HMAC the gateway makes (`--secret-key`, or the file that holds it).
 pub type SecretKey = SecretBox<Vec<u8>>;
 
-type HmacSha256 = Hmac<Sha256>;
+/// HMAC-SHA256, the one MAC the gateway uses (its HMACs here, the audit chain's seals).
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
-/// A 256-bit HMAC key for one purpose. `Debug` does not print it.
+/// A 256-bit HMAC key for one purpose. `Debug` does not print it, and it is wiped on drop like
+/// the other key types.
 #[derive(Clone)]
 pub struct PurposeKey([u8; 32]);
+
+impl Drop for PurposeKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl std::fmt::Debug for PurposeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

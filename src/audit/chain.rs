@@ -6,15 +6,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use tokio::sync::oneshot;
 
 use super::event::AuditEvent;
 use super::{AuditAction, AuditError, AuditKey};
 
-pub(crate) type HmacSha256 = Hmac<Sha256>;
+use crate::keys::HmacSha256;
 
 /// `prev` of the record with seq 0.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
