@@ -292,11 +292,13 @@ impl Application {
                 crate::metrics::handle().run_upkeep();
             }
         });
+        // Background tasks that stop with the shutdown signal, joined before the store closes.
+        let mut background = Vec::new();
         if let Some(metrics_listener) = metrics_listener {
             let mut stop = shutdown.subscribe();
             // The same connection limits as the main listener: a scrape port is a port too.
             let limits = connection_limits.clone();
-            tokio::spawn(async move {
+            background.push(tokio::spawn(async move {
                 let serving = crate::http::server::serve(
                     metrics_listener,
                     crate::http::metrics_router(),
@@ -309,10 +311,11 @@ impl Application {
                 if let Err(error) = serving.await {
                     tracing::warn!(error = %error, "metrics listener failed");
                 }
-            });
+            }));
         }
+        let store = purge.as_ref().map(|purge| Arc::clone(purge.issuer.store()));
         if let Some(purge) = purge {
-            tokio::spawn(run_purge(purge, shutdown.subscribe()));
+            background.push(tokio::spawn(run_purge(purge, shutdown.subscribe())));
         }
         let mut requested = shutdown.subscribe();
         let (drain_started, mut drain_started_rx) = watch::channel(false);
@@ -364,6 +367,14 @@ impl Application {
         };
         housekeeping.abort();
         metrics_upkeep.abort();
+        // The shutdown signal has stopped them; a purge in the middle of a query gets a moment
+        // to end it before the store closes under it.
+        for task in background {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if let Some(store) = store {
+            store.close().await;
+        }
         outcome
     }
 }

@@ -134,6 +134,9 @@ pub enum AttemptVerdict {
 
 #[async_trait]
 pub trait LinkStore: Send + Sync + std::fmt::Debug {
+    /// Closes the connections, once nothing uses the store any more (shutdown).
+    async fn close(&self);
+
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> bool;
 

@@ -97,10 +97,6 @@ impl SqlStore {
             probe: std::sync::Arc::default(),
         })
     }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
-    }
 }
 
 async fn probe_sqlite_file(options: sqlx::sqlite::SqliteConnectOptions) -> bool {
@@ -147,6 +143,10 @@ fn parse_json(text: &str) -> Result<serde_json::Value, StoreError> {
 
 #[async_trait]
 impl LinkStore for SqlStore {
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Bounded by [`crate::readiness::PROBE_TIMEOUT`], one probe at a time.
     #[tracing::instrument(level = "debug", name = "store.ping", skip_all)]
     async fn ping(&self) -> bool {
