@@ -21,7 +21,8 @@ use uuid::Uuid;
 use super::ips::{IpsOptions, build_ips};
 use super::jwe::{self, ShlKey};
 use super::store::{
-    AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord, LinkStore, StoreError,
+    AccessAction, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord, LinkStore,
+    StoreError,
 };
 use super::{
     Attachment, Caller, CodeableConcept, Coding, CreateLinkRequest, DocumentReference,
@@ -228,7 +229,7 @@ impl EmbeddedIssuer {
             link_id: link.id.clone(),
             at: now,
             recipient: request.recipient.clone(),
-            action: "manifest".to_owned(),
+            action: AccessAction::Manifest,
             outcome: outcome.to_owned(),
         };
         if link.flag.contains('U') || !link.is_servable(now) {
@@ -384,7 +385,7 @@ impl EmbeddedIssuer {
                 link_id: link.id.clone(),
                 at: now,
                 recipient: String::new(),
-                action: "file".to_owned(),
+                action: AccessAction::File,
                 outcome: if servable { "ok" } else { "inactive" }.to_owned(),
             },
             context,
@@ -411,7 +412,7 @@ impl EmbeddedIssuer {
                 link_id: link.id.clone(),
                 at: now,
                 recipient: recipient.to_owned(),
-                action: "direct".to_owned(),
+                action: AccessAction::Direct,
                 outcome: if servable { "ok" } else { "inactive" }.to_owned(),
             },
             context,
@@ -439,10 +440,10 @@ impl EmbeddedIssuer {
         context: &AccessContext,
         remaining_attempts: Option<i64>,
     ) -> Result<(), AppError> {
-        let action = match access.action.as_str() {
-            "file" => AuditAction::FileFetched,
-            "direct" => AuditAction::DirectFetched,
-            _ => AuditAction::ManifestRequested,
+        let action = match access.action {
+            AccessAction::Manifest => AuditAction::ManifestRequested,
+            AccessAction::File => AuditAction::FileFetched,
+            AccessAction::Direct => AuditAction::DirectFetched,
         };
         self.audit
             .record(AuditEvent {
@@ -457,7 +458,7 @@ impl EmbeddedIssuer {
             .await?;
         metrics::counter!(
             crate::metrics::SHL_ACCESSES,
-            "action" => access.action.clone(),
+            "action" => access.action.as_str(),
             "outcome" => access.outcome.clone()
         )
         .increment(1);

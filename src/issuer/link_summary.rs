@@ -52,7 +52,7 @@ impl LinkSummary {
                 .map(|access| AccessSummary {
                     at: format_instant(access.at),
                     recipient: access.recipient,
-                    action: access.action,
+                    action: access.action.as_str().to_owned(),
                     outcome: access.outcome,
                 })
                 .collect(),

@@ -105,10 +105,42 @@ pub struct AccessRecord {
     pub link_id: String,
     pub at: i64,
     pub recipient: String,
-    /// `manifest`, `file` or `direct`.
-    pub action: String,
+    pub action: AccessAction,
     /// `ok`, `bad-passcode`, `no-passcode` or `inactive`.
     pub outcome: String,
+}
+
+/// What an access to a link asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessAction {
+    /// A manifest `POST` (flag `P`).
+    Manifest,
+    /// A file location handed out by a manifest.
+    File,
+    /// A direct `GET` (flag `U`).
+    Direct,
+}
+
+impl AccessAction {
+    /// The stored and displayed word (`HealthLink.accesses.action`, the metrics label).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccessAction::Manifest => "manifest",
+            AccessAction::File => "file",
+            AccessAction::Direct => "direct",
+        }
+    }
+
+    /// The stored word back; `None` for anything else (a damaged row).
+    pub fn parse(word: &str) -> Option<Self> {
+        [
+            AccessAction::Manifest,
+            AccessAction::File,
+            AccessAction::Direct,
+        ]
+        .into_iter()
+        .find(|action| action.as_str() == word)
+    }
 }
 
 /// The result of reserving one passcode attempt.

@@ -8,7 +8,10 @@ use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _, Row as _};
 
-use super::{AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord, LinkStore, StoreError};
+use super::{
+    AccessAction, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord, LinkStore,
+    StoreError,
+};
 use crate::issuer::fhir::PatientRecord;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -414,7 +417,7 @@ impl LinkStore for SqlStore {
         .bind(&access.link_id)
         .bind(access.at)
         .bind(&access.recipient)
-        .bind(&access.action)
+        .bind(access.action.as_str())
         .bind(&access.outcome)
         .execute(&self.pool)
         .await?;
@@ -435,7 +438,11 @@ impl LinkStore for SqlStore {
                     link_id: row.try_get("link_id")?,
                     at: row.try_get("at")?,
                     recipient: row.try_get("recipient")?,
-                    action: row.try_get("action")?,
+                    action: {
+                        let word: String = row.try_get("action")?;
+                        AccessAction::parse(&word)
+                            .ok_or(StoreError::Corrupt("unknown access action"))?
+                    },
                     outcome: row.try_get("outcome")?,
                 })
             })
