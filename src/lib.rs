@@ -3,6 +3,7 @@
 //! An app sends b.well's `createHealthLink` mutation here and gets back, in one round trip, the
 //! link, its QR code, its passcode and its validity. Module map:
 //!
+//! - [`clock`]: the one clock of the store and the issuer (milliseconds since the epoch).
 //! - [`audit`]: the tamper-evident audit trail (HMAC chain; file or PostgreSQL), verify, export.
 //! - [`config`]: the typed command line and environment, validated at startup.
 //! - [`startup`]: `Application::build` (bind, assemble) and `run_until_stopped` (serve, drain).
@@ -27,6 +28,7 @@
 //! - [`text`]: text rules shared by inputs (invisible format characters refused).
 
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod files;

@@ -93,10 +93,9 @@ async fn import_bundle(
         .map_err(|_| anyhow::anyhow!("{} is not JSON", file.display()))?;
     let record = shl_gateway::issuer::fhir::PatientRecord::from_bundle(&bundle)?;
     let store = shl_gateway::startup::open_store(database_url, data_dir).await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis();
-    store.put_patient(&record, i64::try_from(now)?).await?;
+    store
+        .put_patient(&record, shl_gateway::clock::now_ms())
+        .await?;
     store.close().await;
     println!("{}", record.patient_id());
     Ok(())

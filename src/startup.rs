@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::{AuditKey, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
+use crate::clock::now_ms;
 use crate::config::{Config, DemoMode};
 use crate::graphql::{OperationLimits, SchemaOptions, build_executor};
 use crate::http::server::ConnectionLimits;
@@ -648,14 +649,6 @@ async fn set_up_identities(
         "demo mode: synthetic patient and development token"
     );
     Ok(Some(SecretString::from(format!("Bearer {token}"))))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 /// Drops the files of expired and revoked links every `interval`, until shutdown.

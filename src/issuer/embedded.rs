@@ -6,7 +6,7 @@
 //! lives here and `protocol.rs` maps it to HTTP.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_graphql::ID;
 use async_trait::async_trait;
@@ -30,6 +30,7 @@ use super::{
     LinkSummary, Period, Reference, SHL_CONTENT_TYPE, ticket,
 };
 use crate::audit::{AuditAction, AuditEvent, AuditTrail};
+use crate::clock::now_ms;
 use crate::error::{AppError, ErrorCode};
 use crate::keys::Keys;
 use crate::passcode::PasscodeHasher;
@@ -132,14 +133,6 @@ pub enum ManifestAnswer {
     },
     /// Unknown, expired, revoked or locked: one answer for all, so nothing leaks.
     NotActive,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
 }
 
 fn duration_ms(duration: Duration) -> i64 {
