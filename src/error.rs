@@ -168,6 +168,14 @@ impl AppError {
         Self::new(ErrorCode::InternalServerError, "internal server error")
     }
 
+    /// An internal error, logged once where it happens: `what` says which step failed, in words
+    /// fixed at compile time. The cause's own text is not logged: a JSON or crypto error can quote
+    /// the data it was handling (an answer with its passcode, a patient's record).
+    pub fn internal_at(what: &'static str) -> Self {
+        tracing::error!(failed = what, "internal error");
+        Self::internal()
+    }
+
     pub fn code(&self) -> ErrorCode {
         self.code
     }

@@ -172,9 +172,10 @@ impl Idempotency {
         idempotency_key: &str,
         answer: &StoredAnswer,
     ) -> Result<String, AppError> {
-        let plaintext = serde_json::to_vec(answer).map_err(|_| AppError::internal())?;
+        let plaintext = serde_json::to_vec(answer)
+            .map_err(|_| AppError::internal_at("serializing an idempotent answer"))?;
         jwe::encrypt(&self.sealing_key(token, idempotency_key), &plaintext)
-            .map_err(|_| AppError::internal())
+            .map_err(|_| AppError::internal_at("sealing an idempotent answer"))
     }
 
     fn open(
@@ -184,8 +185,9 @@ impl Idempotency {
         sealed: &str,
     ) -> Result<StoredAnswer, AppError> {
         let plaintext = jwe::decrypt(&self.sealing_key(token, idempotency_key), sealed)
-            .map_err(|_| AppError::internal())?;
-        serde_json::from_slice(&plaintext).map_err(|_| AppError::internal())
+            .map_err(|_| AppError::internal_at("opening a sealed idempotent answer"))?;
+        serde_json::from_slice(&plaintext)
+            .map_err(|_| AppError::internal_at("reading an opened idempotent answer"))
     }
 }
 

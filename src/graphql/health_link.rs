@@ -130,7 +130,7 @@ impl CreatedHealthLink {
         let slot = Arc::clone(&ctx.data::<QrRenderSlots>()?.0)
             .acquire_owned()
             .await
-            .map_err(|_| AppError::internal())?;
+            .map_err(|_| AppError::internal_at("the QR render slots are closed"))?;
         let rendered = tokio::task::spawn_blocking(move || {
             // Held by the work itself: a cancelled request does not free the slot early.
             let _slot = slot;
@@ -141,7 +141,7 @@ impl CreatedHealthLink {
             rendered
         })
         .await
-        .map_err(|_| AppError::internal())?;
+        .map_err(|_| AppError::internal_at("a QR render panicked"))?;
         match rendered {
             Ok(svg) => Ok(Some(svg)),
             Err(qr::QrError::DataTooLong) => Err(AppError::new(
@@ -149,7 +149,7 @@ impl CreatedHealthLink {
                 "the link is too long for a QR code",
             )
             .into()),
-            Err(_) => Err(AppError::internal().into()),
+            Err(_) => Err(AppError::internal_at("rendering a QR code").into()),
         }
     }
 

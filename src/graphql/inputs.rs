@@ -74,7 +74,11 @@ impl CreateHealthLinkInput {
                     Some(candidate) => Passcode::parse(candidate).map_err(|error| {
                         AppError::bad_user_input(format!("securityConfig.{error}"))
                     })?,
-                    None => Passcode::generate().map_err(|_| AppError::internal())?,
+                    None => Passcode::generate().map_err(|_| {
+                        AppError::internal_at(
+                            "drawing a passcode from the OS random number generator",
+                        )
+                    })?,
                 };
                 (LinkMode::Passcode, Some(passcode))
             }

@@ -127,7 +127,11 @@ async fn create(
     input: CreateHealthLinkInput,
     event: &impl Fn(AuditAction, &str) -> AuditEvent,
 ) -> Result<CreatedHealthLink, Refusal> {
-    let internal = |_| Refusal::BeforeAttempt(AppError::internal());
+    let internal = |_| {
+        Refusal::BeforeAttempt(AppError::internal_at(
+            "schema data missing (a wiring mistake)",
+        ))
+    };
     require_bearer(caller).map_err(Refusal::BeforeAttempt)?;
     let request = input.validate().map_err(Refusal::BeforeAttempt)?;
     let token = caller
@@ -195,7 +199,11 @@ async fn create_new(
     token: &str,
     event: &impl Fn(AuditAction, &str) -> AuditEvent,
 ) -> Result<CreatedHealthLink, Refusal> {
-    let internal = |_| Refusal::BeforeAttempt(AppError::internal());
+    let internal = |_| {
+        Refusal::BeforeAttempt(AppError::internal_at(
+            "schema data missing (a wiring mistake)",
+        ))
+    };
     ctx.data::<RatePolicy>()
         .map_err(internal)?
         .charge_link_creation(token, caller.client_ip)

@@ -301,7 +301,11 @@ impl EmbeddedIssuer {
             // hashes, a retry must not wait its turn for ever.
             let permit = match tokio::time::timeout_at(deadline, self.hasher.permit()).await {
                 Ok(Some(permit)) => permit,
-                Ok(None) => return Err(AppError::internal()),
+                Ok(None) => {
+                    return Err(AppError::internal_at(
+                        "the passcode hashing permits are closed",
+                    ));
+                }
                 Err(_) => return Ok(PasscodeCheck::Busy),
             };
             let now = now_ms();
@@ -347,7 +351,8 @@ impl EmbeddedIssuer {
     }
 
     fn location_url(&self, link: &LinkRecord) -> Result<String, AppError> {
-        let link_id = Uuid::parse_str(&link.id).map_err(|_| AppError::internal())?;
+        let link_id = Uuid::parse_str(&link.id)
+            .map_err(|_| AppError::internal_at("a stored link id is not a UUID"))?;
         let expires_at = now_ms() / 1000
             + i64::try_from(self.settings.location_ticket_lifetime.as_secs()).unwrap_or(300);
         let ticket = ticket::issue(&self.keys.location_ticket, link_id, expires_at);
@@ -483,7 +488,9 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
 
 fn random_manifest_id() -> Result<String, AppError> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|_| AppError::internal())?;
+    getrandom::fill(&mut bytes).map_err(|_| {
+        AppError::internal_at("drawing a manifest id from the OS random number generator")
+    })?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
 }
 
@@ -526,9 +533,11 @@ impl Issuer for EmbeddedIssuer {
                 title: "Patient summary",
             },
         );
-        let key = ShlKey::generate().map_err(|_| AppError::internal())?;
-        let jwe =
-            jwe::encrypt(&key, bundle.to_string().as_bytes()).map_err(|_| AppError::internal())?;
+        let key = ShlKey::generate().map_err(|_| {
+            AppError::internal_at("drawing an SHL key from the OS random number generator")
+        })?;
+        let jwe = jwe::encrypt(&key, bundle.to_string().as_bytes())
+            .map_err(|_| AppError::internal_at("encrypting a link's file"))?;
         let passcode_hash = match &request.passcode {
             Some(passcode) => Some(
                 self.hasher
