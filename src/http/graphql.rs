@@ -16,7 +16,6 @@
 use async_graphql::parser::types::OperationType;
 use std::sync::Arc;
 
-use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
@@ -43,9 +42,7 @@ const PREFLIGHT_HEADERS: [&str; 2] = ["apollo-require-preflight", "x-apollo-oper
 pub async fn post(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    request_id: RequestId,
-    ClientIp(client_ip): ClientIp,
-    work_slot: Option<Extension<WorkSlot>>,
+    meta: RequestMeta,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let format = ResponseFormat::negotiate(&headers);
@@ -90,18 +87,7 @@ pub async fn post(
             return format.refusal(StatusCode::BAD_REQUEST, ErrorCode::BadUserInput, message);
         }
     };
-    execute(
-        &state,
-        &headers,
-        RequestMeta {
-            request_id,
-            client_ip: Some(client_ip),
-            work_slot: work_slot.map(|Extension(slot)| slot),
-        },
-        request,
-        format,
-    )
-    .await
+    execute(&state, &headers, meta, request, format).await
 }
 
 /// `GET /graphql` parameters, named as the GraphQL-over-HTTP spec names them.
@@ -116,9 +102,7 @@ pub struct GetParams {
 pub async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    request_id: RequestId,
-    ClientIp(client_ip): ClientIp,
-    work_slot: Option<Extension<WorkSlot>>,
+    meta: RequestMeta,
     params: Result<Query<GetParams>, QueryRejection>,
 ) -> Response {
     let format = ResponseFormat::negotiate(&headers);
@@ -150,18 +134,7 @@ pub async fn get(
             .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
         return response;
     }
-    execute(
-        &state,
-        &headers,
-        RequestMeta {
-            request_id,
-            client_ip: Some(client_ip),
-            work_slot: work_slot.map(|Extension(slot)| slot),
-        },
-        request,
-        format,
-    )
-    .await
+    execute(&state, &headers, meta, request, format).await
 }
 
 impl GetParams {
@@ -179,10 +152,25 @@ impl GetParams {
 }
 
 /// What the transport knows of a request besides its headers.
-struct RequestMeta {
+pub struct RequestMeta {
     request_id: RequestId,
-    client_ip: Option<std::net::IpAddr>,
+    client_ip: std::net::IpAddr,
     work_slot: Option<WorkSlot>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestMeta {
+    type Rejection = StatusCode;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            request_id: RequestId::from_request_parts(parts, state).await?,
+            client_ip: ClientIp::of(&parts.extensions).0,
+            work_slot: parts.extensions.get::<WorkSlot>().cloned(),
+        })
+    }
 }
 
 async fn execute(
@@ -193,7 +181,7 @@ async fn execute(
     format: ResponseFormat,
 ) -> Response {
     let mut caller = caller_from(headers, meta.request_id);
-    caller.client_ip = meta.client_ip;
+    caller.client_ip = Some(meta.client_ip);
     // Execution runs to the end even if the client hangs up: a creation's attempt and outcome
     // records, and its idempotency key, must not be left half written.
     let executor = state.graphql.clone();

@@ -100,21 +100,23 @@ fn valid_recipient(recipient: Option<String>) -> Option<String> {
     acceptable.then(|| trimmed.to_owned())
 }
 
-/// The path segment, or (not UTF-8 once percent-decoded, and so no id the gateway ever issued)
-/// the JSON `400` every other malformed request gets. The address is charged either way, so
-/// malformed paths are no way around the quota.
-async fn path_segment(
+/// The path's segment (a manifest id or a ticket), with the request charged to its quotas
+/// first. A path that is not UTF-8 is a `400` and still costs the address its quota. With
+/// `per_link`, the segment is a manifest id and its link's quota is charged too (a ticket names
+/// its link only once verified).
+async fn charged_segment(
     plane: &DataPlane,
     client_ip: IpAddr,
     path: Result<Path<String>, PathRejection>,
+    per_link: bool,
 ) -> Result<String, Response> {
-    match path {
-        Ok(Path(segment)) => Ok(segment),
-        Err(_) => {
-            charge(plane, client_ip, None).await?;
-            Err(bad_request())
-        }
-    }
+    let Ok(Path(segment)) = path else {
+        charge(plane, client_ip, None).await?;
+        return Err(bad_request());
+    };
+    let link_key = per_link.then(|| manifest_id_hash(&segment));
+    charge(plane, client_ip, link_key).await?;
+    Ok(segment)
 }
 
 /// Charges the address and the link: many links from one address, or many addresses on one
@@ -139,13 +141,10 @@ async fn manifest(
     path: Result<Path<String>, PathRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let manifest_id = match path_segment(&plane, client_ip, path).await {
+    let manifest_id = match charged_segment(&plane, client_ip, path, true).await {
         Ok(segment) => segment,
         Err(refused) => return refused,
     };
-    if let Err(refused) = charge(&plane, client_ip, Some(manifest_id_hash(&manifest_id))).await {
-        return refused;
-    }
     let issuer = &plane.issuer;
     let Ok(body) = body else {
         return bad_request();
@@ -201,13 +200,10 @@ async fn direct(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<DirectQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let manifest_id = match path_segment(&plane, client_ip, path).await {
+    let manifest_id = match charged_segment(&plane, client_ip, path, true).await {
         Ok(segment) => segment,
         Err(refused) => return refused,
     };
-    if let Err(refused) = charge(&plane, client_ip, Some(manifest_id_hash(&manifest_id))).await {
-        return refused;
-    }
     let issuer = &plane.issuer;
     let Some(recipient) = query
         .ok()
@@ -232,14 +228,10 @@ async fn file(
     context: AccessContext,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let ticket = match path_segment(&plane, client_ip, path).await {
+    let ticket = match charged_segment(&plane, client_ip, path, false).await {
         Ok(segment) => segment,
         Err(refused) => return refused,
     };
-    // A ticket names its link only once verified; the address quota applies either way.
-    if let Err(refused) = charge(&plane, client_ip, None).await {
-        return refused;
-    }
     let issuer = Arc::clone(&plane.issuer);
     jose(
         super::to_completion(slot_of(work_slot.as_ref()), async move {
