@@ -12,10 +12,12 @@ use crate::embedded::create_link;
 use crate::helpers::*;
 
 #[tokio::test]
+#[ignore = "needs Chromium and tests/browser installed: set SHL_GATEWAY_TEST_BROWSER=1 and run with `cargo test -- --include-ignored` (CI does)"]
 async fn the_viewer_decrypts_and_renders_the_records_in_chromium() {
-    if std::env::var_os("SHL_GATEWAY_TEST_BROWSER").is_none() {
-        return;
-    }
+    assert!(
+        std::env::var_os("SHL_GATEWAY_TEST_BROWSER").is_some(),
+        "this test needs SHL_GATEWAY_TEST_BROWSER=1, Debian's chromium and npm ci --prefix tests/browser"
+    );
     let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
     let (link, _) = create_link(&app, json!({"label": "Health Records"})).await;
     // The URL a phone reads from the QR code, not the one in the JSON answer.
