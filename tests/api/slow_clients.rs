@@ -242,6 +242,9 @@ async fn http2_connections_advertise_the_stream_limit_and_stalled_streams_take_n
     app.stop().await;
 }
 
+/// What closes the flood is h2's: its pending-reset limit (set low here) or its limit on streams
+/// it resets itself, whichever comes first. The test holds the gateway to the outcome (the flood
+/// ends its own connection, fast, and others are served), not to which limit fired.
 #[tokio::test]
 async fn an_http2_rapid_reset_flood_closes_its_connection_and_spares_the_others() {
     let app = spawn_app_with(|config| shl_gateway::config::Config {
