@@ -15,9 +15,10 @@ use shl_gateway::issuer::fhir::PatientRecord;
 use shl_gateway::issuer::ips::{IpsOptions, build_ips};
 use shl_gateway::issuer::jwe::{self, ShlKey};
 use shl_gateway::issuer::{
-    Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, TraceContext,
+    BearerToken, Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, TraceContext,
 };
 use shl_gateway::keys::Keys;
+use shl_gateway::links::LinkService;
 use shl_gateway::passcode::{Passcode, PasscodeHasher};
 use shl_gateway::ratelimit::{InProcessQuotas, Quota, QuotaSpec, QuotaSpecs, RatePolicy};
 
@@ -89,26 +90,22 @@ fn bench_graphql(c: &mut Criterion) {
     let answer: serde_json::Value = serde_json::from_str(SEED_RESPONSE).expect("json");
     let document: DocumentReference =
         serde_json::from_value(answer["data"]["createHealthLink"].clone()).expect("seed answer");
-    let executor = build_executor(
+    let links = LinkService::new(
         Arc::new(InstantIssuer(document)),
         generous_policy(),
         // In memory: the benchmark measures the gateway, not a disk's fsync.
-        AuditTrail::new(
-            Arc::new(MemoryAuditSink::new()),
-            keys().audit_actor,
-            "upstream",
-        ),
+        AuditTrail::new(Arc::new(MemoryAuditSink::new()), keys().audit_actor),
         Arc::new(Idempotency::new(
             Box::new(InProcessStore::default()),
             keys().idempotency,
             std::time::Duration::from_secs(60),
             std::time::Duration::from_secs(1),
         )),
-        &SchemaOptions::default(),
     );
+    let executor = build_executor(links, &SchemaOptions::default());
     let variables: serde_json::Value = serde_json::from_str(SEED_VARIABLES).expect("json");
     let caller = Caller {
-        authorization: Some(secrecy::SecretString::from("Bearer bench")),
+        bearer: BearerToken::from_authorization("Bearer bench"),
         request_id: "bench".to_owned(),
         trace: TraceContext::default(),
         client_ip: Some("192.0.2.1".parse().expect("ip")),

@@ -37,6 +37,7 @@ pub mod http;
 pub mod idempotency;
 pub mod issuer;
 pub mod keys;
+pub mod links;
 pub mod metrics;
 pub mod passcode;
 pub mod qr;

@@ -386,6 +386,57 @@ pub fn default_concurrent_renders() -> usize {
         .max(1)
 }
 
+/// Renders QR codes off the async workers, a bounded number at once: encoding a version-15
+/// symbol takes milliseconds of CPU, and requests without one must keep a core.
+#[derive(Debug, Clone)]
+pub struct Renderer {
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Why [`Renderer::render_svg`] gave no SVG.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Qr(#[from] QrError),
+    /// The render could not run: its slots are closed, or it panicked.
+    #[error("the QR render could not run: {0}")]
+    NotRun(&'static str),
+}
+
+impl Renderer {
+    /// At most `max_concurrent` renders at once (at least one).
+    pub fn new(max_concurrent: usize) -> Self {
+        Self {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
+        }
+    }
+
+    /// [`render_svg`] on the blocking pool, once a slot is free; its time goes to the
+    /// `QR_RENDER_DURATION` histogram.
+    pub async fn render_svg(
+        &self,
+        data: String,
+        options: SvgOptions,
+    ) -> Result<String, RenderError> {
+        let slot = std::sync::Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| RenderError::NotRun("the QR render slots are closed"))?;
+        let rendered = tokio::task::spawn_blocking(move || {
+            // Held by the work itself: a cancelled request does not free the slot early.
+            let _slot = slot;
+            let started = std::time::Instant::now();
+            let rendered = render_svg(&data, &options);
+            metrics::histogram!(crate::metrics::QR_RENDER_DURATION)
+                .record(started.elapsed().as_secs_f64());
+            rendered
+        })
+        .await
+        .map_err(|_| RenderError::NotRun("a QR render panicked"))?;
+        Ok(rendered?)
+    }
+}
+
 /// Encodes `data` at `options.error_correction` and draws it; see [`encode`]
 /// and [`to_svg`].
 ///

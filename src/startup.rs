@@ -29,6 +29,7 @@ use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN}
 use crate::issuer::fhir::PatientRecord;
 use crate::issuer::store::{LinkStore, SqlStore};
 use crate::keys::Keys;
+use crate::links::{LinkAccesses, LinkService};
 use crate::passcode::PasscodeHasher;
 use crate::ratelimit::{
     InProcessQuotas, QuotaSpecs, QuotaStore, RatePolicy, RedisQuotas, SharedQuotas,
@@ -110,15 +111,9 @@ impl Application {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
 
-        let mode = if config.upstream_url.is_some() {
-            "upstream"
-        } else {
-            "embedded"
-        };
         let audit = AuditTrail::new(
             open_audit_sink(&config, &keys).await?,
             keys.audit_actor.clone(),
-            mode,
         );
         let quotas = build_quota_store(&config).await?;
         let idempotency = Arc::new(build_idempotency(&config, &keys)?);
@@ -141,10 +136,8 @@ impl Application {
             Some(url) => build_upstream_issuer(&config, url.clone())?,
             None => {
                 let default_public_url = format!("{scheme}://{local_addr}");
-                let embedded = Arc::new(
-                    build_embedded_issuer(&config, &keys, &default_public_url, audit.clone())
-                        .await?,
-                );
+                let embedded =
+                    Arc::new(build_embedded_issuer(&config, &keys, &default_public_url).await?);
                 development_token =
                     set_up_identities(&config, &keys, local_addr, embedded.store()).await?;
                 purge = Some(PurgeTask {
@@ -153,7 +146,7 @@ impl Application {
                     retention: config.link_retention,
                 });
                 embedded_routes = Some(crate::http::embedded_routes(
-                    Arc::clone(&embedded),
+                    LinkAccesses::new(Arc::clone(&embedded), audit.clone()),
                     rate_policy.clone(),
                 ));
                 embedded
@@ -178,10 +171,12 @@ impl Application {
         let readiness = Readiness::default();
         let state = AppState {
             graphql: build_executor(
-                Arc::clone(&issuer),
-                rate_policy.clone(),
-                audit.clone(),
-                idempotency,
+                LinkService::new(
+                    Arc::clone(&issuer),
+                    rate_policy.clone(),
+                    audit.clone(),
+                    idempotency,
+                ),
                 &schema_options,
             ),
             issuer,
@@ -498,7 +493,6 @@ async fn build_embedded_issuer(
     config: &Config,
     keys: &Keys,
     default_public_url: &str,
-    audit: AuditTrail,
 ) -> anyhow::Result<EmbeddedIssuer> {
     let public_url = match &config.public_url {
         Some(url) => url.clone(),
@@ -531,7 +525,6 @@ async fn build_embedded_issuer(
         keys.clone(),
         hasher,
         settings,
-        audit,
     ))
 }
 

@@ -7,41 +7,34 @@ use super::{AuditEvent, AuditSink};
 use crate::error::AppError;
 use crate::keys::PurposeKey;
 
-/// Shared by resolvers and the SHL handlers.
+/// The trail the link service records to (`crate::links`).
 #[derive(Debug, Clone)]
 pub struct AuditTrail {
     sink: Arc<dyn AuditSink>,
     actor_key: PurposeKey,
-    mode: &'static str,
 }
 
 impl AuditTrail {
-    pub fn new(sink: Arc<dyn AuditSink>, actor_key: PurposeKey, mode: &'static str) -> Self {
-        Self {
-            sink,
-            actor_key,
-            mode,
-        }
+    pub fn new(sink: Arc<dyn AuditSink>, actor_key: PurposeKey) -> Self {
+        Self { sink, actor_key }
     }
 
     /// The actor id of a bearer token: a keyed hash, so records name a caller consistently
     /// without holding anything that could be replayed as the token.
-    pub fn actor(&self, authorization: &str) -> String {
-        hex::encode(&self.actor_key.mac(authorization.as_bytes())[..16])
+    pub fn actor(&self, bearer_token: &str) -> String {
+        hex::encode(&self.actor_key.mac(bearer_token.as_bytes())[..16])
     }
 
     /// Records an event durably, or fails with `AUDIT_UNAVAILABLE`: nothing may be disclosed
     /// without its record.
-    pub async fn record(&self, mut event: AuditEvent) -> Result<(), AppError> {
-        event.mode.get_or_insert_with(|| self.mode.to_owned());
+    pub async fn record(&self, event: AuditEvent) -> Result<(), AppError> {
         self.sink.record(event).await.map_err(refused)
     }
 
     /// Records an attempt whose outcome this operation will record with [`Self::record`]
     /// (see [`AuditSink::record_attempt`] for how durable it is meanwhile). Fails like
     /// `record`.
-    pub async fn record_attempt(&self, mut event: AuditEvent) -> Result<(), AppError> {
-        event.mode.get_or_insert_with(|| self.mode.to_owned());
+    pub async fn record_attempt(&self, event: AuditEvent) -> Result<(), AppError> {
         self.sink.record_attempt(event).await.map_err(refused)
     }
 

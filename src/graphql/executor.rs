@@ -16,11 +16,9 @@ use super::GatewaySchema;
 use super::documents::DocumentCache;
 use super::limits::{OperationLimits, code_of, is_request_error, stamp_field_errors};
 use super::redact::{RequestValues, SchemaNames};
-use super::resolvers::{caller_events, record_refusal};
 use super::shape::{CREATE_HEALTH_LINK, root_fields, selected_operation};
-use crate::audit::AuditTrail;
-use crate::error::ErrorCode;
 use crate::issuer::Caller;
+use crate::links::LinkService;
 
 /// The schema with its request pipeline. Cheap to clone.
 #[derive(Clone)]
@@ -30,9 +28,9 @@ pub struct Executor {
     documents: Arc<DocumentCache>,
     /// The names messages may quote (see `redact`).
     names: Arc<SchemaNames>,
-    /// Refusals of a whole document that would have created a link are recorded here, as the
-    /// resolver records its own (see `preflight`).
-    audit: AuditTrail,
+    /// Refusals of a whole document that would have created a link are recorded by the link
+    /// service, as the resolver's own are (see `preflight`).
+    links: LinkService,
 }
 
 impl std::fmt::Debug for Executor {
@@ -44,14 +42,14 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    pub(super) fn new(schema: GatewaySchema, limits: OperationLimits, audit: AuditTrail) -> Self {
+    pub(super) fn new(schema: GatewaySchema, limits: OperationLimits, links: LinkService) -> Self {
         let names = Arc::new(SchemaNames::new(schema.names()));
         Self {
             schema,
             limits: Arc::new(limits),
             documents: Arc::new(DocumentCache::default()),
             names,
-            audit,
+            links,
         }
     }
 
@@ -80,8 +78,7 @@ impl Executor {
                     })
             });
             if creates {
-                let event = caller_events(&self.audit, &caller);
-                record_refusal(&self.audit, &event, ErrorCode::GraphqlValidationFailed).await;
+                self.links.record_refused_document(&caller).await;
             }
             let mut response = Response::from_errors(vec![error]);
             let document = Some(&*prepared.document);

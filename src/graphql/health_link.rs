@@ -1,15 +1,14 @@
 //! The `DocumentReference` object: b.well's fields, relayed, plus what the gateway adds.
 
-use std::sync::Arc;
-
 use async_graphql::{Context, Enum, ID, InputType, Object, Result, Value as ConstValue};
-use tokio::sync::Semaphore;
 
+use super::Services;
 use crate::error::AppError;
 use crate::issuer::{
     CodeableConcept, DocumentReference, DocumentReferenceContent, DocumentReferenceContext,
     Identifier, Reference,
 };
+use crate::links::CreatedLink;
 use crate::passcode::Passcode;
 use crate::qr;
 
@@ -23,6 +22,15 @@ pub const QR_CODE_COMPLEXITY: usize = 50;
 pub struct CreatedHealthLink {
     pub document: DocumentReference,
     pub passcode: Option<Passcode>,
+}
+
+impl From<CreatedLink> for CreatedHealthLink {
+    fn from(created: CreatedLink) -> Self {
+        Self {
+            document: created.document,
+            passcode: created.passcode,
+        }
+    }
 }
 
 /// QR error correction level (ISO/IEC 18004): the share of the code that may be damaged.
@@ -124,32 +132,16 @@ impl CreatedHealthLink {
         let Some(url) = self.document.health_link_url() else {
             return Ok(None);
         };
-        let url = url.to_owned();
-        // Encoding a version-15 code takes milliseconds: keep it off the async workers, and
-        // bound how many run at once so that requests without one keep a core.
-        let slot = Arc::clone(&ctx.data::<QrRenderSlots>()?.0)
-            .acquire_owned()
-            .await
-            .map_err(|_| AppError::internal_at("the QR render slots are closed"))?;
-        let rendered = tokio::task::spawn_blocking(move || {
-            // Held by the work itself: a cancelled request does not free the slot early.
-            let _slot = slot;
-            let started = std::time::Instant::now();
-            let rendered = qr::render_svg(&url, &options);
-            metrics::histogram!(crate::metrics::QR_RENDER_DURATION)
-                .record(started.elapsed().as_secs_f64());
-            rendered
-        })
-        .await
-        .map_err(|_| AppError::internal_at("a QR render panicked"))?;
-        match rendered {
+        let renderer = &Services::of(ctx).qr;
+        match renderer.render_svg(url.to_owned(), options).await {
             Ok(svg) => Ok(Some(svg)),
-            Err(qr::QrError::DataTooLong) => Err(AppError::new(
+            Err(qr::RenderError::Qr(qr::QrError::DataTooLong)) => Err(AppError::new(
                 crate::error::ErrorCode::UpstreamError,
                 "the link is too long for a QR code",
             )
             .into()),
-            Err(_) => Err(AppError::internal_at("rendering a QR code").into()),
+            Err(qr::RenderError::NotRun(step)) => Err(AppError::internal_at(step).into()),
+            Err(qr::RenderError::Qr(_)) => Err(AppError::internal_at("rendering a QR code").into()),
         }
     }
 
@@ -157,16 +149,6 @@ impl CreatedHealthLink {
     /// one the gateway generated. Only `createHealthLink` returns it; the gateway keeps no copy.
     async fn passcode(&self) -> Option<&str> {
         self.passcode.as_ref().map(Passcode::expose)
-    }
-}
-
-/// Permits to encode a QR code.
-#[derive(Debug, Clone)]
-pub(super) struct QrRenderSlots(Arc<Semaphore>);
-
-impl QrRenderSlots {
-    pub(super) fn new(permits: usize) -> Self {
-        Self(Arc::new(Semaphore::new(permits.max(1))))
     }
 }
 

@@ -81,8 +81,8 @@ impl From<&AccessSummary> for HealthLinkAccess {
         Self {
             at: access.at.clone(),
             recipient: access.recipient.clone(),
-            action: access.action.clone(),
-            outcome: access.outcome.clone(),
+            action: access.action.as_str().to_owned(),
+            outcome: access.outcome.as_str().to_owned(),
         }
     }
 }

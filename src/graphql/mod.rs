@@ -1,5 +1,7 @@
 //! The GraphQL schema: types, resolvers and request-level rules. Nothing here knows about HTTP;
 //! the transport (`crate::http::graphql`) hands in a [`crate::issuer::Caller`] per request.
+//! Resolvers are adapters: the link service (`crate::links`) runs every operation on links,
+//! and the schema holds it, with the QR renderer, as one [`Services`] value.
 
 mod documents;
 mod executor;
@@ -13,8 +15,6 @@ mod resolvers;
 mod shape;
 mod value_depth;
 
-use std::sync::Arc;
-
 use async_graphql::{EmptySubscription, Schema};
 
 pub use executor::Executor;
@@ -23,10 +23,7 @@ pub use limits::{OperationLimits, is_request_error};
 pub use resolvers::{MutationRoot, QueryRoot};
 pub use value_depth::MAX_VALUE_DEPTH_CEILING;
 
-use crate::audit::AuditTrail;
-use crate::idempotency::Idempotency;
-use crate::issuer::Issuer;
-use crate::ratelimit::RatePolicy;
+use crate::links::LinkService;
 
 pub type GatewaySchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
@@ -51,29 +48,35 @@ impl Default for SchemaOptions {
     }
 }
 
+/// What resolvers use, as the schema's one data item. [`build_executor`] is the only way to a
+/// schema that runs requests and always puts it there, so resolvers take it unchecked.
+#[derive(Debug, Clone)]
+pub(crate) struct Services {
+    pub(crate) links: LinkService,
+    pub(crate) qr: crate::qr::Renderer,
+}
+
+impl Services {
+    fn of<'a>(ctx: &async_graphql::Context<'a>) -> &'a Self {
+        ctx.data_unchecked::<Self>()
+    }
+}
+
 /// The schema and its request pipeline.
-pub fn build_executor(
-    issuer: Arc<dyn Issuer>,
-    rate_policy: RatePolicy,
-    audit: AuditTrail,
-    idempotency: Arc<Idempotency>,
-    options: &SchemaOptions,
-) -> Executor {
+pub fn build_executor(links: LinkService, options: &SchemaOptions) -> Executor {
     let limits = &options.limits;
+    let services = Services {
+        links,
+        qr: crate::qr::Renderer::new(options.max_concurrent_qr_renders),
+    };
     let mut builder = Schema::build(QueryRoot, MutationRoot, EmptySubscription)
-        .data(issuer)
-        .data(rate_policy)
-        .data(audit.clone())
-        .data(idempotency)
-        .data(health_link::QrRenderSlots::new(
-            options.max_concurrent_qr_renders,
-        ))
+        .data(services.clone())
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
     if !options.introspection {
         builder = builder.disable_introspection().disable_suggestions();
     }
-    Executor::new(builder.finish(), limits.clone(), audit)
+    Executor::new(builder.finish(), limits.clone(), services.links)
 }
 
 /// The schema's SDL, as `shl-gateway schema` prints it and `schema/schema.graphql` holds it.

@@ -21,7 +21,6 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
 
@@ -31,7 +30,7 @@ use super::client_ip::ClientIp;
 use super::request_id::RequestId;
 use crate::error::{AppError, ErrorCode};
 use crate::graphql::is_request_error;
-use crate::issuer::{Caller, TraceContext};
+use crate::issuer::{BearerToken, Caller, TraceContext};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -214,8 +213,7 @@ async fn execute(
 fn caller_from(headers: &HeaderMap, request_id: RequestId) -> Caller {
     let text = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
     Caller {
-        authorization: text(header::AUTHORIZATION.as_str())
-            .map(|value| SecretString::from(value.to_owned())),
+        bearer: text(header::AUTHORIZATION.as_str()).and_then(BearerToken::from_authorization),
         request_id: request_id.0,
         client_ip: None,
         idempotency_key: idempotency_key(headers),

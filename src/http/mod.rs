@@ -43,12 +43,9 @@ pub use metrics::router as metrics_router;
 pub use work_slots::{WorkSlot, WorkSlots, to_completion};
 
 /// Embedded mode's SHL data plane (manifest, file and direct endpoints) and viewer, built from
-/// its issuer; merged into [`router`].
-pub fn embedded_routes(
-    issuer: Arc<crate::issuer::embedded::EmbeddedIssuer>,
-    rate_policy: RatePolicy,
-) -> Router {
-    shl::router(issuer, rate_policy).merge(viewer::router())
+/// the accesses to its links; merged into [`router`].
+pub fn embedded_routes(accesses: crate::links::LinkAccesses, rate_policy: RatePolicy) -> Router {
+    shl::router(accesses, rate_policy).merge(viewer::router())
 }
 
 use crate::error::AppError;

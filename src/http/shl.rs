@@ -5,8 +5,6 @@
 //! viewers), so these endpoints answer `Access-Control-Allow-Origin: *`; they need no cookies or
 //! credentials, only the capability in the URL. Answers are never cached.
 
-use std::sync::Arc;
-
 use std::net::IpAddr;
 
 use axum::body::Bytes;
@@ -23,9 +21,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::{ClientIp, WorkSlot};
 use crate::error::{AppError, ErrorCode};
-use crate::issuer::embedded::{
-    AccessContext, EmbeddedIssuer, ManifestAnswer, ManifestFile, ManifestRequest, manifest_id_hash,
-};
+use crate::issuer::embedded::{ManifestAnswer, ManifestFile, ManifestRequest, manifest_id_hash};
+use crate::links::{AccessContext, LinkAccesses};
 use crate::ratelimit::RatePolicy;
 
 /// Longest recipient name accepted: it is stored and shown to the patient.
@@ -35,11 +32,11 @@ const JOSE: &str = "application/jose";
 /// What the data-plane handlers share.
 #[derive(Debug, Clone)]
 pub struct DataPlane {
-    issuer: Arc<EmbeddedIssuer>,
+    accesses: LinkAccesses,
     rate_policy: RatePolicy,
 }
 
-pub fn router(issuer: Arc<EmbeddedIssuer>, rate_policy: RatePolicy) -> Router {
+pub fn router(accesses: LinkAccesses, rate_policy: RatePolicy) -> Router {
     Router::new()
         .route(
             "/v1/health-link/manifests/{manifest_id}",
@@ -59,7 +56,7 @@ pub fn router(issuer: Arc<EmbeddedIssuer>, rate_policy: RatePolicy) -> Router {
             HeaderValue::from_static("no-store"),
         ))
         .with_state(DataPlane {
-            issuer,
+            accesses,
             rate_policy,
         })
 }
@@ -145,7 +142,6 @@ async fn manifest(
         Ok(segment) => segment,
         Err(refused) => return refused,
     };
-    let issuer = &plane.issuer;
     let Ok(body) = body else {
         return bad_request();
     };
@@ -161,9 +157,11 @@ async fn manifest(
         embedded_length_max: body.embedded_length_max,
     };
     // Reserve, verify, settle and record run to the end even if the client hangs up.
-    let issuer = Arc::clone(issuer);
+    let accesses = plane.accesses.clone();
     let answer = super::to_completion(slot_of(work_slot.as_ref()), async move {
-        issuer.open_manifest(&manifest_id, request, &context).await
+        accesses
+            .open_manifest(&manifest_id, request, &context)
+            .await
     })
     .await
     .and_then(|answer| answer);
@@ -204,17 +202,18 @@ async fn direct(
         Ok(segment) => segment,
         Err(refused) => return refused,
     };
-    let issuer = &plane.issuer;
     let Some(recipient) = query
         .ok()
         .and_then(|Query(query)| valid_recipient(query.recipient))
     else {
         return bad_request();
     };
-    let issuer = Arc::clone(issuer);
+    let accesses = plane.accesses.clone();
     jose(
         super::to_completion(slot_of(work_slot.as_ref()), async move {
-            issuer.open_direct(&manifest_id, &recipient, &context).await
+            accesses
+                .open_direct(&manifest_id, &recipient, &context)
+                .await
         })
         .await
         .and_then(|answer| answer),
@@ -232,10 +231,10 @@ async fn file(
         Ok(segment) => segment,
         Err(refused) => return refused,
     };
-    let issuer = Arc::clone(&plane.issuer);
+    let accesses = plane.accesses.clone();
     jose(
         super::to_completion(slot_of(work_slot.as_ref()), async move {
-            issuer.open_file(&ticket, &context).await
+            accesses.open_file(&ticket, &context).await
         })
         .await
         .and_then(|answer| answer),

@@ -2,8 +2,10 @@
 //!
 //! Creating a link builds an IPS document from the caller's own records, encrypts it under a
 //! fresh key, and stores only the ciphertext: the key lives in the link alone, and the passcode
-//! only as a peppered argon2id hash. Opening a link follows the SHL manifest protocol; the logic
-//! lives here and `protocol.rs` maps it to HTTP.
+//! only as a peppered argon2id hash. Opening a link follows the SHL manifest protocol: the
+//! decisions live here, each answer comes back as an [`Access`] with the record it owes, and the
+//! link service (`crate::links`) keeps that record before anything is disclosed. `crate::http`
+//! maps it all to HTTP.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,6 @@ use async_graphql::ID;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use secrecy::ExposeSecret;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use url::Url;
@@ -21,15 +22,14 @@ use uuid::Uuid;
 use super::ips::{IpsOptions, build_ips};
 use super::jwe::{self, ShlKey};
 use super::store::{
-    AccessAction, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord, LinkStore,
-    StoreError,
+    AccessAction, AccessOutcome, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord,
+    LinkStore, StoreError,
 };
 use super::{
     Attachment, Caller, CodeableConcept, Coding, CreateLinkRequest, DocumentReference,
     DocumentReferenceContent, DocumentReferenceContext, Identifier, Issuer, IssuerMode, LinkMode,
     LinkSummary, Period, Reference, SHL_CONTENT_TYPE, ticket,
 };
-use crate::audit::{AuditAction, AuditEvent, AuditTrail};
 use crate::clock::now_ms;
 use crate::error::{AppError, ErrorCode};
 use crate::keys::Keys;
@@ -80,15 +80,36 @@ pub struct EmbeddedIssuer {
     keys: Keys,
     hasher: PasscodeHasher,
     settings: EmbeddedSettings,
-    audit: AuditTrail,
 }
 
-/// Who is asking on the data plane, for the access record and the audit trail.
-#[derive(Debug, Clone, Default)]
-pub struct AccessContext {
-    pub request_id: Option<String>,
-    pub client_ip: Option<String>,
-    pub user_agent: Option<String>,
+/// What one access to a link decided: the record it owes and the answer it may give once that
+/// record is kept. The issuer decides; the link service records, then answers.
+#[derive(Debug)]
+#[must_use = "an access owes its record before its answer is given"]
+pub struct Access<T> {
+    /// `None` when there is no link to record against (an unknown id, a bad ticket).
+    pub record: Option<AccessRecord>,
+    /// For passcode checks: the wrong passcodes the link may still take.
+    pub remaining_attempts: Option<i64>,
+    pub answer: T,
+}
+
+impl<T> Access<T> {
+    fn unrecorded(answer: T) -> Self {
+        Self {
+            record: None,
+            remaining_attempts: None,
+            answer,
+        }
+    }
+
+    fn recorded(record: AccessRecord, answer: T) -> Self {
+        Self {
+            record: Some(record),
+            remaining_attempts: None,
+            answer,
+        }
+    }
 }
 
 /// A manifest request after validation (`protocol.rs` checks the JSON).
@@ -173,14 +194,12 @@ impl EmbeddedIssuer {
         keys: Keys,
         hasher: PasscodeHasher,
         settings: EmbeddedSettings,
-        audit: AuditTrail,
     ) -> Self {
         Self {
             store,
             keys,
             hasher,
             settings,
-            audit,
         }
     }
 
@@ -191,13 +210,9 @@ impl EmbeddedIssuer {
     /// The patient behind the caller's bearer token.
     async fn patient_of(&self, caller: &Caller) -> Result<String, AppError> {
         let unauthenticated = || AppError::new(ErrorCode::Unauthenticated, "unknown bearer token");
-        let token = caller
-            .authorization
-            .as_ref()
-            .and_then(|value| bearer_token(value.expose_secret()).map(str::to_owned))
-            .ok_or_else(unauthenticated)?;
+        let token = caller.bearer.as_ref().ok_or_else(unauthenticated)?;
         self.store
-            .patient_for_token(&self.keys.token_hmac(&token))
+            .patient_for_token(&self.keys.token_hmac(token.expose()))
             .await
             .map_err(store_error)?
             .ok_or_else(unauthenticated)
@@ -212,34 +227,35 @@ impl EmbeddedIssuer {
         &self,
         manifest_id: &str,
         request: ManifestRequest,
-        context: &AccessContext,
-    ) -> Result<ManifestAnswer, AppError> {
+    ) -> Result<Access<ManifestAnswer>, AppError> {
         let now = now_ms();
         let Some(link) = self.find_link(manifest_id).await? else {
-            return Ok(ManifestAnswer::NotActive);
+            return Ok(Access::unrecorded(ManifestAnswer::NotActive));
         };
-        let access = |outcome: &str| AccessRecord {
+        let access = |outcome: AccessOutcome| AccessRecord {
             link_id: link.id.clone(),
             at: now,
             recipient: request.recipient.clone(),
             action: AccessAction::Manifest,
-            outcome: outcome.to_owned(),
+            outcome,
         };
-        if link.flag.contains('U') || !link.is_servable(now) {
-            self.record(access("inactive"), context, None).await?;
-            return Ok(ManifestAnswer::NotActive);
+        let wrong_passcode = |outcome, remaining_attempts| Access {
+            record: Some(access(outcome)),
+            remaining_attempts: Some(remaining_attempts),
+            answer: ManifestAnswer::WrongPasscode { remaining_attempts },
+        };
+        if link.mode == LinkMode::Direct || !link.is_servable(now) {
+            return Ok(Access::recorded(
+                access(AccessOutcome::Inactive),
+                ManifestAnswer::NotActive,
+            ));
         }
         if let Some(passcode_hash) = &link.passcode_hash {
             let Some(candidate) = request.passcode.as_deref() else {
-                self.record(
-                    access("no-passcode"),
-                    context,
-                    Some(link.attempts_remaining),
-                )
-                .await?;
-                return Ok(ManifestAnswer::WrongPasscode {
-                    remaining_attempts: link.attempts_remaining,
-                });
+                return Ok(wrong_passcode(
+                    AccessOutcome::NoPasscode,
+                    link.attempts_remaining,
+                ));
             };
             match self
                 .check_passcode(&link.id, candidate, passcode_hash)
@@ -247,22 +263,20 @@ impl EmbeddedIssuer {
             {
                 PasscodeCheck::Right => {}
                 PasscodeCheck::Wrong { remaining_after } => {
-                    self.record(access("bad-passcode"), context, Some(remaining_after))
-                        .await?;
-                    return Ok(ManifestAnswer::WrongPasscode {
-                        remaining_attempts: remaining_after,
-                    });
+                    return Ok(wrong_passcode(AccessOutcome::BadPasscode, remaining_after));
                 }
                 PasscodeCheck::Exhausted => {
-                    self.record(access("inactive"), context, None).await?;
-                    return Ok(ManifestAnswer::NotActive);
+                    return Ok(Access::recorded(
+                        access(AccessOutcome::Inactive),
+                        ManifestAnswer::NotActive,
+                    ));
                 }
                 // Nothing was verified and nothing disclosed: no access to record.
                 PasscodeCheck::Busy => return Err(AppError::overloaded()),
             }
         }
         let Some(jwe) = link.jwe.clone() else {
-            return Ok(ManifestAnswer::NotActive);
+            return Ok(Access::unrecorded(ManifestAnswer::NotActive));
         };
         let embed = request
             .embedded_length_max
@@ -272,9 +286,10 @@ impl EmbeddedIssuer {
         } else {
             ManifestFile::Location(self.location_url(&link)?)
         };
-        // Recorded before the answer leaves: no disclosure without its durable record.
-        self.record(access("ok"), context, None).await?;
-        Ok(ManifestAnswer::Files(vec![file]))
+        Ok(Access::recorded(
+            access(AccessOutcome::Ok),
+            ManifestAnswer::Files(vec![file]),
+        ))
     }
 
     /// One passcode attempt: a hashing permit, then an attempt reserved from the link's budget,
@@ -360,14 +375,10 @@ impl EmbeddedIssuer {
     }
 
     /// Serves a location ticket: the JWE, if the ticket is valid and the link still live.
-    pub async fn open_file(
-        &self,
-        ticket: &str,
-        context: &AccessContext,
-    ) -> Result<Option<String>, AppError> {
+    pub async fn open_file(&self, ticket: &str) -> Result<Access<Option<String>>, AppError> {
         let now = now_ms();
         let Some(link_id) = ticket::verify(&self.keys.location_ticket, ticket, now / 1000) else {
-            return Ok(None);
+            return Ok(Access::unrecorded(None));
         };
         let Some(link) = self
             .store
@@ -375,22 +386,16 @@ impl EmbeddedIssuer {
             .await
             .map_err(store_error)?
         else {
-            return Ok(None);
+            return Ok(Access::unrecorded(None));
         };
         let servable = link.is_servable(now);
-        self.record(
-            AccessRecord {
-                link_id: link.id.clone(),
-                at: now,
-                recipient: String::new(),
-                action: AccessAction::File,
-                outcome: if servable { "ok" } else { "inactive" }.to_owned(),
-            },
-            context,
-            None,
-        )
-        .await?;
-        Ok(if servable { link.jwe } else { None })
+        Ok(Self::file_access(
+            link,
+            now,
+            String::new(),
+            AccessAction::File,
+            servable,
+        ))
     }
 
     /// Serves a direct (flag `U`) link: `GET {url}?recipient=...`.
@@ -398,26 +403,47 @@ impl EmbeddedIssuer {
         &self,
         manifest_id: &str,
         recipient: &str,
-        context: &AccessContext,
-    ) -> Result<Option<String>, AppError> {
+    ) -> Result<Access<Option<String>>, AppError> {
         let now = now_ms();
         let Some(link) = self.find_link(manifest_id).await? else {
-            return Ok(None);
+            return Ok(Access::unrecorded(None));
         };
-        let servable = link.flag.contains('U') && link.is_servable(now);
-        self.record(
-            AccessRecord {
-                link_id: link.id.clone(),
-                at: now,
-                recipient: recipient.to_owned(),
-                action: AccessAction::Direct,
-                outcome: if servable { "ok" } else { "inactive" }.to_owned(),
-            },
-            context,
-            None,
-        )
-        .await?;
-        Ok(if servable { link.jwe } else { None })
+        let servable = link.mode == LinkMode::Direct && link.is_servable(now);
+        Ok(Self::file_access(
+            link,
+            now,
+            recipient.to_owned(),
+            AccessAction::Direct,
+            servable,
+        ))
+    }
+
+    /// The file itself, or nothing, and the record either way.
+    fn file_access(
+        link: LinkRecord,
+        now: i64,
+        recipient: String,
+        action: AccessAction,
+        servable: bool,
+    ) -> Access<Option<String>> {
+        let outcome = if servable {
+            AccessOutcome::Ok
+        } else {
+            AccessOutcome::Inactive
+        };
+        let record = AccessRecord {
+            link_id: link.id,
+            at: now,
+            recipient,
+            action,
+            outcome,
+        };
+        Access::recorded(record, if servable { link.jwe } else { None })
+    }
+
+    /// Adds an access to the link's history, which the patient sees (`healthLinks`).
+    pub async fn add_to_history(&self, access: &AccessRecord) -> Result<(), AppError> {
+        self.store.record_access(access).await.map_err(store_error)
     }
 
     async fn find_link(&self, manifest_id: &str) -> Result<Option<LinkRecord>, AppError> {
@@ -428,39 +454,6 @@ impl EmbeddedIssuer {
             .link_by_manifest(&manifest_id_hash(manifest_id))
             .await
             .map_err(store_error)
-    }
-
-    /// The audit record first (fail closed: no record, no disclosure), then the patient-visible
-    /// access history.
-    async fn record(
-        &self,
-        access: AccessRecord,
-        context: &AccessContext,
-        remaining_attempts: Option<i64>,
-    ) -> Result<(), AppError> {
-        let action = match access.action {
-            AccessAction::Manifest => AuditAction::ManifestRequested,
-            AccessAction::File => AuditAction::FileFetched,
-            AccessAction::Direct => AuditAction::DirectFetched,
-        };
-        self.audit
-            .record(AuditEvent {
-                request_id: context.request_id.clone(),
-                client_ip: context.client_ip.clone(),
-                user_agent: context.user_agent.clone(),
-                link_id: Some(access.link_id.clone()),
-                recipient: (!access.recipient.is_empty()).then(|| access.recipient.clone()),
-                remaining_attempts,
-                ..AuditEvent::new(action, access.outcome.clone())
-            })
-            .await?;
-        metrics::counter!(
-            crate::metrics::SHL_ACCESSES,
-            "action" => access.action.as_str(),
-            "outcome" => access.outcome.clone()
-        )
-        .increment(1);
-        self.store.record_access(&access).await.map_err(store_error)
     }
 
     async fn summary(&self, link: LinkRecord) -> Result<LinkSummary, AppError> {
@@ -477,13 +470,6 @@ impl EmbeddedIssuer {
         let now = now_ms();
         self.store.purge(now, now - duration_ms(retention)).await
     }
-}
-
-/// The token of an `Authorization: Bearer <token>` value.
-pub fn bearer_token(authorization: &str) -> Option<&str> {
-    let (scheme, token) = authorization.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 fn random_manifest_id() -> Result<String, AppError> {
@@ -516,9 +502,9 @@ impl Issuer for EmbeddedIssuer {
             })?;
 
         let now = now_ms();
-        let (flag, validity) = match request.mode {
-            LinkMode::Passcode => ("P", self.settings.passcode_link_validity),
-            LinkMode::Direct => ("U", self.settings.direct_link_validity),
+        let validity = match request.mode {
+            LinkMode::Passcode => self.settings.passcode_link_validity,
+            LinkMode::Direct => self.settings.direct_link_validity,
         };
         let expires_at = now + duration_ms(validity);
         let link_id = Uuid::new_v4();
@@ -555,12 +541,7 @@ impl Issuer for EmbeddedIssuer {
                 .label
                 .as_ref()
                 .map(|label| label.as_str().to_owned()),
-            mode: match request.mode {
-                LinkMode::Passcode => "PASSCODE",
-                LinkMode::Direct => "DIRECT",
-            }
-            .to_owned(),
-            flag: flag.to_owned(),
+            mode: request.mode,
             resource_types: request
                 .resources
                 .iter()
@@ -579,13 +560,13 @@ impl Issuer for EmbeddedIssuer {
             .insert_link(&link, &manifest_id_hash(&manifest_id))
             .await
             .map_err(store_error)?;
-        tracing::info!(link.id = %link.id, link.mode = %link.mode, "health link created");
+        tracing::info!(link.id = %link.id, link.mode = link.mode.as_str(), "health link created");
 
         let mut payload = json!({
             "url": self.manifest_url(&manifest_id),
             "key": key.to_base64url(),
             "exp": expires_at / 1000,
-            "flag": flag,
+            "flag": request.mode.flag(),
             "v": 1,
         });
         if let Some(label) = &request.label {
@@ -632,18 +613,6 @@ impl Issuer for EmbeddedIssuer {
         {
             tracing::info!(link.id = %link.id, "health link revoked");
         }
-        self.audit
-            .record(AuditEvent {
-                request_id: Some(caller.request_id.clone()),
-                client_ip: caller.client_ip.map(|ip| ip.to_string()),
-                actor: caller
-                    .authorization
-                    .as_ref()
-                    .map(|value| self.audit.actor(value.expose_secret())),
-                link_id: Some(link.id.clone()),
-                ..AuditEvent::new(AuditAction::LinkRevoked, "ok")
-            })
-            .await?;
         let revoked = self
             .store
             .link_by_id(&link.id)
@@ -720,13 +689,5 @@ mod tests {
         assert!(is_well_formed_manifest_id(&id), "{id}");
         assert!(!is_well_formed_manifest_id("short"));
         assert!(!is_well_formed_manifest_id(&format!("{}/", &id[..42])));
-    }
-
-    #[test]
-    fn bearer_tokens_are_read_case_insensitively() {
-        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
-        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
-        assert_eq!(bearer_token("Basic abc"), None);
-        assert_eq!(bearer_token("Bearer "), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use super::LinkMode;
 use super::embedded::format_instant;
-use super::store::{AccessRecord, LinkRecord, LinkState};
+use super::store::{AccessAction, AccessOutcome, AccessRecord, LinkRecord, LinkState};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct LinkSummary {
@@ -30,19 +30,15 @@ impl std::fmt::Debug for LinkSummary {
 pub struct AccessSummary {
     pub at: String,
     pub recipient: String,
-    pub action: String,
-    pub outcome: String,
+    pub action: AccessAction,
+    pub outcome: AccessOutcome,
 }
 
 impl LinkSummary {
     pub fn new(link: LinkRecord, accesses: Vec<AccessRecord>, now_ms: i64) -> Self {
         Self {
             state: link.state(now_ms),
-            mode: if link.flag.contains('U') {
-                LinkMode::Direct
-            } else {
-                LinkMode::Passcode
-            },
+            mode: link.mode,
             id: link.id,
             label: link.label,
             created_at: format_instant(link.created_at),
@@ -52,7 +48,7 @@ impl LinkSummary {
                 .map(|access| AccessSummary {
                     at: format_instant(access.at),
                     recipient: access.recipient,
-                    action: access.action.as_str().to_owned(),
+                    action: access.action,
                     outcome: access.outcome,
                 })
                 .collect(),

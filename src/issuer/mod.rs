@@ -1,6 +1,6 @@
 //! The seam between the GraphQL layer and whoever issues health links.
 //!
-//! Resolvers talk to an [`Issuer`] and never learn which mode they run in: the upstream issuer
+//! The link service (`crate::links`) talks to an [`Issuer`] and never learns which mode it runs in: the upstream issuer
 //! (`crate::upstream`) relays to b.well, and the [`embedded`] issuer runs the SHL protocol itself:
 //! [`store`] keeps links and records, [`fhir`] and [`ips`] turn records into an IPS document,
 //! [`jwe`] encrypts it, [`ticket`] signs file locations. Serving them over HTTP (the manifest
@@ -26,7 +26,7 @@ pub use document_reference::{
 };
 pub use link_summary::{AccessSummary, LinkSummary};
 pub use request::{
-    Caller, CreateLinkRequest, LinkMode, ResourceType, TraceContext, ValidatedLabel,
+    BearerToken, Caller, CreateLinkRequest, LinkMode, ResourceType, TraceContext, ValidatedLabel,
 };
 
 use crate::error::AppError;

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::passcode::Passcode;
 
@@ -103,6 +103,31 @@ pub enum LinkMode {
     Direct,
 }
 
+impl LinkMode {
+    /// The stored word, also the metrics label and the schema's enum value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LinkMode::Passcode => "PASSCODE",
+            LinkMode::Direct => "DIRECT",
+        }
+    }
+
+    /// The stored word back; `None` for anything else (a damaged row).
+    pub fn parse(word: &str) -> Option<Self> {
+        [LinkMode::Passcode, LinkMode::Direct]
+            .into_iter()
+            .find(|mode| mode.as_str() == word)
+    }
+
+    /// The SHL payload's `flag`: `P` (passcode) or `U` (a single file, fetched directly).
+    pub const fn flag(self) -> &'static str {
+        match self {
+            LinkMode::Passcode => "P",
+            LinkMode::Direct => "U",
+        }
+    }
+}
+
 /// A `createHealthLink` request after validation.
 #[derive(Debug, Clone)]
 pub struct CreateLinkRequest {
@@ -121,15 +146,76 @@ pub struct TraceContext {
     pub tracestate: Option<String>,
 }
 
+/// The token of an `Authorization: Bearer <token>` header, read once by the HTTP layer. Every
+/// use keys on the token itself (never the header text, whose scheme may be spelled in any
+/// case), and neither `Debug` nor a log line can show it.
+#[derive(Clone)]
+pub struct BearerToken(SecretString);
+
+impl BearerToken {
+    /// The token of an `Authorization` value; `None` unless the scheme is `Bearer` (in any case,
+    /// RFC 9110 11.1) and a token follows.
+    pub fn from_authorization(authorization: &str) -> Option<Self> {
+        let (scheme, token) = authorization.split_once(' ')?;
+        let token = token.trim();
+        (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
+            .then(|| Self(SecretString::from(token.to_owned())))
+    }
+
+    /// The token itself, for the HMACs keyed on it and the upstream call.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken([REDACTED])")
+    }
+}
+
 /// Who is calling, as taken from the HTTP request by the transport layer.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The `Authorization` header value, exactly as sent (`Bearer ...`).
-    pub authorization: Option<SecretString>,
+    /// The bearer token, if the request had an `Authorization: Bearer` header. Any other
+    /// `Authorization` value is no credential here: every link operation needs a bearer token.
+    pub bearer: Option<BearerToken>,
     pub request_id: String,
     pub trace: TraceContext,
     /// The client's address as the HTTP layer decided it (proxies considered).
     pub client_ip: Option<std::net::IpAddr>,
     /// The `Idempotency-Key` header, unvalidated.
     pub idempotency_key: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_read_case_insensitively() {
+        let token =
+            |value: &str| BearerToken::from_authorization(value).map(|t| t.expose().to_owned());
+        assert_eq!(token("Bearer abc"), Some("abc".to_owned()));
+        assert_eq!(token("bearer  abc "), Some("abc".to_owned()));
+        assert_eq!(token("Basic abc"), None);
+        assert_eq!(token("Bearer "), None);
+        assert_eq!(token("Bearer"), None);
+    }
+
+    #[test]
+    fn bearer_tokens_do_not_print() {
+        let token = BearerToken::from_authorization("Bearer s3cr3t-token").expect("bearer");
+        assert_eq!(format!("{token:?}"), "BearerToken([REDACTED])");
+    }
+
+    #[test]
+    fn link_modes_map_to_their_words_and_flags() {
+        for mode in [LinkMode::Passcode, LinkMode::Direct] {
+            assert_eq!(LinkMode::parse(mode.as_str()), Some(mode));
+        }
+        assert_eq!(LinkMode::parse("passcode"), None);
+        assert_eq!(LinkMode::Passcode.flag(), "P");
+        assert_eq!(LinkMode::Direct.flag(), "U");
+    }
 }

@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use secrecy::ExposeSecret;
 use tracing::{Instrument, info_span, warn};
 use url::Url;
 
@@ -113,8 +112,8 @@ impl UpstreamClient {
 /// The only caller headers that travel upstream.
 fn forwarded_headers(caller: &Caller) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    if let Some(authorization) = &caller.authorization
-        && let Ok(mut value) = HeaderValue::from_str(authorization.expose_secret())
+    if let Some(token) = &caller.bearer
+        && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
     {
         // Keeps the token out of HTTP/2 header compression tables and hyper's debug output.
         value.set_sensitive(true);

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 pub use sql::SqlStore;
 
+use super::LinkMode;
 use super::fhir::PatientRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +29,8 @@ pub struct LinkRecord {
     pub id: String,
     pub patient_id: String,
     pub label: Option<String>,
-    /// `PASSCODE` or `DIRECT`.
-    pub mode: String,
-    /// The SHL flag letters (`P`, `U`).
-    pub flag: String,
+    /// Stored as its word (`PASSCODE`, `DIRECT`) beside its SHL flag (`P`, `U`).
+    pub mode: LinkMode,
     pub resource_types: Vec<String>,
     /// PHC string of argon2id over the peppered passcode; `None` for direct links.
     pub passcode_hash: Option<String>,
@@ -106,8 +105,45 @@ pub struct AccessRecord {
     pub at: i64,
     pub recipient: String,
     pub action: AccessAction,
-    /// `ok`, `bad-passcode`, `no-passcode` or `inactive`.
-    pub outcome: String,
+    pub outcome: AccessOutcome,
+}
+
+/// How an access to a link went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessOutcome {
+    /// The file (or its location) was handed out.
+    Ok,
+    /// A passcode link asked for without a passcode.
+    NoPasscode,
+    /// A wrong passcode: one attempt of the budget spent.
+    BadPasscode,
+    /// Expired, revoked, locked, or the wrong kind of access for the link.
+    Inactive,
+}
+
+impl AccessOutcome {
+    /// The stored and displayed word (`HealthLink.accesses.outcome`, the audit outcome, the
+    /// metrics label).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccessOutcome::Ok => "ok",
+            AccessOutcome::NoPasscode => "no-passcode",
+            AccessOutcome::BadPasscode => "bad-passcode",
+            AccessOutcome::Inactive => "inactive",
+        }
+    }
+
+    /// The stored word back; `None` for anything else (a damaged row).
+    pub fn parse(word: &str) -> Option<Self> {
+        [
+            AccessOutcome::Ok,
+            AccessOutcome::NoPasscode,
+            AccessOutcome::BadPasscode,
+            AccessOutcome::Inactive,
+        ]
+        .into_iter()
+        .find(|outcome| outcome.as_str() == word)
+    }
 }
 
 /// What an access to a link asked for.

@@ -9,9 +9,10 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor as _, Row as _};
 
 use super::{
-    AccessAction, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord, LinkStore,
-    StoreError,
+    AccessAction, AccessOutcome, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord,
+    LinkStore, StoreError,
 };
+use crate::issuer::LinkMode;
 use crate::issuer::fhir::PatientRecord;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -122,8 +123,10 @@ fn link_from_row(row: &AnyRow) -> Result<LinkRecord, StoreError> {
         id: row.try_get("id")?,
         patient_id: row.try_get("patient_id")?,
         label: row.try_get("label")?,
-        mode: row.try_get("mode")?,
-        flag: row.try_get("flag")?,
+        mode: {
+            let word: String = row.try_get("mode")?;
+            LinkMode::parse(&word).ok_or(StoreError::Corrupt("unknown link mode"))?
+        },
         resource_types: resource_types
             .split(',')
             .filter(|name| !name.is_empty())
@@ -276,8 +279,8 @@ impl LinkStore for SqlStore {
         .bind(manifest_id_hash)
         .bind(&link.patient_id)
         .bind(&link.label)
-        .bind(&link.mode)
-        .bind(&link.flag)
+        .bind(link.mode.as_str())
+        .bind(link.mode.flag())
         .bind(link.resource_types.join(","))
         .bind(&link.passcode_hash)
         .bind(link.attempts_remaining)
@@ -418,7 +421,7 @@ impl LinkStore for SqlStore {
         .bind(access.at)
         .bind(&access.recipient)
         .bind(access.action.as_str())
-        .bind(&access.outcome)
+        .bind(access.outcome.as_str())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -443,7 +446,11 @@ impl LinkStore for SqlStore {
                         AccessAction::parse(&word)
                             .ok_or(StoreError::Corrupt("unknown access action"))?
                     },
-                    outcome: row.try_get("outcome")?,
+                    outcome: {
+                        let word: String = row.try_get("outcome")?;
+                        AccessOutcome::parse(&word)
+                            .ok_or(StoreError::Corrupt("unknown access outcome"))?
+                    },
                 })
             })
             .collect()
@@ -493,8 +500,7 @@ mod tests {
             id: "link".to_owned(),
             patient_id: "patient".to_owned(),
             label: None,
-            mode: "PASSCODE".to_owned(),
-            flag: "P".to_owned(),
+            mode: LinkMode::Passcode,
             resource_types: Vec::new(),
             passcode_hash: Some("hash".to_owned()),
             attempts_remaining: attempts,
