@@ -23,6 +23,15 @@ pub const SHED_REQUESTS: &str = "shl_gateway_shed_requests_total";
 pub const OPEN_CONNECTIONS: &str = "shl_gateway_open_connections";
 pub const REFUSED_CONNECTIONS: &str = "shl_gateway_refused_connections_total";
 pub const SLOW_REQUEST_BODIES: &str = "shl_gateway_slow_request_bodies_total";
+/// Gauge: keys held in memory, by `quota`.
+pub const RATELIMIT_KEYS: &str = "shl_gateway_ratelimit_keys";
+/// Counter: answers by `quota` and `decision` (`allowed`, `refused`), whichever store gave them.
+pub const RATELIMIT_DECISIONS: &str = "shl_gateway_ratelimit_decisions_total";
+/// Counter: Redis calls that gave no answer, by `quota` and `cause` (`timeout`, `connection`,
+/// `reply`).
+pub const RATELIMIT_STORE_ERRORS: &str = "shl_gateway_ratelimit_store_errors_total";
+/// Counter: times a quota reached its key cap in memory and forgot half its keys, by `quota`.
+pub const RATELIMIT_EVICTIONS: &str = "shl_gateway_ratelimit_evictions_total";
 /// Gauge per dependency (`component`: `audit`, `store`, `quotas`): 1 ready, 0 not.
 pub const READY: &str = "shl_gateway_ready";
 
@@ -110,20 +119,17 @@ fn describe() {
         "Requests refused at once with 503 OVERLOADED because every work slot was taken."
     );
     describe_gauge!(OPEN_CONNECTIONS, "Client connections open now.");
-    describe_gauge!(
-        crate::ratelimit::METRIC_KEYS,
-        "Keys an in-process quota holds, by quota."
-    );
+    describe_gauge!(RATELIMIT_KEYS, "Keys an in-process quota holds, by quota.");
     describe_counter!(
-        crate::ratelimit::METRIC_DECISIONS,
+        RATELIMIT_DECISIONS,
         "Quota checks by quota and decision (allowed or refused)."
     );
     describe_counter!(
-        crate::ratelimit::METRIC_STORE_ERRORS,
+        RATELIMIT_STORE_ERRORS,
         "Quota checks the store could not answer, by quota and cause."
     );
     describe_counter!(
-        crate::ratelimit::METRIC_EVICTIONS,
+        RATELIMIT_EVICTIONS,
         "Keys an in-process quota forgot at its cap, by quota."
     );
     describe_counter!(

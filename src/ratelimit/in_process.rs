@@ -51,10 +51,8 @@ use governor::nanos::Nanos;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed, RateLimiter, StateStore};
 
-use super::{
-    Decision, Gcra, METRIC_EVICTIONS, METRIC_KEYS, Quota, QuotaError, QuotaStore, WarnThrottle,
-    record_decision,
-};
+use super::{Decision, Gcra, Quota, QuotaError, QuotaStore, WarnThrottle, record_decision};
+use crate::metrics::{RATELIMIT_EVICTIONS, RATELIMIT_KEYS};
 
 /// How many keys the cap eviction looks at to find the median TAT: enough for the median to be
 /// within a few percent, few enough that the sample costs nothing next to the pass that follows.
@@ -289,7 +287,7 @@ impl Cells {
     }
 
     fn report(&self) {
-        metrics::gauge!(METRIC_KEYS, "quota" => self.0.name).set(self.0.cells.len() as f64);
+        metrics::gauge!(RATELIMIT_KEYS, "quota" => self.0.name).set(self.0.cells.len() as f64);
     }
 
     /// Called before a new key is inserted. The cap can be overshot only by the threads that
@@ -328,7 +326,7 @@ impl Cells {
                 "rate-limit key cap reached; forgot the least indebted keys"
             );
         }
-        metrics::counter!(METRIC_EVICTIONS, "quota" => map.name).increment(1);
+        metrics::counter!(RATELIMIT_EVICTIONS, "quota" => map.name).increment(1);
         self.report();
     }
 }

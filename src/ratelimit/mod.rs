@@ -55,7 +55,7 @@
 //!
 //! # Metrics
 //!
-//! Names in the `METRIC_*` constants. Every label comes from a fixed set: quota names are
+//! Names in `crate::metrics` (`RATELIMIT_*`). Every label comes from a fixed set: quota names are
 //! `&'static str` constants, never client input, and keys (addresses) never reach a label.
 //!
 //! # Wiring
@@ -80,21 +80,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::metrics::RATELIMIT_DECISIONS;
+
 pub use address::{ip_key, subscriber_network};
 pub use in_process::InProcessQuotas;
 pub use policy::{QuotaSpec, QuotaSpecs, RatePolicy};
 pub use redis::RedisQuotas;
 pub use shared::{RedisFailurePolicy, SharedQuotas};
-
-/// Gauge: keys held in memory, by `quota`.
-pub const METRIC_KEYS: &str = "shl_gateway_ratelimit_keys";
-/// Counter: answers by `quota` and `decision` (`allowed`, `refused`), whichever store gave them.
-pub const METRIC_DECISIONS: &str = "shl_gateway_ratelimit_decisions_total";
-/// Counter: Redis calls that gave no answer, by `quota` and `cause` (`timeout`, `connection`,
-/// `reply`).
-pub const METRIC_STORE_ERRORS: &str = "shl_gateway_ratelimit_store_errors_total";
-/// Counter: times a quota reached its key cap in memory and forgot half its keys, by `quota`.
-pub const METRIC_EVICTIONS: &str = "shl_gateway_ratelimit_evictions_total";
 
 /// A GCRA quota: `burst` requests at once, refilled at `burst` per `period` (i.e. one every
 /// `period / burst`).
@@ -239,7 +231,7 @@ fn record_decision(quota: &'static str, decision: &Decision) {
     } else {
         "refused"
     };
-    metrics::counter!(METRIC_DECISIONS, "quota" => quota, "decision" => label).increment(1);
+    metrics::counter!(RATELIMIT_DECISIONS, "quota" => quota, "decision" => label).increment(1);
 }
 
 /// At most one warning per this interval; the others are counted into the next one.

@@ -18,10 +18,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use super::{
-    Decision, Gcra, METRIC_STORE_ERRORS, Quota, QuotaError, QuotaStore, WarnThrottle,
-    record_decision,
-};
+use super::{Decision, Gcra, Quota, QuotaError, QuotaStore, WarnThrottle, record_decision};
+use crate::metrics::RATELIMIT_STORE_ERRORS;
 
 /// Without one answer for this long, the connection is presumed dead and replaced.
 const STALE_AFTER: Duration = Duration::from_secs(3);
@@ -57,7 +55,7 @@ impl std::fmt::Debug for RedisQuotas {
     }
 }
 
-/// Why a call failed, as the `cause` label of [`METRIC_STORE_ERRORS`].
+/// Why a call failed, as the `cause` label of [`RATELIMIT_STORE_ERRORS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
     Timeout,
@@ -193,7 +191,7 @@ impl RedisQuotas {
     }
 
     fn failed(&self, quota: &'static str, failure: Failure) -> QuotaError {
-        metrics::counter!(METRIC_STORE_ERRORS, "quota" => quota, "cause" => failure.as_str())
+        metrics::counter!(RATELIMIT_STORE_ERRORS, "quota" => quota, "cause" => failure.as_str())
             .increment(1);
         // The key is not logged: it is usually a client address.
         if let Some(suppressed) = self.warnings.admit() {

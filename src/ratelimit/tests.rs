@@ -6,6 +6,9 @@ use std::time::Duration;
 use governor::clock::FakeRelativeClock;
 
 use super::*;
+use crate::metrics::{
+    RATELIMIT_DECISIONS, RATELIMIT_EVICTIONS, RATELIMIT_KEYS, RATELIMIT_STORE_ERRORS,
+};
 
 /// The Redis the tests may use. The tests that need one are `#[ignore]`d with that reason, so a
 /// plain `cargo test` reports them as ignored; run (`--include-ignored`) without the variable,
@@ -227,13 +230,13 @@ fn decisions_keys_and_evictions_are_counted() {
     let allowed = [quota, r#"decision="allowed""#];
     let refused = [quota, r#"decision="refused""#];
     assert_eq!(
-        sample(&rendered, METRIC_DECISIONS, &allowed),
+        sample(&rendered, RATELIMIT_DECISIONS, &allowed),
         Some("6"),
         "{rendered}"
     );
-    assert_eq!(sample(&rendered, METRIC_DECISIONS, &refused), Some("1"));
-    assert_eq!(sample(&rendered, METRIC_EVICTIONS, &[quota]), Some("1"));
-    assert!(sample(&rendered, METRIC_KEYS, &[quota]).is_some());
+    assert_eq!(sample(&rendered, RATELIMIT_DECISIONS, &refused), Some("1"));
+    assert_eq!(sample(&rendered, RATELIMIT_EVICTIONS, &[quota]), Some("1"));
+    assert!(sample(&rendered, RATELIMIT_KEYS, &[quota]).is_some());
 }
 
 #[test]
@@ -257,7 +260,7 @@ fn redis_failures_are_counted_by_cause() {
     // Timeout or connection, depending on where the reconnection backoff stands.
     let labels = [r#"quota="test_metrics_redis""#, r#"cause=""#];
     assert_eq!(
-        sample(&rendered, METRIC_STORE_ERRORS, &labels),
+        sample(&rendered, RATELIMIT_STORE_ERRORS, &labels),
         Some("1"),
         "{rendered}"
     );
