@@ -15,12 +15,16 @@
 //!
 //! Request bodies are read with their own deadline before a request takes a work slot (see
 //! `request_body`), so a slow client costs its connection, never the service's capacity.
+//!
+//! [`admission`] counts connections against their caps; [`activity`] is what each connection's
+//! timer watches (requests in flight, bytes moving, a close asked for by a handler).
 
-use std::collections::HashMap;
+mod activity;
+mod admission;
+
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -32,9 +36,13 @@ use hyper_util::server::conn::auto;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
+
+pub use activity::ConnectionControl;
+use activity::{Activity, Tracked};
+use admission::Admission;
 
 /// Limits on connections, each with a flag (see `Config`).
 #[derive(Debug, Clone)]
@@ -197,7 +205,7 @@ impl Connection {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request
                     .extensions_mut()
-                    .insert(ConnectionControl(Arc::clone(&activity)));
+                    .insert(ConnectionControl::new(Arc::clone(&activity)));
                 let request_in_flight = activity.request_started();
                 let call = router.clone().oneshot(request.map(Body::new));
                 async move {
@@ -207,10 +215,7 @@ impl Connection {
                 }
             })
         };
-        let io = Tracked {
-            inner: io,
-            activity: Arc::clone(&activity),
-        };
+        let io = Tracked::new(io, Arc::clone(&activity));
         let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         // The timer never sleeps past the shorter limit, so a change of phase (a first request
@@ -277,7 +282,7 @@ impl Connection {
                     connection.as_mut().graceful_shutdown();
                     phase = Phase::Draining { hard_deadline: None };
                 }
-                () = activity.wake.notified() => {}
+                () = activity.woken() => {}
                 () = tokio::time::sleep_until(next_look.into()) => {}
             }
         }
@@ -293,315 +298,4 @@ enum Phase {
     Draining {
         hard_deadline: Option<Instant>,
     },
-}
-
-/// What the connection's timers need to know about its requests and its bytes.
-struct Activity {
-    started: Instant,
-    in_flight: AtomicUsize,
-    requests: AtomicU64,
-    /// When the last request finished, in milliseconds since `started`.
-    last_finished_ms: AtomicU64,
-    /// When bytes last moved either way, in milliseconds since `started`.
-    last_progress_ms: AtomicU64,
-    /// A handler asked for the connection to close after its answer (a `408` on HTTP/2).
-    close_requested: AtomicBool,
-    wake: Notify,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-            last_finished_ms: AtomicU64::new(0),
-            last_progress_ms: AtomicU64::new(0),
-            close_requested: AtomicBool::new(false),
-            wake: Notify::new(),
-        }
-    }
-
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn request_started(self: &Arc<Self>) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        InFlight(Arc::clone(self))
-    }
-
-    fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
-    }
-
-    fn requests_seen(&self) -> u64 {
-        self.requests.load(Ordering::SeqCst)
-    }
-
-    /// Since when nothing has been served: the connection's start, or the last answer.
-    fn quiet_since(&self) -> Instant {
-        self.started + Duration::from_millis(self.last_finished_ms.load(Ordering::SeqCst))
-    }
-
-    fn last_progress(&self) -> Instant {
-        self.started + Duration::from_millis(self.last_progress_ms.load(Ordering::SeqCst))
-    }
-
-    fn close_requested(&self) -> bool {
-        self.close_requested.load(Ordering::SeqCst)
-    }
-}
-
-/// A request being served on a connection; dropping it marks the request done.
-struct InFlight(Arc<Activity>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0
-            .last_finished_ms
-            .store(self.0.elapsed_ms(), Ordering::SeqCst);
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// A handle on the connection a request came on, in the request's extensions.
-#[derive(Clone)]
-pub struct ConnectionControl(Arc<Activity>);
-
-impl ConnectionControl {
-    /// Closes the connection once the answers in flight are out: GOAWAY on HTTP/2, where a
-    /// `Connection: close` header is not allowed and would be dropped.
-    pub fn close_after_answer(&self) {
-        self.0.close_requested.store(true, Ordering::SeqCst);
-        self.0.wake.notify_one();
-    }
-}
-
-impl std::fmt::Debug for ConnectionControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ConnectionControl")
-    }
-}
-
-/// The connection's socket, noting when bytes move: a connection with a request in flight and
-/// no bytes moving for `--idle-timeout` (a client that stopped reading its answer) is dropped.
-struct Tracked<I> {
-    inner: I,
-    activity: Arc<Activity>,
-}
-
-impl<I> Tracked<I> {
-    fn progressed(&self) {
-        self.activity
-            .last_progress_ms
-            .store(self.activity.elapsed_ms(), Ordering::Relaxed);
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.progressed();
-        }
-        poll
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(poll, std::task::Poll::Ready(Ok(written)) if written > 0) {
-            self.progressed();
-        }
-        poll
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let poll = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(poll, std::task::Poll::Ready(Ok(written)) if written > 0) {
-            self.progressed();
-        }
-        poll
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Counts open connections, in all and per address.
-#[derive(Clone)]
-struct Admission {
-    state: Arc<Mutex<AdmissionState>>,
-    max_connections: usize,
-    max_per_ip: usize,
-    exempt: Arc<Vec<IpNet>>,
-}
-
-#[derive(Default)]
-struct AdmissionState {
-    open: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-impl Admission {
-    fn new(limits: &ConnectionLimits) -> Self {
-        Self {
-            state: Arc::default(),
-            max_connections: limits.max_connections.max(1),
-            max_per_ip: limits.max_connections_per_ip,
-            exempt: Arc::new(limits.trusted_proxies.clone()),
-        }
-    }
-
-    /// A slot for a connection from `peer`, or `None` over a limit.
-    fn admit(&self, peer: IpAddr) -> Option<ConnectionSlot> {
-        let key = crate::ratelimit::subscriber_network(peer);
-        // A dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`; proxies are configured as IPv4.
-        let canonical = peer.to_canonical();
-        let limited =
-            self.max_per_ip > 0 && !self.exempt.iter().any(|net| net.contains(&canonical));
-        let mut state = self.lock();
-        if state.open >= self.max_connections {
-            drop(state);
-            refused("total");
-            return None;
-        }
-        let from_peer = state.per_ip.entry(key).or_insert(0);
-        if limited && *from_peer >= self.max_per_ip {
-            drop(state);
-            refused("per_ip");
-            return None;
-        }
-        *from_peer += 1;
-        state.open += 1;
-        metrics::gauge!(crate::metrics::OPEN_CONNECTIONS).set(state.open as f64);
-        Some(ConnectionSlot {
-            admission: self.clone(),
-            key,
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, AdmissionState> {
-        // Each update is one step on plain counters: valid after any panic.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-fn refused(reason: &'static str) {
-    metrics::counter!(crate::metrics::REFUSED_CONNECTIONS, "reason" => reason).increment(1);
-}
-
-/// An admitted connection; dropping it frees its place.
-struct ConnectionSlot {
-    admission: Admission,
-    key: IpAddr,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        let mut state = self.admission.lock();
-        state.open = state.open.saturating_sub(1);
-        if let Some(count) = state.per_ip.get_mut(&self.key) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                state.per_ip.remove(&self.key);
-            }
-        }
-        metrics::gauge!(crate::metrics::OPEN_CONNECTIONS).set(state.open as f64);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn limits(max_connections: usize, per_ip: usize) -> ConnectionLimits {
-        ConnectionLimits {
-            max_connections,
-            max_connections_per_ip: per_ip,
-            header_read_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-            http2_max_concurrent_streams: 8,
-            http2_max_pending_accept_reset_streams: 8,
-            http2_keep_alive_interval: Duration::from_secs(1),
-            trusted_proxies: vec!["10.0.0.0/8".parse().expect("cidr")],
-        }
-    }
-
-    #[test]
-    fn connections_are_admitted_up_to_the_per_address_limit_and_freed_on_drop() {
-        let admission = Admission::new(&limits(100, 2));
-        let peer: IpAddr = "192.0.2.1".parse().expect("ip");
-        let first = admission.admit(peer).expect("first");
-        let _second = admission.admit(peer).expect("second");
-        assert!(admission.admit(peer).is_none(), "third over the limit");
-        assert!(admission.admit("192.0.2.2".parse().expect("ip")).is_some());
-        drop(first);
-        assert!(admission.admit(peer).is_some(), "a freed place is reused");
-    }
-
-    #[test]
-    fn an_ipv6_client_is_one_address_per_64() {
-        let admission = Admission::new(&limits(100, 1));
-        let _held = admission
-            .admit("2001:db8::1".parse().expect("ip"))
-            .expect("first");
-        assert!(
-            admission
-                .admit("2001:db8::2".parse().expect("ip"))
-                .is_none()
-        );
-        assert!(
-            admission
-                .admit("2001:db8:0:1::1".parse().expect("ip"))
-                .is_some()
-        );
-    }
-
-    #[test]
-    fn trusted_proxies_are_exempt_from_the_per_address_limit_but_not_the_total() {
-        let admission = Admission::new(&limits(3, 1));
-        let proxy: IpAddr = "10.1.2.3".parse().expect("ip");
-        let held: Vec<_> = (0..3)
-            .map(|_| admission.admit(proxy).expect("exempt"))
-            .collect();
-        assert!(admission.admit(proxy).is_none(), "the total still holds");
-        drop(held);
-        assert_eq!(admission.lock().open, 0);
-        assert!(
-            admission.lock().per_ip.is_empty(),
-            "no entry outlives its connections"
-        );
-    }
 }
