@@ -12,10 +12,13 @@
 //! - [`http`]: everything HTTP: the connection loop and its limits, routes and middleware,
 //!   GraphQL over HTTP, the SHL data plane and viewer of embedded mode, health, GraphiQL, the
 //!   client address, work slots.
-//! - [`graphql`]: the schema, resolvers, operation limits; knows nothing of HTTP.
+//! - [`graphql`]: the schema, resolvers (adapters over [`links`]), operation limits; knows
+//!   nothing of HTTP.
+//! - [`links`]: the link service, the workflow of every operation on links (create, list,
+//!   revoke, the SHL accesses) and the audit trail's ordering rules, for both issuers.
 //! - [`idempotency`]: `Idempotency-Key` replays of `createHealthLink`, sealed per caller.
-//! - [`issuer`]: the `Issuer` trait resolvers call, the types of a link request and answer, and
-//!   the embedded issuer (store, IPS, JWE, tickets); no HTTP.
+//! - [`issuer`]: the `Issuer` trait the link service calls, the types of a link request and
+//!   answer, and the embedded issuer (store, IPS, JWE, tickets); no HTTP, no audit.
 //! - [`upstream`]: the b.well client, an `Issuer` that relays to the upstream API.
 //! - [`qr`]: QR encoding and compact SVG rendering.
 //! - [`ratelimit`]: GCRA quotas, in process (governor) and shared across replicas (Redis), the
