@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
@@ -193,6 +194,34 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line, for log shippers.
     Json,
+}
+
+/// `--redis-failure-policy`'s words for [`RedisFailurePolicy`], with their `--help`. They live
+/// here, not as a clap derive on the policy, so that `ratelimit` knows nothing of the command line.
+const REDIS_FAILURE_POLICIES: [(&str, RedisFailurePolicy, &str); 2] = [
+    (
+        "fail-closed",
+        RedisFailurePolicy::FailClosed,
+        "Limited requests fail (OVERLOADED) until Redis is back. For deployments where a limit \
+         that holds only per replica is not acceptable",
+    ),
+    (
+        "fall-back-to-in-process",
+        RedisFailurePolicy::FallBackToInProcess,
+        "Each replica limits from its own memory: every limit still holds, but per replica, so \
+         during the outage N replicas allow up to N times a quota between them",
+    ),
+];
+
+fn redis_failure_policy() -> impl TypedValueParser<Value = RedisFailurePolicy> {
+    let names = REDIS_FAILURE_POLICIES.map(|(name, _, help)| PossibleValue::new(name).help(help));
+    PossibleValuesParser::new(names).try_map(|name| {
+        REDIS_FAILURE_POLICIES
+            .iter()
+            .find(|(known, ..)| *known == name)
+            .map(|(_, policy, _)| *policy)
+            .ok_or("not a Redis failure policy")
+    })
 }
 
 /// How `shl-gateway serve` runs.
@@ -438,7 +467,7 @@ pub struct Config {
     pub redis_timeout: Duration,
 
     /// When Redis cannot answer: refuse limited requests (OVERLOADED), or limit per replica.
-    #[arg(long, env = "SHL_GATEWAY_REDIS_FAILURE_POLICY", value_enum, default_value_t = RedisFailurePolicy::FallBackToInProcess)]
+    #[arg(long, env = "SHL_GATEWAY_REDIS_FAILURE_POLICY", value_parser = redis_failure_policy(), default_value = "fall-back-to-in-process")]
     pub redis_failure_policy: RedisFailurePolicy,
 
     /// Proxies whose X-Forwarded-For is believed (comma-separated CIDRs, e.g. the load
@@ -825,6 +854,22 @@ mod tests {
         assert_eq!(parsed.serve.max_complexity, defaults.max_complexity);
         assert_eq!(parsed.serve.max_value_depth, defaults.max_value_depth);
         assert_eq!(parsed.serve.graphiql, defaults.graphiql);
+    }
+
+    #[test]
+    fn the_redis_failure_policy_reads_its_names() {
+        for (name, policy) in [
+            ("fail-closed", RedisFailurePolicy::FailClosed),
+            (
+                "fall-back-to-in-process",
+                RedisFailurePolicy::FallBackToInProcess,
+            ),
+        ] {
+            let cli =
+                Cli::try_parse_from(["shl-gateway", "--redis-failure-policy", name]).expect(name);
+            assert_eq!(cli.serve.redis_failure_policy, policy);
+        }
+        assert!(Cli::try_parse_from(["shl-gateway", "--redis-failure-policy", "open"]).is_err());
     }
 
     #[test]
