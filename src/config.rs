@@ -2,19 +2,35 @@
 //! validated once at startup.
 //!
 //! Every flag `--some-flag` also reads `SHL_GATEWAY_SOME_FLAG`. Secrets are `SecretString`s, so
-//! `Debug` (and therefore any log of the config) prints `[REDACTED]`. Tests build a `Config` with
-//! [`Config::default`] and struct updates rather than through the environment.
+//! `Debug` (and therefore any log of the config) prints `[REDACTED]`.
+//!
+//! [`Config`] is a set of groups, one per concern ([`ListenerConfig`], [`UpstreamConfig`],
+//! [`EmbeddedConfig`], [`GraphqlConfig`], [`QuotaConfig`], [`RedisConfig`], [`AuditConfig`],
+//! [`KeyConfig`], [`TelemetryConfig`]), each shown under its own heading by `--help`. A group
+//! converts into the settings its module takes (`From` or a method here), so startup hands each
+//! module its part without copying fields; the modules never import `config`.
+//!
+//! Each default is written once, in its flag's attribute: [`Config::default`] is clap's own
+//! parse of an empty command line, with the environment switched off. Tests build a `Config`
+//! with it and struct updates rather than through the environment.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use axum::http::HeaderValue;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 
-use crate::ratelimit::{QuotaSpec, RedisFailurePolicy};
+use crate::graphql::{OperationLimits, SchemaOptions};
+use crate::http::server::ConnectionLimits;
+use crate::http::{HttpSettings, WorkSlots};
+use crate::issuer::embedded::EmbeddedSettings;
+use crate::ratelimit::{QuotaSpec, QuotaSpecs, RedisFailurePolicy};
+use crate::upstream::{CircuitBreaker, UpstreamSettings};
 
 /// The command line of the `shl-gateway` binary.
 #[derive(Debug, Parser)]
@@ -63,18 +79,9 @@ pub enum Command {
     },
 }
 
+/// Shared by `serve` and the subcommands that take the same flag.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-const DEFAULT_UPSTREAM_TIMEOUT: &str = "10s";
-const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "3s";
-const DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 const DEFAULT_DATA_DIR: &str = ".shl-gateway";
-const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
-const DEFAULT_MAX_DEPTH: usize = 15;
-const DEFAULT_MAX_COMPLEXITY: usize = 250;
-const DEFAULT_MAX_VALUE_DEPTH: usize = 64;
-const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
-const DEFAULT_GRAPHIQL_ASSETS_DIR: &str = "graphiql/node_modules";
-const DEFAULT_IDENTIFIER_SYSTEM: &str = "urn:shl-gateway:health-link";
 /// The shortest `--secret-key` accepted: 32 bytes, as for an HMAC-SHA256 key.
 pub const MIN_SECRET_KEY_BYTES: usize = 32;
 
@@ -89,7 +96,7 @@ pub enum AuditCommand {
         #[arg(long)]
         head: Option<String>,
         #[command(flatten)]
-        key: SecretKeyArgs,
+        key: KeyConfig,
     },
     /// Write the audit records as a FHIR R4 Bundle of AuditEvent resources (IHE BALP shapes).
     Export {
@@ -98,46 +105,6 @@ pub enum AuditCommand {
         #[arg(long)]
         output: Option<PathBuf>,
     },
-}
-
-/// The secret key, for commands that need the gateway's key but must never create one.
-#[derive(Debug, Clone, Args)]
-pub struct SecretKeyArgs {
-    #[arg(
-        long,
-        env = "SHL_GATEWAY_SECRET_KEY",
-        hide_env_values = true,
-        conflicts_with = "secret_key_file"
-    )]
-    pub secret_key: Option<SecretString>,
-    #[arg(long, env = "SHL_GATEWAY_SECRET_KEY_FILE")]
-    pub secret_key_file: Option<PathBuf>,
-    #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-}
-
-impl SecretKeyArgs {
-    /// The configured key, or the one kept in the data directory; never a new one.
-    pub fn load_existing(&self) -> anyhow::Result<SecretKey> {
-        let key = if let Some(key) = &self.secret_key {
-            key.expose_secret().as_bytes().to_vec()
-        } else {
-            let path = self
-                .secret_key_file
-                .clone()
-                .unwrap_or_else(|| self.data_dir.join("secret-key"));
-            read_key_file(&path).with_context(|| {
-                format!(
-                    "cannot read the secret key from {} (--secret-key-file or --data-dir)",
-                    path.display()
-                )
-            })?
-        };
-        if key.len() < MIN_SECRET_KEY_BYTES {
-            bail!("the secret key must be at least {MIN_SECRET_KEY_BYTES} bytes");
-        }
-        Ok(SecretBox::new(Box::new(key)))
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -195,29 +162,172 @@ pub enum LogFormat {
     Json,
 }
 
-/// How `shl-gateway serve` runs.
+/// `--redis-failure-policy`'s words for [`RedisFailurePolicy`], with their `--help`. They live
+/// here, not as a clap derive on the policy, so that `ratelimit` knows nothing of the command line.
+const REDIS_FAILURE_POLICIES: [(&str, RedisFailurePolicy, &str); 2] = [
+    (
+        "fail-closed",
+        RedisFailurePolicy::FailClosed,
+        "Limited requests fail (OVERLOADED) until Redis is back. For deployments where a limit \
+         that holds only per replica is not acceptable",
+    ),
+    (
+        "fall-back-to-in-process",
+        RedisFailurePolicy::FallBackToInProcess,
+        "Each replica limits from its own memory: every limit still holds, but per replica, so \
+         during the outage N replicas allow up to N times a quota between them",
+    ),
+];
+
+fn redis_failure_policy() -> impl TypedValueParser<Value = RedisFailurePolicy> {
+    let names = REDIS_FAILURE_POLICIES.map(|(name, _, help)| PossibleValue::new(name).help(help));
+    PossibleValuesParser::new(names).try_map(|name| {
+        REDIS_FAILURE_POLICIES
+            .iter()
+            .find(|(known, ..)| *known == name)
+            .map(|(_, policy, _)| *policy)
+            .ok_or("not a Redis failure policy")
+    })
+}
+
+/// How `shl-gateway serve` runs: one group of flags per concern, each under its own heading in
+/// `--help`.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    #[command(flatten)]
+    pub listener: ListenerConfig,
+    #[command(flatten)]
+    pub upstream: UpstreamConfig,
+    #[command(flatten)]
+    pub embedded: EmbeddedConfig,
+    #[command(flatten)]
+    pub graphql: GraphqlConfig,
+    #[command(flatten)]
+    pub quotas: QuotaConfig,
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    #[command(flatten)]
+    pub audit: AuditConfig,
+    #[command(flatten)]
+    pub key: KeyConfig,
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// Where and how the gateway listens: address, TLS, what one connection and one request may
+/// cost, browser origins, proxies, shutdown. Becomes [`ConnectionLimits`] and [`HttpSettings`].
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Listener")]
+pub struct ListenerConfig {
     /// Address to listen on. Port 0 picks a free port.
     #[arg(long, env = "SHL_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+
+    /// PEM certificate chain: with --tls-key, --listen serves HTTPS (the viewer's WebCrypto
+    /// needs a secure context, e.g. to open links from a phone on the LAN).
+    #[arg(long, env = "SHL_GATEWAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SHL_GATEWAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// Serve /metrics on this separate address (e.g. 0.0.0.0:9090, reachable by Prometheus
     /// only) instead of on --listen.
     #[arg(long, env = "SHL_GATEWAY_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// Proxies whose X-Forwarded-For is believed (comma-separated CIDRs, e.g. the load
+    /// balancer's). From any other peer the header is ignored.
+    #[arg(long, env = "SHL_GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Browser origins allowed to call /graphql (comma-separated, e.g. https://app.example.org).
+    #[arg(long, env = "SHL_GATEWAY_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Largest accepted request body on /graphql, in bytes (larger: 413).
+    #[arg(long, env = "SHL_GATEWAY_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Requests served at once (GraphQL, SHL endpoints, playground); beyond it: 503 OVERLOADED
+    /// with Retry-After, at once. Health probes and metrics are not counted.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_MAX_CONCURRENT_REQUESTS",
+        default_value_t = 512
+    )]
+    pub max_concurrent_requests: usize,
+
+    /// Longest wait for a request's headers (on a new connection: TLS handshake included; on a
+    /// kept-alive HTTP/1.1 connection: from the previous answer). Slower clients are closed.
+    #[arg(long, env = "SHL_GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// The whole request body must arrive within this after the headers, or the answer is
+    /// 408 REQUEST_TIMEOUT. Until it has, the request takes no concurrency slot.
+    #[arg(long, env = "SHL_GATEWAY_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_body_timeout: Duration,
+
+    /// A connection without a request in flight for this long is closed.
+    #[arg(long, env = "SHL_GATEWAY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Client connections open at once; more are closed on arrival.
+    #[arg(long, env = "SHL_GATEWAY_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
+
+    /// Connections open at once from one client address (IPv6 by /64; 0: no limit). Peers in
+    /// --trusted-proxies are exempt.
+    #[arg(long, env = "SHL_GATEWAY_MAX_CONNECTIONS_PER_IP", default_value_t = 64)]
+    pub max_connections_per_ip: usize,
+
+    /// HTTP/2 streams (requests) open at once on one connection.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 32
+    )]
+    pub http2_max_concurrent_streams: u32,
+
+    /// HTTP/2 streams a client may open and reset before the server has seen them (the "rapid
+    /// reset" attack); beyond it the connection is closed.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_HTTP2_MAX_PENDING_RESET_STREAMS",
+        default_value_t = 20
+    )]
+    pub http2_max_pending_reset_streams: usize,
+
+    /// HTTP/2 keep-alive ping interval; a ping unanswered for as long closes the connection.
+    #[arg(long, env = "SHL_GATEWAY_HTTP2_KEEP_ALIVE_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub http2_keep_alive_interval: Duration,
+
+    /// After SIGTERM/SIGINT, how long to keep accepting requests while /readyz already answers
+    /// 503, so load balancers stop routing here before the listener closes.
+    #[arg(long, env = "SHL_GATEWAY_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Longest wait for in-flight requests after SIGTERM/SIGINT before exiting anyway.
+    #[arg(long, env = "SHL_GATEWAY_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Upstream mode: where b.well is and how long to wait for it. Becomes [`UpstreamSettings`].
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Upstream mode (b.well)")]
+pub struct UpstreamConfig {
     /// b.well's GraphQL endpoint, e.g. https://api.client-sandbox.icanbwell.com/v1/graphql.
     /// Set: upstream mode.
     #[arg(long, env = "SHL_GATEWAY_UPSTREAM_URL")]
     pub upstream_url: Option<Url>,
 
     /// Longest wait for the whole upstream exchange, from sending to the last byte of the answer.
-    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_TIMEOUT", default_value = DEFAULT_UPSTREAM_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
 
     /// Longest wait for the upstream's TCP (and TLS) connection.
-    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = DEFAULT_UPSTREAM_CONNECT_TIMEOUT, value_parser = parse_duration)]
+    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub upstream_connect_timeout: Duration,
 
     /// Consecutive upstream failures (5xx, garbage, timeouts, refused) that open the circuit
@@ -234,9 +344,15 @@ pub struct Config {
     pub upstream_breaker_cooldown: Duration,
 
     /// Largest upstream answer read, in bytes; larger answers are UPSTREAM_ERROR.
-    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_MAX_RESPONSE_BYTES", default_value_t = DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES)]
+    #[arg(long, env = "SHL_GATEWAY_UPSTREAM_MAX_RESPONSE_BYTES", default_value_t = 1024 * 1024)]
     pub upstream_max_response_bytes: usize,
+}
 
+/// Embedded mode: the gateway's own issuer, its store, its callers and its links' lifetimes.
+/// Becomes [`EmbeddedSettings`].
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Embedded issuer")]
+pub struct EmbeddedConfig {
     /// Embedded mode: base URL of manifest and viewer URLs, as receivers reach it (e.g.
     /// https://shl.example.org). Default http://<listen>; required on a wildcard listener.
     #[arg(long, env = "SHL_GATEWAY_PUBLIC_URL")]
@@ -263,7 +379,11 @@ pub struct Config {
     pub demo: DemoMode,
 
     /// `DocumentReference.identifier.system` of embedded links.
-    #[arg(long, env = "SHL_GATEWAY_IDENTIFIER_SYSTEM", default_value = DEFAULT_IDENTIFIER_SYSTEM)]
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_IDENTIFIER_SYSTEM",
+        default_value = "urn:shl-gateway:health-link"
+    )]
     pub identifier_system: String,
 
     /// Validity of a PASSCODE link (b.well: 5 minutes).
@@ -297,78 +417,19 @@ pub struct Config {
         default_value_t = 2
     )]
     pub max_concurrent_passcode_hashes: usize,
+}
 
-    /// QR codes encoded at once (a few milliseconds of CPU each); more wait. The default,
-    /// one fewer than the cores (at least 1), keeps a core for requests without a QR code.
-    #[arg(
-        long,
-        env = "SHL_GATEWAY_MAX_CONCURRENT_QR_RENDERS",
-        default_value_t = crate::qr::default_concurrent_renders()
-    )]
-    pub max_concurrent_qr_renders: usize,
-
-    /// PEM certificate chain: with --tls-key, --listen serves HTTPS (the viewer's WebCrypto
-    /// needs a secure context, e.g. to open links from a phone on the LAN).
-    #[arg(long, env = "SHL_GATEWAY_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "SHL_GATEWAY_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-
-    /// Key for every HMAC the gateway makes; at least 32 bytes, the same on every replica.
-    /// Prefer --secret-key-file. Neither given: generated once and kept in --data-dir.
-    #[arg(
-        long,
-        env = "SHL_GATEWAY_SECRET_KEY",
-        hide_env_values = true,
-        conflicts_with = "secret_key_file"
-    )]
-    pub secret_key: Option<SecretString>,
-
-    /// File holding the secret key (a trailing newline is ignored).
-    #[arg(long, env = "SHL_GATEWAY_SECRET_KEY_FILE")]
-    pub secret_key_file: Option<PathBuf>,
-
-    /// Directory for state a single instance keeps (the generated secret key).
-    #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-
-    /// Log line format.
-    #[arg(long, env = "SHL_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-
-    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `shl_gateway=debug,info`).
-    #[arg(long, env = "SHL_GATEWAY_LOG_FILTER", default_value = "info")]
-    pub log_filter: String,
-
-    /// Export spans to this OTLP/HTTP collector (e.g. http://collector:4318/v1/traces). Needs
-    /// a build with `--features otel`.
-    #[arg(long, env = "SHL_GATEWAY_OTLP_ENDPOINT")]
-    pub otlp_endpoint: Option<String>,
-
-    /// Serve the GraphiQL playground at /graphiql.
-    #[arg(long, env = "SHL_GATEWAY_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
-    pub graphiql: bool,
-
-    /// Where `npm ci --prefix graphiql` installed the playground's assets.
-    #[arg(long, env = "SHL_GATEWAY_GRAPHIQL_ASSETS_DIR", default_value = DEFAULT_GRAPHIQL_ASSETS_DIR)]
-    pub graphiql_assets_dir: PathBuf,
-
-    /// Answer introspection queries and suggest field names in errors.
-    #[arg(long, env = "SHL_GATEWAY_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
-    pub introspection: bool,
-
-    /// Largest accepted request body on /graphql, in bytes (larger: 413).
-    #[arg(long, env = "SHL_GATEWAY_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
-    pub max_body_bytes: usize,
-
+/// The GraphQL API: operation limits, introspection, the playground, QR rendering and
+/// idempotent retries. Becomes [`SchemaOptions`].
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "GraphQL")]
+pub struct GraphqlConfig {
     /// Deepest field nesting of an operation (GraphiQL's introspection query needs 13).
-    #[arg(long, env = "SHL_GATEWAY_MAX_DEPTH", default_value_t = DEFAULT_MAX_DEPTH)]
+    #[arg(long, env = "SHL_GATEWAY_MAX_DEPTH", default_value_t = 15)]
     pub max_depth: usize,
 
     /// Highest operation complexity: 1 per field, qrCodeSvg 50.
-    #[arg(long, env = "SHL_GATEWAY_MAX_COMPLEXITY", default_value_t = DEFAULT_MAX_COMPLEXITY)]
+    #[arg(long, env = "SHL_GATEWAY_MAX_COMPLEXITY", default_value_t = 250)]
     pub max_complexity: usize,
 
     /// Longest GraphQL query text, in bytes.
@@ -393,59 +454,43 @@ pub struct Config {
 
     /// Deepest nesting of `[` and `{` in a document, selection sets included, checked before
     /// parsing (the parser recurses on nested values): at least --max-depth, at most 128.
-    #[arg(long, env = "SHL_GATEWAY_MAX_VALUE_DEPTH", default_value_t = DEFAULT_MAX_VALUE_DEPTH)]
+    #[arg(long, env = "SHL_GATEWAY_MAX_VALUE_DEPTH", default_value_t = 64)]
     pub max_value_depth: usize,
 
-    /// Requests served at once (GraphQL, SHL endpoints, playground); beyond it: 503 OVERLOADED
-    /// with Retry-After, at once. Health probes and metrics are not counted.
+    /// Answer introspection queries and suggest field names in errors.
+    #[arg(long, env = "SHL_GATEWAY_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub introspection: bool,
+
+    /// Serve the GraphiQL playground at /graphiql.
+    #[arg(long, env = "SHL_GATEWAY_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub graphiql: bool,
+
+    /// Where `npm ci --prefix graphiql` installed the playground's assets.
     #[arg(
         long,
-        env = "SHL_GATEWAY_MAX_CONCURRENT_REQUESTS",
-        default_value_t = 512
+        env = "SHL_GATEWAY_GRAPHIQL_ASSETS_DIR",
+        default_value = "graphiql/node_modules"
     )]
-    pub max_concurrent_requests: usize,
+    pub graphiql_assets_dir: PathBuf,
 
-    /// The audit trail as a JSON-lines file (single instance). Default: `<data-dir>/audit.jsonl`.
-    #[arg(long, env = "SHL_GATEWAY_AUDIT_LOG")]
-    pub audit_log: Option<PathBuf>,
-
-    /// The audit trail in PostgreSQL instead of a file (replicas: one chain each).
-    #[arg(long, env = "SHL_GATEWAY_AUDIT_DATABASE_URL", hide_env_values = true)]
-    pub audit_database_url: Option<SecretString>,
-
-    /// This writer's chain name (one per replica: e.g. the pod name). Default: `gateway`.
-    #[arg(long, env = "SHL_GATEWAY_AUDIT_CHAIN", default_value = "gateway")]
-    pub audit_chain: String,
+    /// QR codes encoded at once (a few milliseconds of CPU each); more wait. The default,
+    /// one fewer than the cores (at least 1), keeps a core for requests without a QR code.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_MAX_CONCURRENT_QR_RENDERS",
+        default_value_t = crate::qr::default_concurrent_renders()
+    )]
+    pub max_concurrent_qr_renders: usize,
 
     /// How long an Idempotency-Key's first answer is kept for retries (encrypted per caller).
     #[arg(long, env = "SHL_GATEWAY_IDEMPOTENCY_WINDOW", default_value = "10m", value_parser = parse_duration)]
     pub idempotency_window: Duration,
+}
 
-    /// Shared rate limits across replicas: `redis://host:6379/`. Default: in process.
-    #[arg(long, env = "SHL_GATEWAY_REDIS_URL", hide_env_values = true)]
-    pub redis_url: Option<SecretString>,
-
-    /// Prefix of every Redis key the gateway writes.
-    #[arg(
-        long,
-        env = "SHL_GATEWAY_REDIS_KEY_PREFIX",
-        default_value = "shl-gateway:"
-    )]
-    pub redis_key_prefix: String,
-
-    /// Longest wait for one Redis rate-limit check.
-    #[arg(long, env = "SHL_GATEWAY_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
-    pub redis_timeout: Duration,
-
-    /// When Redis cannot answer: refuse limited requests (OVERLOADED), or limit per replica.
-    #[arg(long, env = "SHL_GATEWAY_REDIS_FAILURE_POLICY", value_enum, default_value_t = RedisFailurePolicy::FallBackToInProcess)]
-    pub redis_failure_policy: RedisFailurePolicy,
-
-    /// Proxies whose X-Forwarded-For is believed (comma-separated CIDRs, e.g. the load
-    /// balancer's). From any other peer the header is ignored.
-    #[arg(long, env = "SHL_GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-
+/// The five quotas (see README, Limits) and the in-process store's size. Becomes [`QuotaSpecs`].
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Rate limits")]
+pub struct QuotaConfig {
     /// createHealthLink per caller (bearer token): BURST/PERIOD.
     #[arg(
         long,
@@ -477,151 +522,102 @@ pub struct Config {
         default_value_t = 100_000
     )]
     pub rate_limit_max_keys: usize,
-
-    /// Browser origins allowed to call /graphql (comma-separated, e.g. https://app.example.org).
-    #[arg(long, env = "SHL_GATEWAY_CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
-    pub cors_allowed_origins: Vec<String>,
-
-    /// After SIGTERM/SIGINT, how long to keep accepting requests while /readyz already answers
-    /// 503, so load balancers stop routing here before the listener closes.
-    #[arg(long, env = "SHL_GATEWAY_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
-    pub shutdown_delay: Duration,
-
-    /// Longest wait for in-flight requests after SIGTERM/SIGINT before exiting anyway.
-    #[arg(long, env = "SHL_GATEWAY_SHUTDOWN_TIMEOUT", default_value = DEFAULT_SHUTDOWN_TIMEOUT, value_parser = parse_duration)]
-    pub shutdown_timeout: Duration,
-
-    /// Longest wait for a request's headers (on a new connection: TLS handshake included; on a
-    /// kept-alive HTTP/1.1 connection: from the previous answer). Slower clients are closed.
-    #[arg(long, env = "SHL_GATEWAY_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub header_read_timeout: Duration,
-
-    /// The whole request body must arrive within this after the headers, or the answer is
-    /// 408 REQUEST_TIMEOUT. Until it has, the request takes no concurrency slot.
-    #[arg(long, env = "SHL_GATEWAY_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub request_body_timeout: Duration,
-
-    /// A connection without a request in flight for this long is closed.
-    #[arg(long, env = "SHL_GATEWAY_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
-
-    /// Client connections open at once; more are closed on arrival.
-    #[arg(long, env = "SHL_GATEWAY_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: usize,
-
-    /// Connections open at once from one client address (IPv6 by /64; 0: no limit). Peers in
-    /// --trusted-proxies are exempt.
-    #[arg(long, env = "SHL_GATEWAY_MAX_CONNECTIONS_PER_IP", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_IP)]
-    pub max_connections_per_ip: usize,
-
-    /// HTTP/2 streams (requests) open at once on one connection.
-    #[arg(long, env = "SHL_GATEWAY_HTTP2_MAX_CONCURRENT_STREAMS", default_value_t = DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS)]
-    pub http2_max_concurrent_streams: u32,
-
-    /// HTTP/2 streams a client may open and reset before the server has seen them (the "rapid
-    /// reset" attack); beyond it the connection is closed.
-    #[arg(long, env = "SHL_GATEWAY_HTTP2_MAX_PENDING_RESET_STREAMS", default_value_t = DEFAULT_HTTP2_MAX_PENDING_RESET_STREAMS)]
-    pub http2_max_pending_reset_streams: usize,
-
-    /// HTTP/2 keep-alive ping interval; a ping unanswered for as long closes the connection.
-    #[arg(long, env = "SHL_GATEWAY_HTTP2_KEEP_ALIVE_INTERVAL", default_value = "20s", value_parser = parse_duration)]
-    pub http2_keep_alive_interval: Duration,
 }
 
-const DEFAULT_MAX_CONNECTIONS: usize = 4096;
-const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
-const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 32;
-const DEFAULT_HTTP2_MAX_PENDING_RESET_STREAMS: usize = 20;
+/// Redis, shared by the replicas for quotas and idempotent answers.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Redis")]
+pub struct RedisConfig {
+    /// Shared rate limits across replicas: `redis://host:6379/`. Default: in process.
+    #[arg(long, env = "SHL_GATEWAY_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// Prefix of every Redis key the gateway writes.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_REDIS_KEY_PREFIX",
+        default_value = "shl-gateway:"
+    )]
+    pub redis_key_prefix: String,
+
+    /// Longest wait for one Redis rate-limit check.
+    #[arg(long, env = "SHL_GATEWAY_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub redis_timeout: Duration,
+
+    /// When Redis cannot answer: refuse limited requests (OVERLOADED), or limit per replica.
+    #[arg(long, env = "SHL_GATEWAY_REDIS_FAILURE_POLICY", value_parser = redis_failure_policy(), default_value = "fall-back-to-in-process")]
+    pub redis_failure_policy: RedisFailurePolicy,
+}
+
+/// Where the audit trail is written.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Audit trail")]
+pub struct AuditConfig {
+    /// The audit trail as a JSON-lines file (single instance). Default: `<data-dir>/audit.jsonl`.
+    #[arg(long, env = "SHL_GATEWAY_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+
+    /// The audit trail in PostgreSQL instead of a file (replicas: one chain each).
+    #[arg(long, env = "SHL_GATEWAY_AUDIT_DATABASE_URL", hide_env_values = true)]
+    pub audit_database_url: Option<SecretString>,
+
+    /// This writer's chain name (one per replica: e.g. the pod name). Default: `gateway`.
+    #[arg(long, env = "SHL_GATEWAY_AUDIT_CHAIN", default_value = "gateway")]
+    pub audit_chain: String,
+}
+
+/// The secret key, and the directory where a single instance keeps its state. `audit verify`
+/// takes the same flags.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Secret key and data directory")]
+pub struct KeyConfig {
+    /// Key for every HMAC the gateway makes; at least 32 bytes, the same on every replica.
+    /// Prefer --secret-key-file. Neither given: the one kept in --data-dir, which `serve`
+    /// generates on first start.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_SECRET_KEY",
+        hide_env_values = true,
+        conflicts_with = "secret_key_file"
+    )]
+    pub secret_key: Option<SecretString>,
+
+    /// File holding the secret key (a trailing newline is ignored).
+    #[arg(long, env = "SHL_GATEWAY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+
+    /// Directory for state a single instance keeps (the generated secret key).
+    #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+/// Logs and traces.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Logging and telemetry")]
+pub struct TelemetryConfig {
+    /// Log line format.
+    #[arg(long, env = "SHL_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `shl_gateway=debug,info`).
+    #[arg(long, env = "SHL_GATEWAY_LOG_FILTER", default_value = "info")]
+    pub log_filter: String,
+
+    /// Export spans to this OTLP/HTTP collector (e.g. http://collector:4318/v1/traces). Needs
+    /// a build with `--features otel`.
+    #[arg(long, env = "SHL_GATEWAY_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
 
 impl Default for Config {
-    /// The same values as the command line's defaults, without reading the environment.
+    /// The command line's defaults: what `shl-gateway` runs with given no flag and no
+    /// `SHL_GATEWAY_*` variable. The environment is not read, so tests get the same
+    /// configuration on every machine whatever is exported in their shell.
     fn default() -> Self {
-        Self {
-            listen: DEFAULT_LISTEN.parse().expect("constant address"),
-            metrics_listen: None,
-            upstream_url: None,
-            upstream_timeout: parse_duration(DEFAULT_UPSTREAM_TIMEOUT).expect("constant"),
-            upstream_connect_timeout: parse_duration(DEFAULT_UPSTREAM_CONNECT_TIMEOUT)
-                .expect("constant"),
-            upstream_max_response_bytes: DEFAULT_UPSTREAM_MAX_RESPONSE_BYTES,
-            upstream_breaker_failures: 5,
-            upstream_breaker_cooldown: Duration::from_secs(30),
-            public_url: None,
-            database_url: None,
-            patient_tokens: Vec::new(),
-            demo: DemoMode::Auto,
-            identifier_system: DEFAULT_IDENTIFIER_SYSTEM.to_owned(),
-            link_validity: Duration::from_secs(5 * 60),
-            direct_link_validity: Duration::from_secs(10 * 60),
-            passcode_attempts: 5,
-            location_ticket_lifetime: Duration::from_secs(300),
-            purge_interval: Duration::from_secs(60),
-            link_retention: Duration::from_secs(90 * 24 * 3600),
-            max_concurrent_passcode_hashes: 2,
-            max_concurrent_qr_renders: crate::qr::default_concurrent_renders(),
-            tls_cert: None,
-            tls_key: None,
-            secret_key: None,
-            secret_key_file: None,
-            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
-            log_format: LogFormat::Text,
-            log_filter: "info".to_owned(),
-            otlp_endpoint: None,
-            graphiql: true,
-            graphiql_assets_dir: PathBuf::from(DEFAULT_GRAPHIQL_ASSETS_DIR),
-            introspection: true,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            max_depth: DEFAULT_MAX_DEPTH,
-            max_complexity: DEFAULT_MAX_COMPLEXITY,
-            max_query_bytes: 16 * 1024,
-            max_aliases: 30,
-            max_root_fields: 10,
-            max_directives: 20,
-            max_links_per_request: 1,
-            max_value_depth: DEFAULT_MAX_VALUE_DEPTH,
-            max_concurrent_requests: 512,
-            audit_log: None,
-            audit_database_url: None,
-            audit_chain: "gateway".to_owned(),
-            idempotency_window: Duration::from_secs(600),
-            redis_url: None,
-            redis_key_prefix: "shl-gateway:".to_owned(),
-            redis_timeout: Duration::from_millis(100),
-            redis_failure_policy: RedisFailurePolicy::FallBackToInProcess,
-            trusted_proxies: Vec::new(),
-            link_quota_per_caller: QuotaSpec {
-                burst: 5,
-                period: Duration::from_secs(60),
-            },
-            link_quota_per_ip: QuotaSpec {
-                burst: 20,
-                period: Duration::from_secs(60),
-            },
-            http_quota_per_ip: QuotaSpec {
-                burst: 600,
-                period: Duration::from_secs(60),
-            },
-            shl_quota_per_ip: QuotaSpec {
-                burst: 30,
-                period: Duration::from_secs(60),
-            },
-            shl_quota_per_link: QuotaSpec {
-                burst: 60,
-                period: Duration::from_secs(60),
-            },
-            rate_limit_max_keys: 100_000,
-            cors_allowed_origins: Vec::new(),
-            shutdown_delay: Duration::ZERO,
-            shutdown_timeout: parse_duration(DEFAULT_SHUTDOWN_TIMEOUT).expect("constant"),
-            header_read_timeout: Duration::from_secs(10),
-            request_body_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
-            http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
-            http2_max_pending_reset_streams: DEFAULT_HTTP2_MAX_PENDING_RESET_STREAMS,
-            http2_keep_alive_interval: Duration::from_secs(20),
-        }
+        let matches = Self::defaults_command()
+            .try_get_matches_from(["shl-gateway"])
+            .expect("every flag has a default or is optional");
+        Self::from_arg_matches(&matches).expect("the defaults parse into a Config")
     }
 }
 
@@ -632,48 +628,32 @@ fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
 pub use crate::keys::SecretKey;
 
 impl Config {
+    /// `serve`'s flags with every `env` removed: parsing it reads the defaults and nothing else.
+    fn defaults_command() -> clap::Command {
+        Self::augment_args(clap::Command::new("shl-gateway")).mut_args(|arg| arg.env(None))
+    }
+
     /// Checks what clap cannot, with messages that name the flag and its variable.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if let Some(url) = &self.upstream_url
-            && !matches!(url.scheme(), "http" | "https")
+        self.upstream.validate()?;
+        self.embedded.validate()?;
+        if self.embedded.public_url.is_none()
+            && self.upstream.upstream_url.is_none()
+            && self.listener.listen.ip().is_unspecified()
         {
-            bail!("--upstream-url (SHL_GATEWAY_UPSTREAM_URL) must be an http(s) URL");
-        }
-        if self.upstream_timeout.is_zero() || self.upstream_connect_timeout.is_zero() {
-            bail!("--upstream-timeout and --upstream-connect-timeout must be longer than 0");
-        }
-        if let Some(url) = &self.public_url {
-            let plain = matches!(url.scheme(), "http" | "https")
-                && url.query().is_none()
-                && url.fragment().is_none();
-            if !plain {
-                bail!(
-                    "--public-url (SHL_GATEWAY_PUBLIC_URL) must be an http(s) URL without query or fragment"
-                );
-            }
-        } else if self.upstream_url.is_none() && self.listen.ip().is_unspecified() {
             bail!(
                 "--public-url (SHL_GATEWAY_PUBLIC_URL) is required when listening on {}: links \
                  must name an address receivers can reach",
-                self.listen.ip()
+                self.listener.listen.ip()
             );
         }
-        if self.location_ticket_lifetime.is_zero()
-            || self.location_ticket_lifetime > Duration::from_secs(3600)
-        {
-            bail!("--location-ticket-lifetime must be between 1s and 1h (SHL rule)");
-        }
-        if !(1..=100).contains(&self.passcode_attempts) {
-            bail!("--passcode-attempts must be between 1 and 100");
-        }
-        if self.link_validity.is_zero()
-            || self.direct_link_validity.is_zero()
-            || self.purge_interval.is_zero()
-        {
-            bail!(
-                "--link-validity, --direct-link-validity and --purge-interval must be longer than 0"
-            );
-        }
+        self.listener.validate()?;
+        self.graphql.validate()
+    }
+}
+
+impl ListenerConfig {
+    fn validate(&self) -> anyhow::Result<()> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             bail!(
                 "--tls-cert and --tls-key (SHL_GATEWAY_TLS_CERT, SHL_GATEWAY_TLS_KEY) go together"
@@ -695,20 +675,6 @@ impl Config {
         if self.max_connections == 0 || self.http2_max_concurrent_streams == 0 {
             bail!("--max-connections and --http2-max-concurrent-streams must be at least 1");
         }
-        if self.max_depth == 0 || self.max_complexity == 0 {
-            bail!("--max-depth and --max-complexity must be at least 1");
-        }
-        // Selection sets nest with `{` too, so a bound below --max-depth would refuse documents
-        // the depth limit allows; above the ceiling the parser's own recursion is unsafe.
-        if !(self.max_depth..=crate::graphql::MAX_VALUE_DEPTH_CEILING)
-            .contains(&self.max_value_depth)
-        {
-            bail!(
-                "--max-value-depth (SHL_GATEWAY_MAX_VALUE_DEPTH) must be between --max-depth ({}) and {}",
-                self.max_depth,
-                crate::graphql::MAX_VALUE_DEPTH_CEILING
-            );
-        }
         for origin in &self.cors_allowed_origins {
             let parsed = Url::parse(origin).ok();
             let is_origin = parsed.as_ref().is_some_and(|url| {
@@ -727,6 +693,178 @@ impl Config {
         Ok(())
     }
 
+    /// The HTTP layer's settings. The playground's directory comes from the GraphQL group and
+    /// the work slots are made at startup (shutdown waits for them too).
+    pub fn http_settings(
+        &self,
+        graphiql_assets_dir: Option<PathBuf>,
+        work_slots: WorkSlots,
+    ) -> anyhow::Result<HttpSettings> {
+        Ok(HttpSettings {
+            max_body_bytes: self.max_body_bytes,
+            cors_allowed_origins: self
+                .cors_allowed_origins
+                .iter()
+                .map(|origin| HeaderValue::from_str(origin))
+                .collect::<Result<_, _>>()
+                .context("--cors-allowed-origins")?,
+            graphiql_assets_dir,
+            metrics_route: self.metrics_listen.is_none(),
+            work_slots,
+            trusted_proxies: self.trusted_proxies.clone(),
+            request_body_timeout: self.request_body_timeout,
+        })
+    }
+}
+
+impl From<&ListenerConfig> for ConnectionLimits {
+    fn from(listener: &ListenerConfig) -> Self {
+        Self {
+            max_connections: listener.max_connections,
+            max_connections_per_ip: listener.max_connections_per_ip,
+            header_read_timeout: listener.header_read_timeout,
+            idle_timeout: listener.idle_timeout,
+            http2_max_concurrent_streams: listener.http2_max_concurrent_streams,
+            http2_max_pending_accept_reset_streams: listener.http2_max_pending_reset_streams,
+            http2_keep_alive_interval: listener.http2_keep_alive_interval,
+            trusted_proxies: listener.trusted_proxies.clone(),
+        }
+    }
+}
+
+impl UpstreamConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.upstream_url
+            && !matches!(url.scheme(), "http" | "https")
+        {
+            bail!("--upstream-url (SHL_GATEWAY_UPSTREAM_URL) must be an http(s) URL");
+        }
+        if self.upstream_timeout.is_zero() || self.upstream_connect_timeout.is_zero() {
+            bail!("--upstream-timeout and --upstream-connect-timeout must be longer than 0");
+        }
+        Ok(())
+    }
+
+    /// The client's settings in upstream mode; `None` without `--upstream-url` (embedded mode).
+    pub fn settings(&self) -> Option<UpstreamSettings> {
+        Some(UpstreamSettings {
+            url: self.upstream_url.clone()?,
+            connect_timeout: self.upstream_connect_timeout,
+            total_timeout: self.upstream_timeout,
+            max_response_bytes: self.upstream_max_response_bytes,
+        })
+    }
+
+    pub fn breaker(&self) -> CircuitBreaker {
+        CircuitBreaker::new(
+            self.upstream_breaker_failures,
+            self.upstream_breaker_cooldown,
+        )
+    }
+}
+
+impl EmbeddedConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.public_url {
+            let plain = matches!(url.scheme(), "http" | "https")
+                && url.query().is_none()
+                && url.fragment().is_none();
+            if !plain {
+                bail!(
+                    "--public-url (SHL_GATEWAY_PUBLIC_URL) must be an http(s) URL without query or fragment"
+                );
+            }
+        }
+        if self.location_ticket_lifetime.is_zero()
+            || self.location_ticket_lifetime > Duration::from_secs(3600)
+        {
+            bail!("--location-ticket-lifetime must be between 1s and 1h (SHL rule)");
+        }
+        if !(1..=100).contains(&self.passcode_attempts) {
+            bail!("--passcode-attempts must be between 1 and 100");
+        }
+        if self.link_validity.is_zero()
+            || self.direct_link_validity.is_zero()
+            || self.purge_interval.is_zero()
+        {
+            bail!(
+                "--link-validity, --direct-link-validity and --purge-interval must be longer than 0"
+            );
+        }
+        Ok(())
+    }
+
+    /// The issuer's settings, with `default_public_url` (the bound listener's) when
+    /// `--public-url` is not set.
+    pub fn settings(&self, default_public_url: Url) -> EmbeddedSettings {
+        EmbeddedSettings {
+            public_url: self.public_url.clone().unwrap_or(default_public_url),
+            identifier_system: self.identifier_system.clone(),
+            passcode_link_validity: self.link_validity,
+            direct_link_validity: self.direct_link_validity,
+            passcode_attempts: self.passcode_attempts,
+            location_ticket_lifetime: self.location_ticket_lifetime,
+        }
+    }
+}
+
+impl GraphqlConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.max_depth == 0 || self.max_complexity == 0 {
+            bail!("--max-depth and --max-complexity must be at least 1");
+        }
+        // Selection sets nest with `{` too, so a bound below --max-depth would refuse documents
+        // the depth limit allows; above the ceiling the parser's own recursion is unsafe.
+        if !(self.max_depth..=crate::graphql::MAX_VALUE_DEPTH_CEILING)
+            .contains(&self.max_value_depth)
+        {
+            bail!(
+                "--max-value-depth (SHL_GATEWAY_MAX_VALUE_DEPTH) must be between --max-depth ({}) and {}",
+                self.max_depth,
+                crate::graphql::MAX_VALUE_DEPTH_CEILING
+            );
+        }
+        Ok(())
+    }
+
+    /// Where the playground's assets are, or `None` when `--graphiql false` turns it off.
+    pub fn graphiql_assets_dir(&self) -> Option<PathBuf> {
+        self.graphiql.then(|| self.graphiql_assets_dir.clone())
+    }
+}
+
+impl From<&GraphqlConfig> for SchemaOptions {
+    fn from(graphql: &GraphqlConfig) -> Self {
+        Self {
+            limits: OperationLimits {
+                max_depth: graphql.max_depth,
+                max_complexity: graphql.max_complexity,
+                max_query_bytes: graphql.max_query_bytes,
+                max_aliases: graphql.max_aliases,
+                max_root_fields: graphql.max_root_fields,
+                max_directives: graphql.max_directives,
+                max_link_creations: graphql.max_links_per_request,
+                max_value_depth: graphql.max_value_depth,
+            },
+            introspection: graphql.introspection,
+            max_concurrent_qr_renders: graphql.max_concurrent_qr_renders,
+        }
+    }
+}
+
+impl From<&QuotaConfig> for QuotaSpecs {
+    fn from(quotas: &QuotaConfig) -> Self {
+        Self {
+            links_per_caller: quotas.link_quota_per_caller,
+            links_per_ip: quotas.link_quota_per_ip,
+            http_per_ip: quotas.http_quota_per_ip,
+            shl_per_ip: quotas.shl_quota_per_ip,
+            shl_per_link: quotas.shl_quota_per_link,
+        }
+    }
+}
+
+impl KeyConfig {
     /// The secret key from --secret-key, --secret-key-file, or (single instance) the data
     /// directory, where one is generated on first start.
     pub fn load_secret_key(&self) -> anyhow::Result<SecretKey> {
@@ -734,12 +872,30 @@ impl Config {
             // Single instance: make the key on first start; reading it is then the same path.
             load_or_create_key(&self.data_dir)?;
         }
-        SecretKeyArgs {
-            secret_key: self.secret_key.clone(),
-            secret_key_file: self.secret_key_file.clone(),
-            data_dir: self.data_dir.clone(),
+        self.load_existing()
+    }
+
+    /// The configured key, or the one kept in the data directory; never a new one (for
+    /// commands that need the gateway's key but must never create one).
+    pub fn load_existing(&self) -> anyhow::Result<SecretKey> {
+        let key = if let Some(key) = &self.secret_key {
+            key.expose_secret().as_bytes().to_vec()
+        } else {
+            let path = self
+                .secret_key_file
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("secret-key"));
+            read_key_file(&path).with_context(|| {
+                format!(
+                    "cannot read the secret key from {} (--secret-key-file or --data-dir)",
+                    path.display()
+                )
+            })?
+        };
+        if key.len() < MIN_SECRET_KEY_BYTES {
+            bail!("the secret key must be at least {MIN_SECRET_KEY_BYTES} bytes");
         }
-        .load_existing()
+        Ok(SecretBox::new(Box::new(key)))
     }
 }
 
@@ -804,11 +960,41 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    /// The headings `--help` groups `serve`'s flags under, in order.
+    const HEADINGS: [&str; 9] = [
+        "Listener",
+        "Upstream mode (b.well)",
+        "Embedded issuer",
+        "GraphQL",
+        "Rate limits",
+        "Redis",
+        "Audit trail",
+        "Secret key and data directory",
+        "Logging and telemetry",
+    ];
+
     fn with_upstream() -> Config {
-        Config {
-            upstream_url: Some(Url::parse("http://127.0.0.1:9/graphql").expect("url")),
-            ..Config::default()
-        }
+        let mut config = Config::default();
+        config.upstream.upstream_url = Some(Url::parse("http://127.0.0.1:9/graphql").expect("url"));
+        config
+    }
+
+    /// `--flag` reads `SHL_GATEWAY_FLAG`; `--patient-token`, repeatable, reads the plural.
+    fn variable_of(long: &str) -> String {
+        let name = if long == "patient-token" {
+            "patient-tokens"
+        } else {
+            long
+        };
+        format!("SHL_GATEWAY_{}", name.replace('-', "_").to_uppercase())
+    }
+
+    fn serve_flags() -> Vec<clap::Arg> {
+        Cli::command()
+            .get_arguments()
+            .filter(|arg| !matches!(arg.get_long(), Some("help" | "version")))
+            .cloned()
+            .collect()
     }
 
     #[test]
@@ -818,13 +1004,156 @@ mod tests {
 
     #[test]
     fn defaults_match_the_command_line() {
-        let parsed = Cli::try_parse_from(["shl-gateway"]).expect("parses");
-        let defaults = Config::default();
-        assert_eq!(parsed.serve.listen, defaults.listen);
-        assert_eq!(parsed.serve.upstream_timeout, defaults.upstream_timeout);
-        assert_eq!(parsed.serve.max_complexity, defaults.max_complexity);
-        assert_eq!(parsed.serve.max_value_depth, defaults.max_value_depth);
-        assert_eq!(parsed.serve.graphiql, defaults.graphiql);
+        // The real command line, with and without `serve`, its variables switched off as
+        // `Config::default` does: all three must agree on every field.
+        let command = Cli::command()
+            .mut_args(|arg| arg.env(None))
+            .mut_subcommand("serve", |serve| serve.mut_args(|arg| arg.env(None)));
+        let defaults = format!("{:?}", Config::default());
+        let bare = command
+            .clone()
+            .try_get_matches_from(["shl-gateway"])
+            .expect("parses");
+        let bare = Cli::from_arg_matches(&bare).expect("a Cli");
+        assert_eq!(format!("{:?}", bare.serve), defaults);
+        let serve = command
+            .try_get_matches_from(["shl-gateway", "serve"])
+            .expect("parses");
+        let Some(Command::Serve(serve)) = Cli::from_arg_matches(&serve).expect("a Cli").command
+        else {
+            panic!("serve");
+        };
+        assert_eq!(format!("{serve:?}"), defaults);
+
+        // And the values the README documents, one or more per group.
+        let config = Config::default();
+        assert_eq!(
+            config.listener.listen,
+            "127.0.0.1:8080".parse().expect("address")
+        );
+        assert_eq!(config.listener.max_body_bytes, 65_536);
+        assert_eq!(config.listener.max_connections, 4096);
+        assert_eq!(config.listener.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(config.upstream.upstream_timeout, Duration::from_secs(10));
+        assert_eq!(config.upstream.upstream_max_response_bytes, 1_048_576);
+        assert_eq!(config.embedded.demo, DemoMode::Auto);
+        assert_eq!(
+            config.embedded.link_retention,
+            Duration::from_secs(90 * 86_400)
+        );
+        assert_eq!(config.graphql.max_complexity, 250);
+        assert_eq!(config.graphql.max_value_depth, 64);
+        assert!(config.graphql.graphiql);
+        assert_eq!(config.graphql.idempotency_window, Duration::from_secs(600));
+        assert_eq!(
+            config.quotas.link_quota_per_caller,
+            "5/1m".parse().expect("spec")
+        );
+        assert_eq!(config.quotas.rate_limit_max_keys, 100_000);
+        assert_eq!(
+            config.redis.redis_failure_policy,
+            RedisFailurePolicy::FallBackToInProcess
+        );
+        assert_eq!(config.audit.audit_chain, "gateway");
+        assert_eq!(config.key.data_dir, PathBuf::from(".shl-gateway"));
+        assert_eq!(config.telemetry.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn defaults_never_read_the_environment() {
+        assert!(
+            Config::defaults_command()
+                .get_arguments()
+                .all(|arg| arg.get_env().is_none())
+        );
+    }
+
+    #[test]
+    fn every_flag_reads_its_variable() {
+        let flags = serve_flags();
+        assert!(flags.len() > 60, "{}", flags.len());
+        for arg in flags {
+            let long = arg.get_long().expect("every serve flag is long");
+            let env = arg.get_env().map(|env| env.to_string_lossy().into_owned());
+            assert_eq!(env, Some(variable_of(long)), "--{long}");
+        }
+    }
+
+    #[test]
+    fn the_readme_documents_every_flag() {
+        let readme = include_str!("../README.md");
+        for arg in serve_flags() {
+            let long = arg.get_long().expect("every serve flag is long");
+            assert!(readme.contains(&format!("`--{long}`")), "--{long}");
+        }
+    }
+
+    #[test]
+    fn help_groups_the_flags_under_their_headings() {
+        let help = Cli::command().render_long_help().to_string();
+        let mut from = 0;
+        for heading in HEADINGS {
+            let at = help[from..]
+                .find(&format!("\n{heading}:\n"))
+                .unwrap_or_else(|| panic!("{heading} missing or out of order"));
+            from += at;
+        }
+        for arg in serve_flags() {
+            let heading = arg
+                .get_help_heading()
+                .expect("every serve flag has a heading");
+            assert!(HEADINGS.contains(&heading), "{heading}");
+        }
+    }
+
+    #[test]
+    fn the_redis_failure_policy_reads_its_names() {
+        for (name, policy) in [
+            ("fail-closed", RedisFailurePolicy::FailClosed),
+            (
+                "fall-back-to-in-process",
+                RedisFailurePolicy::FallBackToInProcess,
+            ),
+        ] {
+            let cli =
+                Cli::try_parse_from(["shl-gateway", "--redis-failure-policy", name]).expect(name);
+            assert_eq!(cli.serve.redis.redis_failure_policy, policy);
+        }
+        assert!(Cli::try_parse_from(["shl-gateway", "--redis-failure-policy", "open"]).is_err());
+    }
+
+    #[test]
+    fn audit_verify_takes_the_key_flags_of_serve() {
+        let cli = Cli::try_parse_from([
+            "shl-gateway",
+            "audit",
+            "verify",
+            "audit.jsonl",
+            "--secret-key-file",
+            "key",
+            "--data-dir",
+            "state",
+        ])
+        .expect("parses");
+        let Some(Command::Audit {
+            command: AuditCommand::Verify { key, .. },
+        }) = cli.command
+        else {
+            panic!("audit verify");
+        };
+        assert_eq!(key.secret_key_file, Some(PathBuf::from("key")));
+        assert_eq!(key.data_dir, PathBuf::from("state"));
+        let both = Cli::try_parse_from([
+            "shl-gateway",
+            "audit",
+            "verify",
+            "audit.jsonl",
+            "--secret-key",
+            "k",
+            "--secret-key-file",
+            "key",
+        ]);
+        assert!(both.is_err(), "--secret-key and --secret-key-file conflict");
     }
 
     #[test]
@@ -836,23 +1165,19 @@ mod tests {
             (14, false),
             (129, false),
         ] {
-            let config = Config {
-                max_value_depth: depth,
-                ..Config::default()
-            };
+            let mut config = Config::default();
+            config.graphql.max_value_depth = depth;
             assert_eq!(config.validate().is_ok(), accepted, "{depth}");
         }
     }
 
     #[test]
     fn a_wildcard_listener_needs_a_public_url_in_embedded_mode() {
-        let mut config = Config {
-            listen: "0.0.0.0:8080".parse().expect("address"),
-            ..Config::default()
-        };
+        let mut config = Config::default();
+        config.listener.listen = "0.0.0.0:8080".parse().expect("address");
         let error = config.validate().expect_err("no public url");
         assert!(error.to_string().contains("SHL_GATEWAY_PUBLIC_URL"));
-        config.public_url = Some(Url::parse("https://shl.example.org").expect("url"));
+        config.embedded.public_url = Some(Url::parse("https://shl.example.org").expect("url"));
         assert!(config.validate().is_ok());
         assert!(
             Config::default().validate().is_ok(),
@@ -879,7 +1204,7 @@ mod tests {
     #[test]
     fn cors_origins_must_be_origins() {
         let mut config = with_upstream();
-        config.cors_allowed_origins = vec!["https://app.example.org".into()];
+        config.listener.cors_allowed_origins = vec!["https://app.example.org".into()];
         assert!(config.validate().is_ok());
         for bad in [
             "*",
@@ -887,40 +1212,43 @@ mod tests {
             "https://app.example.org/path",
             "ftp://x",
         ] {
-            config.cors_allowed_origins = vec![bad.into()];
+            config.listener.cors_allowed_origins = vec![bad.into()];
             assert!(config.validate().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn short_secret_keys_are_refused() {
-        let config = Config {
+        let key = KeyConfig {
             secret_key: Some(SecretString::from("too short")),
-            ..with_upstream()
+            ..with_upstream().key
         };
-        let error = config.load_secret_key().expect_err("short");
+        let error = key.load_secret_key().expect_err("short");
         assert!(!error.to_string().contains("too short"));
     }
 
     #[test]
     fn a_generated_key_is_kept_and_reused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = Config {
+        let key = KeyConfig {
             data_dir: dir.path().join("data"),
-            ..with_upstream()
+            ..with_upstream().key
         };
-        let first = config.load_secret_key().expect("generated");
-        let second = config.load_secret_key().expect("reloaded");
+        let first = key.load_secret_key().expect("generated");
+        let second = key.load_secret_key().expect("reloaded");
         assert_eq!(first.expose_secret(), second.expose_secret());
         assert!(first.expose_secret().len() >= MIN_SECRET_KEY_BYTES);
+        assert_eq!(
+            key.load_existing().expect("kept").expose_secret(),
+            first.expose_secret(),
+            "audit verify reads the same key"
+        );
     }
 
     #[test]
     fn debug_output_hides_the_secret_key() {
-        let config = Config {
-            secret_key: Some(SecretString::from("x".repeat(40))),
-            ..with_upstream()
-        };
+        let mut config = with_upstream();
+        config.key.secret_key = Some(SecretString::from("x".repeat(40)));
         assert!(!format!("{config:?}").contains(&"x".repeat(40)));
     }
 }

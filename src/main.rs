@@ -64,10 +64,11 @@ fn print_development_token(token: &str, address: std::net::SocketAddr) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let telemetry = &config.telemetry;
     shl_gateway::telemetry::init(
-        config.log_format,
-        &config.log_filter,
-        config.otlp_endpoint.as_deref(),
+        telemetry.log_format,
+        &telemetry.log_filter,
+        telemetry.otlp_endpoint.as_deref(),
     )?;
     let application = Application::build(config).await?;
     if let Some(token) = application.development_token() {

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::http::HeaderValue;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -19,13 +18,13 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::{AuditKey, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
 use crate::clock::now_ms;
-use crate::config::{Config, DemoMode};
-use crate::graphql::{OperationLimits, SchemaOptions, build_executor};
+use crate::config::{AuditConfig, Config, DemoMode, EmbeddedConfig, RedisConfig};
+use crate::graphql::{SchemaOptions, build_executor};
 use crate::http::server::ConnectionLimits;
-use crate::http::{AppState, HttpSettings, Readiness, WorkSlots, router};
+use crate::http::{AppState, Readiness, WorkSlots, router};
 use crate::idempotency::{Idempotency, IdempotencyStore, InProcessStore, RedisStore};
 use crate::issuer::Issuer;
-use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
+use crate::issuer::embedded::{EmbeddedIssuer, MAX_SHL_URL_LEN};
 use crate::issuer::fhir::PatientRecord;
 use crate::issuer::store::{LinkStore, SqlStore};
 use crate::keys::Keys;
@@ -34,7 +33,7 @@ use crate::passcode::PasscodeHasher;
 use crate::ratelimit::{
     InProcessQuotas, QuotaSpecs, QuotaStore, RatePolicy, RedisQuotas, SharedQuotas,
 };
-use crate::upstream::{CircuitBreaker, UpstreamClient, UpstreamIssuer, UpstreamSettings};
+use crate::upstream::{UpstreamClient, UpstreamIssuer, UpstreamSettings};
 
 #[derive(Debug)]
 pub struct Application {
@@ -83,24 +82,22 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
         if uses_data_dir(&config) {
-            crate::files::secure_data_dir(&config.data_dir).with_context(|| {
+            crate::files::secure_data_dir(&config.key.data_dir).with_context(|| {
                 format!(
                     "--data-dir (SHL_GATEWAY_DATA_DIR): cannot prepare {}",
-                    config.data_dir.display()
+                    config.key.data_dir.display()
                 )
             })?;
         }
-        let keys = Keys::derive(&config.load_secret_key()?);
+        let keys = Keys::derive(&config.key.load_secret_key()?);
+        let listen = config.listener.listen;
         // Bound first: with port 0, the public URL of embedded links needs the real port.
-        let listener = TcpListener::bind(config.listen).await.with_context(|| {
-            format!(
-                "--listen (SHL_GATEWAY_LISTEN): cannot bind {}",
-                config.listen
-            )
-        })?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("--listen (SHL_GATEWAY_LISTEN): cannot bind {listen}"))?;
         let local_addr = listener.local_addr()?;
 
-        let tls = match (&config.tls_cert, &config.tls_key) {
+        let tls = match (&config.listener.tls_cert, &config.listener.tls_key) {
             (Some(cert), Some(key)) => {
                 let loaded = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
                     .await
@@ -111,39 +108,35 @@ impl Application {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
 
+        let upstream = config.upstream.settings();
         let audit = AuditTrail::new(
-            open_audit_sink(&config, &keys).await?,
+            open_audit_sink(&config.audit, &config.key.data_dir, &keys).await?,
             keys.audit_actor.clone(),
         );
-        let quotas = build_quota_store(&config).await?;
+        let quotas = build_quota_store(&config.redis, config.quotas.rate_limit_max_keys).await?;
         let idempotency = Arc::new(build_idempotency(&config, &keys)?);
         let rate_policy = RatePolicy::new(
             quotas.store.clone(),
             keys.rate_limit.clone(),
-            QuotaSpecs {
-                links_per_caller: config.link_quota_per_caller,
-                links_per_ip: config.link_quota_per_ip,
-                http_per_ip: config.http_quota_per_ip,
-                shl_per_ip: config.shl_quota_per_ip,
-                shl_per_link: config.shl_quota_per_link,
-            },
+            QuotaSpecs::from(&config.quotas),
         );
 
         let mut development_token = None;
         let mut purge = None;
         let mut embedded_routes = None;
-        let issuer: Arc<dyn Issuer> = match &config.upstream_url {
-            Some(url) => build_upstream_issuer(&config, url.clone())?,
+        let issuer: Arc<dyn Issuer> = match upstream {
+            Some(settings) => build_upstream_issuer(&config, settings)?,
             None => {
                 let default_public_url = format!("{scheme}://{local_addr}");
                 let embedded =
                     Arc::new(build_embedded_issuer(&config, &keys, &default_public_url).await?);
                 development_token =
-                    set_up_identities(&config, &keys, local_addr, embedded.store()).await?;
+                    set_up_identities(&config.embedded, &keys, local_addr, embedded.store())
+                        .await?;
                 purge = Some(PurgeTask {
                     issuer: Arc::clone(&embedded),
-                    interval: config.purge_interval,
-                    retention: config.link_retention,
+                    interval: config.embedded.purge_interval,
+                    retention: config.embedded.link_retention,
                 });
                 embedded_routes = Some(crate::http::embedded_routes(
                     LinkAccesses::new(Arc::clone(&embedded), audit.clone()),
@@ -154,20 +147,7 @@ impl Application {
         };
         tracing::info!(mode = issuer.mode().as_str(), "issuer ready");
 
-        let schema_options = SchemaOptions {
-            limits: OperationLimits {
-                max_depth: config.max_depth,
-                max_complexity: config.max_complexity,
-                max_query_bytes: config.max_query_bytes,
-                max_aliases: config.max_aliases,
-                max_root_fields: config.max_root_fields,
-                max_directives: config.max_directives,
-                max_link_creations: config.max_links_per_request,
-                max_value_depth: config.max_value_depth,
-            },
-            introspection: config.introspection,
-            max_concurrent_qr_renders: config.max_concurrent_qr_renders,
-        };
+        let schema_options = SchemaOptions::from(&config.graphql);
         let readiness = Readiness::default();
         let state = AppState {
             graphql: build_executor(
@@ -181,37 +161,17 @@ impl Application {
             ),
             issuer,
             readiness: readiness.clone(),
-            max_body_bytes: config.max_body_bytes,
+            max_body_bytes: config.listener.max_body_bytes,
             rate_policy,
             shared_quotas: quotas.shared.clone(),
             audit,
         };
-        let work_slots = WorkSlots::new(config.max_concurrent_requests);
-        let http_settings = HttpSettings {
-            max_body_bytes: config.max_body_bytes,
-            cors_allowed_origins: config
-                .cors_allowed_origins
-                .iter()
-                .map(|origin| HeaderValue::from_str(origin))
-                .collect::<Result<_, _>>()
-                .context("--cors-allowed-origins")?,
-            graphiql_assets_dir: config.graphiql.then(|| config.graphiql_assets_dir.clone()),
-            metrics_route: config.metrics_listen.is_none(),
-            work_slots: work_slots.clone(),
-            trusted_proxies: config.trusted_proxies.clone(),
-            request_body_timeout: config.request_body_timeout,
-        };
-        let connection_limits = ConnectionLimits {
-            max_connections: config.max_connections,
-            max_connections_per_ip: config.max_connections_per_ip,
-            header_read_timeout: config.header_read_timeout,
-            idle_timeout: config.idle_timeout,
-            http2_max_concurrent_streams: config.http2_max_concurrent_streams,
-            http2_max_pending_accept_reset_streams: config.http2_max_pending_reset_streams,
-            http2_keep_alive_interval: config.http2_keep_alive_interval,
-            trusted_proxies: config.trusted_proxies.clone(),
-        };
-        let metrics_listener = match config.metrics_listen {
+        let work_slots = WorkSlots::new(config.listener.max_concurrent_requests);
+        let http_settings = config
+            .listener
+            .http_settings(config.graphql.graphiql_assets_dir(), work_slots.clone())?;
+        let connection_limits = ConnectionLimits::from(&config.listener);
+        let metrics_listener = match config.listener.metrics_listen {
             Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
                 format!("--metrics-listen (SHL_GATEWAY_METRICS_LISTEN): cannot bind {address}")
             })?),
@@ -227,8 +187,8 @@ impl Application {
             local_addr,
             router: app_router,
             readiness,
-            shutdown_delay: config.shutdown_delay,
-            shutdown_timeout: config.shutdown_timeout,
+            shutdown_delay: config.listener.shutdown_delay,
+            shutdown_timeout: config.listener.shutdown_timeout,
             shutdown,
             development_token,
             purge,
@@ -377,7 +337,11 @@ impl Application {
 
 /// The audit sink: PostgreSQL (`--audit-database-url`, one chain per replica) or a JSON-lines
 /// file (`--audit-log`, default in `--data-dir`). Opening verifies the chain's tail.
-async fn open_audit_sink(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn AuditSink>> {
+async fn open_audit_sink(
+    config: &AuditConfig,
+    data_dir: &std::path::Path,
+    keys: &Keys,
+) -> anyhow::Result<Arc<dyn AuditSink>> {
     let key = AuditKey::new(keys.audit_chain.bytes());
     if let Some(url) = &config.audit_database_url {
         let sink = PostgresAuditSink::connect(url.expose_secret(), key, config.audit_chain.clone())
@@ -396,13 +360,13 @@ async fn open_audit_sink(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn
             path.clone()
         }
         None => {
-            crate::files::create_private_dir(&config.data_dir).with_context(|| {
+            crate::files::create_private_dir(data_dir).with_context(|| {
                 format!(
                     "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
-                    config.data_dir.display()
+                    data_dir.display()
                 )
             })?;
-            config.data_dir.join(crate::files::AUDIT_FILE)
+            data_dir.join(crate::files::AUDIT_FILE)
         }
     };
     let sink = FileAuditSink::open(&path, key, config.audit_chain.clone()).map_err(|error| {
@@ -416,12 +380,13 @@ async fn open_audit_sink(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn
 
 /// Idempotent answers: in Redis when configured (a retry may reach any replica), else here.
 fn build_idempotency(config: &Config, keys: &Keys) -> anyhow::Result<Idempotency> {
-    let store: Box<dyn IdempotencyStore> = match &config.redis_url {
+    let redis = &config.redis;
+    let store: Box<dyn IdempotencyStore> = match &redis.redis_url {
         Some(url) => Box::new(
             RedisStore::new(
                 url.expose_secret(),
-                config.redis_key_prefix.clone(),
-                config.redis_timeout.max(Duration::from_millis(500)),
+                redis.redis_key_prefix.clone(),
+                redis.redis_timeout.max(Duration::from_millis(500)),
             )
             .map_err(|_| {
                 anyhow::anyhow!("--redis-url (SHL_GATEWAY_REDIS_URL) is not a Redis URL")
@@ -430,11 +395,11 @@ fn build_idempotency(config: &Config, keys: &Keys) -> anyhow::Result<Idempotency
         None => Box::new(InProcessStore::default()),
     };
     // A retry waits for a first request still running at most as long as that one can take.
-    let wait = config.upstream_timeout + Duration::from_secs(2);
+    let wait = config.upstream.upstream_timeout + Duration::from_secs(2);
     Ok(Idempotency::new(
         store,
         keys.idempotency.clone(),
-        config.idempotency_window,
+        config.graphql.idempotency_window,
         wait,
     ))
 }
@@ -446,8 +411,8 @@ struct QuotaStores {
     in_process: InProcessQuotas,
 }
 
-async fn build_quota_store(config: &Config) -> anyhow::Result<QuotaStores> {
-    let in_process = InProcessQuotas::new(config.rate_limit_max_keys);
+async fn build_quota_store(config: &RedisConfig, max_keys: usize) -> anyhow::Result<QuotaStores> {
+    let in_process = InProcessQuotas::new(max_keys);
     let Some(url) = &config.redis_url else {
         return Ok(QuotaStores {
             store: Arc::new(in_process.clone()),
@@ -474,19 +439,15 @@ async fn build_quota_store(config: &Config) -> anyhow::Result<QuotaStores> {
     })
 }
 
-fn build_upstream_issuer(config: &Config, url: url::Url) -> anyhow::Result<Arc<dyn Issuer>> {
-    let client = UpstreamClient::new(UpstreamSettings {
-        url,
-        connect_timeout: config.upstream_connect_timeout,
-        total_timeout: config.upstream_timeout,
-        max_response_bytes: config.upstream_max_response_bytes,
-    })
-    .context("cannot build the upstream HTTP client")?;
-    let breaker = CircuitBreaker::new(
-        config.upstream_breaker_failures,
-        config.upstream_breaker_cooldown,
-    );
-    Ok(Arc::new(UpstreamIssuer::new(client, breaker)))
+fn build_upstream_issuer(
+    config: &Config,
+    settings: UpstreamSettings,
+) -> anyhow::Result<Arc<dyn Issuer>> {
+    let client = UpstreamClient::new(settings).context("cannot build the upstream HTTP client")?;
+    Ok(Arc::new(UpstreamIssuer::new(
+        client,
+        config.upstream.breaker(),
+    )))
 }
 
 async fn build_embedded_issuer(
@@ -494,20 +455,10 @@ async fn build_embedded_issuer(
     keys: &Keys,
     default_public_url: &str,
 ) -> anyhow::Result<EmbeddedIssuer> {
-    let public_url = match &config.public_url {
-        Some(url) => url.clone(),
-        None => default_public_url
-            .parse()
-            .context("cannot form the default --public-url")?,
-    };
-    let settings = EmbeddedSettings {
-        public_url,
-        identifier_system: config.identifier_system.clone(),
-        passcode_link_validity: config.link_validity,
-        direct_link_validity: config.direct_link_validity,
-        passcode_attempts: config.passcode_attempts,
-        location_ticket_lifetime: config.location_ticket_lifetime,
-    };
+    let default_public_url = default_public_url
+        .parse()
+        .context("cannot form the default --public-url")?;
+    let settings = config.embedded.settings(default_public_url);
     let longest = settings.longest_manifest_url();
     anyhow::ensure!(
         longest.len() <= MAX_SHL_URL_LEN,
@@ -515,10 +466,10 @@ async fn build_embedded_issuer(
          the SHL limit is {MAX_SHL_URL_LEN}",
         longest.len()
     );
-    let store = open_store(config.database_url.as_ref(), &config.data_dir).await?;
+    let store = open_store(config.embedded.database_url.as_ref(), &config.key.data_dir).await?;
     let hasher = PasscodeHasher::new(
         keys.passcode_pepper.clone(),
-        config.max_concurrent_passcode_hashes,
+        config.embedded.max_concurrent_passcode_hashes,
     );
     Ok(EmbeddedIssuer::new(
         Arc::new(store),
@@ -582,16 +533,18 @@ fn prepare_sqlite_file(path: &std::path::Path, url: &str) -> std::io::Result<()>
 /// Whether anything of this configuration lives in `--data-dir`: the generated key, the default
 /// audit file, or (embedded mode) the default SQLite store.
 fn uses_data_dir(config: &Config) -> bool {
-    let key_in_dir = config.secret_key.is_none() && config.secret_key_file.is_none();
-    let audit_in_dir = config.audit_log.is_none() && config.audit_database_url.is_none();
-    let store_in_dir = config.upstream_url.is_none() && config.database_url.is_none();
+    let key_in_dir = config.key.secret_key.is_none() && config.key.secret_key_file.is_none();
+    let audit_in_dir =
+        config.audit.audit_log.is_none() && config.audit.audit_database_url.is_none();
+    let store_in_dir =
+        config.upstream.upstream_url.is_none() && config.embedded.database_url.is_none();
     key_in_dir || audit_in_dir || store_in_dir
 }
 
 /// Stores the configured tokens (as HMACs) and, in demo mode, seeds the demo patient and makes
 /// a development token. Returns that token, for printing once.
 async fn set_up_identities(
-    config: &Config,
+    config: &EmbeddedConfig,
     keys: &Keys,
     local_addr: SocketAddr,
     store: &Arc<dyn LinkStore>,

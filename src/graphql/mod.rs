@@ -34,7 +34,7 @@ pub struct SchemaOptions {
     /// Introspection and "did you mean" suggestions help attackers map the API: both follow
     /// this switch, which production settings turn off.
     pub introspection: bool,
-    /// QR codes encoded at once (see `Config::max_concurrent_qr_renders`).
+    /// QR codes encoded at once (see `--max-concurrent-qr-renders`).
     pub max_concurrent_qr_renders: usize,
 }
 

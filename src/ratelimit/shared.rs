@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use super::{Decision, InProcessQuotas, Quota, QuotaError, QuotaStore, RedisQuotas};
 
 /// What [`SharedQuotas`] does when Redis cannot answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RedisFailurePolicy {
     /// Answer `Err(QuotaError::Unavailable)`: the limited fields fail (`OVERLOADED`) until Redis
     /// is back. For deployments where a limit that holds only per replica is not acceptable.
@@ -104,8 +104,6 @@ impl QuotaStore for SharedQuotas {
 mod tests {
     use std::time::{Duration, Instant};
 
-    use clap::ValueEnum;
-
     use super::*;
     use crate::ratelimit::tests::{redis_url_for_tests, unique_prefix};
 
@@ -187,17 +185,5 @@ mod tests {
         );
         assert!(shared.fallback().is_empty());
         assert!(shared.ping().await);
-    }
-
-    #[test]
-    fn the_policy_reads_from_the_command_line() {
-        assert_eq!(
-            RedisFailurePolicy::from_str("fail-closed", false),
-            Ok(RedisFailurePolicy::FailClosed)
-        );
-        assert_eq!(
-            RedisFailurePolicy::from_str("fall-back-to-in-process", false),
-            Ok(RedisFailurePolicy::FallBackToInProcess)
-        );
     }
 }

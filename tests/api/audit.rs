@@ -28,7 +28,7 @@ fn pair(action: &str, outcome: &str) -> (String, String) {
 #[tokio::test]
 async fn every_upstream_path_leaves_exactly_one_outcome_record() {
     let app = spawn_app_with(|mut config| {
-        config.link_quota_per_caller = "2/1m".parse().expect("quota");
+        config.quotas.link_quota_per_caller = "2/1m".parse().expect("quota");
         config
     })
     .await;

@@ -170,7 +170,7 @@ async fn qr_code_svg_decodes_to_the_link_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qr_codes_beyond_the_render_slots_wait_their_turn() {
     let app = spawn_app_with(|mut config| {
-        config.max_concurrent_qr_renders = 1;
+        config.graphql.max_concurrent_qr_renders = 1;
         config
     })
     .await;

@@ -359,9 +359,9 @@ async fn the_purge_task_drops_the_ciphertext_of_ended_links() {
     );
     let url_for_app = database_url.clone();
     let app = spawn_embedded(&TestDatabase::Sqlite, move |mut config| {
-        config.database_url = Some(secrecy::SecretString::from(url_for_app));
-        config.link_validity = Duration::from_secs(1);
-        config.purge_interval = Duration::from_millis(200);
+        config.embedded.database_url = Some(secrecy::SecretString::from(url_for_app));
+        config.embedded.link_validity = Duration::from_secs(1);
+        config.embedded.purge_interval = Duration::from_millis(200);
         config
     })
     .await;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shl_gateway::config::Config;
+use shl_gateway::config::{Config, UpstreamConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -55,9 +55,12 @@ impl Answer {
 /// The gateway for fault tests: a short timeout and a breaker that never opens.
 fn fault_config(config: Config) -> Config {
     Config {
-        upstream_timeout: UPSTREAM_TIMEOUT,
-        upstream_max_response_bytes: MAX_RESPONSE_BYTES,
-        upstream_breaker_failures: 1_000_000,
+        upstream: UpstreamConfig {
+            upstream_timeout: UPSTREAM_TIMEOUT,
+            upstream_max_response_bytes: MAX_RESPONSE_BYTES,
+            upstream_breaker_failures: 1_000_000,
+            ..config.upstream
+        },
         ..config
     }
 }
@@ -324,7 +327,10 @@ impl RawUpstream {
         let url = self.url.parse().expect("url");
         spawn_app_with(|config| {
             customize(Config {
-                upstream_url: Some(url),
+                upstream: UpstreamConfig {
+                    upstream_url: Some(url),
+                    ..config.upstream
+                },
                 ..config
             })
         })
@@ -525,10 +531,16 @@ async fn the_breaker_opens_under_load_fails_fast_and_closes_after_one_probe() {
     const COOLDOWN: Duration = Duration::from_millis(500);
     let upstream = RawUpstream::start(Behaviour::Silent).await;
     let app = upstream
-        .gateway(|config| Config {
-            upstream_breaker_failures: FAILURES,
-            upstream_breaker_cooldown: COOLDOWN,
-            ..fault_config(config)
+        .gateway(|config| {
+            let config = fault_config(config);
+            Config {
+                upstream: UpstreamConfig {
+                    upstream_breaker_failures: FAILURES,
+                    upstream_breaker_cooldown: COOLDOWN,
+                    ..config.upstream
+                },
+                ..config
+            }
         })
         .await;
 

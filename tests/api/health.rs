@@ -29,7 +29,7 @@ async fn healthz_and_readyz_answer_without_calling_upstream() {
 #[tokio::test]
 async fn shutdown_fails_readiness_first_and_finishes_in_flight_requests() {
     let app = spawn_app_with(|mut config| {
-        config.shutdown_delay = Duration::from_millis(600);
+        config.listener.shutdown_delay = Duration::from_millis(600);
         config
     })
     .await;

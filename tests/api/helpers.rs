@@ -5,7 +5,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::{Value, json};
-use shl_gateway::config::{Config, DemoMode};
+use shl_gateway::config::{
+    Config, DemoMode, EmbeddedConfig, GraphqlConfig, KeyConfig, ListenerConfig, QuotaConfig,
+    UpstreamConfig,
+};
 use shl_gateway::ratelimit::QuotaSpec;
 use shl_gateway::startup::{Application, ShutdownHandle};
 use tokio::task::JoinHandle;
@@ -40,29 +43,46 @@ pub const GENEROUS: QuotaSpec = QuotaSpec {
 
 /// A configuration for tests: port 0, a fixed secret, and the given upstream.
 pub fn test_config(upstream: &MockServer) -> Config {
+    let defaults = Config::default();
     Config {
-        listen: "127.0.0.1:0".parse().expect("address"),
-        upstream_url: Some(
-            format!("{}{UPSTREAM_PATH}", upstream.uri())
-                .parse()
-                .expect("url"),
-        ),
-        upstream_timeout: Duration::from_secs(2),
-        upstream_connect_timeout: Duration::from_secs(1),
-        secret_key: Some(SecretString::from(
-            "test-secret-key-test-secret-key-0123456789",
-        )),
-        graphiql: false,
-        // Each test asserts one thing; the quota tests (ratelimit.rs) set tight quotas themselves.
-        link_quota_per_caller: GENEROUS,
-        link_quota_per_ip: GENEROUS,
-        http_quota_per_ip: GENEROUS,
-        shl_quota_per_ip: GENEROUS,
-        shl_quota_per_link: GENEROUS,
-        // Storm tests open hundreds of connections from 127.0.0.1 at once; slow_clients.rs
-        // tests the per-address cap itself.
-        max_connections_per_ip: 0,
-        ..Config::default()
+        listener: ListenerConfig {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            // Storm tests open hundreds of connections from 127.0.0.1 at once; slow_clients.rs
+            // tests the per-address cap itself.
+            max_connections_per_ip: 0,
+            ..defaults.listener
+        },
+        upstream: UpstreamConfig {
+            upstream_url: Some(
+                format!("{}{UPSTREAM_PATH}", upstream.uri())
+                    .parse()
+                    .expect("url"),
+            ),
+            upstream_timeout: Duration::from_secs(2),
+            upstream_connect_timeout: Duration::from_secs(1),
+            ..defaults.upstream
+        },
+        key: KeyConfig {
+            secret_key: Some(SecretString::from(
+                "test-secret-key-test-secret-key-0123456789",
+            )),
+            ..defaults.key
+        },
+        graphql: GraphqlConfig {
+            graphiql: false,
+            ..defaults.graphql
+        },
+        quotas: QuotaConfig {
+            // Each test asserts one thing; the quota tests (ratelimit.rs) set tight quotas
+            // themselves.
+            link_quota_per_caller: GENEROUS,
+            link_quota_per_ip: GENEROUS,
+            http_quota_per_ip: GENEROUS,
+            shl_quota_per_ip: GENEROUS,
+            shl_quota_per_link: GENEROUS,
+            ..defaults.quotas
+        },
+        ..defaults
     }
 }
 
@@ -131,11 +151,20 @@ pub async fn spawn_embedded(
     let token = format!("{PATIENT_TOKEN}={}", demo_patient.patient_id());
     let mut app = spawn_app_with(|config| {
         customize(Config {
-            upstream_url: None,
-            database_url: Some(SecretString::from(database_url)),
-            data_dir: data_dir.path().to_path_buf(),
-            demo: DemoMode::On,
-            patient_tokens: vec![token.parse().expect("token")],
+            upstream: UpstreamConfig {
+                upstream_url: None,
+                ..config.upstream
+            },
+            embedded: EmbeddedConfig {
+                database_url: Some(SecretString::from(database_url)),
+                demo: DemoMode::On,
+                patient_tokens: vec![token.parse().expect("token")],
+                ..config.embedded
+            },
+            key: KeyConfig {
+                data_dir: data_dir.path().to_path_buf(),
+                ..config.key
+            },
             ..config
         })
     })
@@ -153,14 +182,19 @@ pub async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> TestApp
     let upstream = MockServer::start().await;
     // Every app gets its own data directory: its audit file, store and key stay its own.
     let data_dir = tempfile::tempdir().expect("tempdir");
+    let base = test_config(&upstream);
     let config = customize(Config {
-        data_dir: data_dir.path().to_path_buf(),
-        ..test_config(&upstream)
+        key: KeyConfig {
+            data_dir: data_dir.path().to_path_buf(),
+            ..base.key
+        },
+        ..base
     });
     let audit_path = config
+        .audit
         .audit_log
         .clone()
-        .unwrap_or_else(|| config.data_dir.join("audit.jsonl"));
+        .unwrap_or_else(|| config.key.data_dir.join("audit.jsonl"));
     let application = Application::build(config)
         .await
         .expect("application builds");

@@ -279,7 +279,7 @@ async fn unknown_paths_answer_a_json_not_found() {
 #[tokio::test]
 async fn cors_allows_only_configured_origins() {
     let app = spawn_app_with(|mut config| {
-        config.cors_allowed_origins = vec!["https://app.example.org".into()];
+        config.listener.cors_allowed_origins = vec!["https://app.example.org".into()];
         config
     })
     .await;
@@ -311,7 +311,7 @@ async fn cors_allows_only_configured_origins() {
 #[tokio::test]
 async fn beyond_the_concurrency_limit_requests_are_shed_at_once_but_probes_answer() {
     let app = spawn_app_with(|mut config| {
-        config.max_concurrent_requests = 1;
+        config.listener.max_concurrent_requests = 1;
         config
     })
     .await;

@@ -104,8 +104,8 @@ async fn a_retry_reaching_another_replica_gets_the_same_answer_through_redis() {
     let prefix = format!("shl-test-{}:", uuid::Uuid::new_v4().simple());
     let configure = |redis_url: String, prefix: String| {
         move |mut config: shl_gateway::config::Config| {
-            config.redis_url = Some(secrecy::SecretString::from(redis_url));
-            config.redis_key_prefix = prefix;
+            config.redis.redis_url = Some(secrecy::SecretString::from(redis_url));
+            config.redis.redis_key_prefix = prefix;
             // Both replicas share the secret key, as they must in production.
             config
         }

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use secrecy::SecretString;
 use serde_json::json;
-use shl_gateway::config::DemoMode;
+use shl_gateway::config::{Config, DemoMode, EmbeddedConfig, KeyConfig, UpstreamConfig};
 
 use crate::helpers::*;
 
@@ -49,12 +49,21 @@ async fn an_imported_patient_can_share_their_records() {
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "imported-1");
     let token = "imported-patient-token-123456";
-    let app = spawn_app_with(|config| shl_gateway::config::Config {
-        upstream_url: None,
-        database_url: Some(SecretString::from(database_url.clone())),
-        data_dir: dir.path().to_path_buf(),
-        demo: DemoMode::Off,
-        patient_tokens: vec![format!("{token}=imported-1").parse().expect("token")],
+    let app = spawn_app_with(|config| Config {
+        upstream: UpstreamConfig {
+            upstream_url: None,
+            ..config.upstream
+        },
+        embedded: EmbeddedConfig {
+            database_url: Some(SecretString::from(database_url.clone())),
+            demo: DemoMode::Off,
+            patient_tokens: vec![format!("{token}=imported-1").parse().expect("token")],
+            ..config.embedded
+        },
+        key: KeyConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..config.key
+        },
         ..config
     })
     .await;

@@ -212,7 +212,7 @@ async fn malformed_requests_are_400_never_500() {
 #[tokio::test]
 async fn unknown_and_expired_links_are_the_same_404() {
     let app = spawn_embedded(&TestDatabase::Sqlite, |mut config| {
-        config.link_validity = Duration::from_secs(1);
+        config.embedded.link_validity = Duration::from_secs(1);
         config
     })
     .await;

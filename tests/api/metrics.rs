@@ -88,8 +88,8 @@ async fn metrics_can_move_to_their_own_listener() {
     let upstream = wiremock::MockServer::start().await;
     let data_dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(&upstream);
-    config.data_dir = data_dir.path().to_path_buf();
-    config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    config.key.data_dir = data_dir.path().to_path_buf();
+    config.listener.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
     let application = shl_gateway::startup::Application::build(config)
         .await
         .expect("builds");

@@ -18,7 +18,7 @@ async fn graphiqls_introspection_query_passes_the_default_limits() {
 #[tokio::test]
 async fn a_query_deeper_than_the_limit_is_refused() {
     let app = spawn_app_with(|mut config| {
-        config.max_depth = 3;
+        config.graphql.max_depth = 3;
         config
     })
     .await;
@@ -63,7 +63,7 @@ async fn aliased_qr_codes_exhaust_the_complexity_budget() {
 #[tokio::test]
 async fn introspection_can_be_switched_off() {
     let app = spawn_app_with(|mut config| {
-        config.introspection = false;
+        config.graphql.introspection = false;
         config
     })
     .await;
@@ -111,10 +111,10 @@ async fn two_creations_in_one_request_cross_the_default_limit_of_one() {
 #[tokio::test]
 async fn every_document_limit_can_be_crossed() {
     let app = spawn_app_with(|mut config| {
-        config.max_aliases = 2;
-        config.max_root_fields = 2;
-        config.max_directives = 2;
-        config.max_query_bytes = 200;
+        config.graphql.max_aliases = 2;
+        config.graphql.max_root_fields = 2;
+        config.graphql.max_directives = 2;
+        config.graphql.max_query_bytes = 200;
         config
     })
     .await;
@@ -259,7 +259,7 @@ async fn deeply_nested_values_are_refused_before_parsing_by_post_and_get() {
 #[tokio::test]
 async fn nesting_within_the_limit_reaches_the_parser_and_the_validator() {
     let app = spawn_app_with(|mut config| {
-        config.max_value_depth = 20;
+        config.graphql.max_value_depth = 20;
         config
     })
     .await;
@@ -301,7 +301,7 @@ async fn nesting_within_the_limit_reaches_the_parser_and_the_validator() {
 async fn deeply_nested_json_variables_and_extensions_answer_a_coded_error() {
     // Large enough for 100,000 levels, so that the JSON parser (not the body limit) refuses.
     let app = spawn_app_with(|mut config| {
-        config.max_body_bytes = 1024 * 1024;
+        config.listener.max_body_bytes = 1024 * 1024;
         config
     })
     .await;

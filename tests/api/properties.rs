@@ -437,7 +437,10 @@ fn manifest_target() -> ManifestTarget {
         // The largest budget, so wrong guesses among the cases do not lock the link early.
         let app = crate::helpers::spawn_embedded(&crate::helpers::TestDatabase::Sqlite, |config| {
             shl_gateway::config::Config {
-                passcode_attempts: 100,
+                embedded: shl_gateway::config::EmbeddedConfig {
+                    passcode_attempts: 100,
+                    ..config.embedded
+                },
                 ..config
             }
         })

@@ -15,7 +15,7 @@ fn spec(text: &str) -> QuotaSpec {
 #[tokio::test]
 async fn link_creation_is_limited_per_caller_with_a_retry_after() {
     let app = spawn_app_with(|mut config| {
-        config.link_quota_per_caller = spec("3/1m");
+        config.quotas.link_quota_per_caller = spec("3/1m");
         config
     })
     .await;
@@ -56,7 +56,7 @@ async fn link_creation_is_limited_per_caller_with_a_retry_after() {
 #[tokio::test]
 async fn made_up_tokens_meet_the_address_quota() {
     let app = spawn_app_with(|mut config| {
-        config.link_quota_per_ip = spec("4/1m");
+        config.quotas.link_quota_per_ip = spec("4/1m");
         config
     })
     .await;
@@ -82,7 +82,7 @@ async fn made_up_tokens_meet_the_address_quota() {
 #[tokio::test]
 async fn the_coarse_address_limit_answers_429_with_retry_after() {
     let app = spawn_app_with(|mut config| {
-        config.http_quota_per_ip = spec("5/1m");
+        config.quotas.http_quota_per_ip = spec("5/1m");
         config
     })
     .await;
@@ -128,7 +128,7 @@ async fn the_coarse_address_limit_answers_429_with_retry_after() {
 #[tokio::test]
 async fn spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
     let app = spawn_embedded(&TestDatabase::Sqlite, |mut config| {
-        config.shl_quota_per_ip = spec("10/1m");
+        config.quotas.shl_quota_per_ip = spec("10/1m");
         config
     })
     .await;
@@ -164,8 +164,8 @@ async fn spoofed_forwarded_for_from_an_untrusted_peer_changes_nothing() {
 #[tokio::test]
 async fn forwarded_for_is_believed_from_a_trusted_proxy() {
     let app = spawn_embedded(&TestDatabase::Sqlite, |mut config| {
-        config.shl_quota_per_ip = spec("2/1m");
-        config.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+        config.quotas.shl_quota_per_ip = spec("2/1m");
+        config.listener.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
         config
     })
     .await;
@@ -196,8 +196,8 @@ async fn forwarded_for_is_believed_from_a_trusted_proxy() {
 #[tokio::test]
 async fn one_link_is_limited_whatever_the_addresses() {
     let app = spawn_embedded(&TestDatabase::Sqlite, |mut config| {
-        config.shl_quota_per_link = spec("3/1m");
-        config.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
+        config.quotas.shl_quota_per_link = spec("3/1m");
+        config.listener.trusted_proxies = vec!["127.0.0.0/8".parse().expect("cidr")];
         config
     })
     .await;
@@ -227,11 +227,12 @@ async fn two_replicas_on_one_redis_enforce_one_quota() {
     let prefix = format!("shl-test-{}:", uuid::Uuid::new_v4().simple());
     let configure = |redis_url: String, prefix: String| {
         move |mut config: shl_gateway::config::Config| {
-            config.redis_url = Some(secrecy::SecretString::from(redis_url));
-            config.redis_key_prefix = prefix;
-            config.redis_failure_policy = shl_gateway::ratelimit::RedisFailurePolicy::FailClosed;
-            config.redis_timeout = Duration::from_secs(2);
-            config.link_quota_per_caller = spec("6/1m");
+            config.redis.redis_url = Some(secrecy::SecretString::from(redis_url));
+            config.redis.redis_key_prefix = prefix;
+            config.redis.redis_failure_policy =
+                shl_gateway::ratelimit::RedisFailurePolicy::FailClosed;
+            config.redis.redis_timeout = Duration::from_secs(2);
+            config.quotas.link_quota_per_caller = spec("6/1m");
             config
         }
     };
@@ -280,11 +281,11 @@ async fn an_unreachable_redis_fails_closed_or_falls_back_as_configured() {
         ),
     ] {
         let app = spawn_app_with(|mut config| {
-            config.redis_url = Some(secrecy::SecretString::from(
+            config.redis.redis_url = Some(secrecy::SecretString::from(
                 "redis://127.0.0.1:1/".to_owned(),
             ));
-            config.redis_timeout = Duration::from_millis(100);
-            config.redis_failure_policy = policy;
+            config.redis.redis_timeout = Duration::from_millis(100);
+            config.redis.redis_failure_policy = policy;
             config
         })
         .await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use secrecy::SecretString;
-use shl_gateway::config::Config;
+use shl_gateway::config::{AuditConfig, Config, KeyConfig};
 
 use crate::helpers::*;
 
@@ -112,7 +112,10 @@ async fn a_full_disk_fails_creation_and_readiness_and_both_recover_once_space_is
     let _tmpfs = Tmpfs::mount_or_fail(&data_dir, "1m");
     let dir = data_dir.clone();
     let app = spawn_app_with(move |config| Config {
-        data_dir: dir,
+        key: KeyConfig {
+            data_dir: dir,
+            ..config.key
+        },
         ..config
     })
     .await;
@@ -166,11 +169,11 @@ async fn a_full_disk_fails_creation_and_readiness_and_both_recover_once_space_is
     // The failed batches were cut back: the trail is one valid chain.
     let audit_path = app.audit_path.clone();
     app.stop().await;
-    let secret = Config {
+    let secret = KeyConfig {
         secret_key: Some(SecretString::from(
             "test-secret-key-test-secret-key-0123456789",
         )),
-        ..Config::default()
+        ..Config::default().key
     }
     .load_secret_key()
     .expect("key");
@@ -313,8 +316,11 @@ async fn a_lost_postgresql_audit_connection_fails_readiness_until_it_is_back() {
     url.set_port(Some(relay.address.port())).expect("port");
     let chain = format!("readiness-{}", uuid::Uuid::new_v4().simple());
     let app = spawn_app_with(|config| Config {
-        audit_database_url: Some(SecretString::from(url.to_string())),
-        audit_chain: chain,
+        audit: AuditConfig {
+            audit_database_url: Some(SecretString::from(url.to_string())),
+            audit_chain: chain,
+            ..config.audit
+        },
         ..config
     })
     .await;

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use shl_gateway::config::{Config, ListenerConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -57,8 +58,11 @@ fn body_of(answer: &[u8]) -> Value {
 
 #[tokio::test]
 async fn a_client_that_drips_its_headers_is_disconnected_at_the_header_timeout() {
-    let app = spawn_app_with(|config| shl_gateway::config::Config {
-        header_read_timeout: Duration::from_millis(600),
+    let app = spawn_app_with(|config| Config {
+        listener: ListenerConfig {
+            header_read_timeout: Duration::from_millis(600),
+            ..config.listener
+        },
         ..config
     })
     .await;
@@ -96,9 +100,12 @@ async fn a_client_that_drips_its_headers_is_disconnected_at_the_header_timeout()
 
 #[tokio::test]
 async fn slow_bodies_take_no_work_slot_and_are_answered_408() {
-    let app = spawn_app_with(|config| shl_gateway::config::Config {
-        max_concurrent_requests: 2,
-        request_body_timeout: Duration::from_millis(1500),
+    let app = spawn_app_with(|config| Config {
+        listener: ListenerConfig {
+            max_concurrent_requests: 2,
+            request_body_timeout: Duration::from_millis(1500),
+            ..config.listener
+        },
         ..config
     })
     .await;
@@ -132,9 +139,12 @@ async fn slow_bodies_take_no_work_slot_and_are_answered_408() {
 
 #[tokio::test]
 async fn idle_and_silent_connections_are_closed() {
-    let app = spawn_app_with(|config| shl_gateway::config::Config {
-        header_read_timeout: Duration::from_millis(500),
-        idle_timeout: Duration::from_millis(700),
+    let app = spawn_app_with(|config| Config {
+        listener: ListenerConfig {
+            header_read_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_millis(700),
+            ..config.listener
+        },
         ..config
     })
     .await;
@@ -156,9 +166,12 @@ async fn idle_and_silent_connections_are_closed() {
 
 #[tokio::test]
 async fn connections_over_the_per_address_cap_are_closed_on_arrival() {
-    let app = spawn_app_with(|config| shl_gateway::config::Config {
-        max_connections_per_ip: 3,
-        header_read_timeout: Duration::from_secs(30),
+    let app = spawn_app_with(|config| Config {
+        listener: ListenerConfig {
+            max_connections_per_ip: 3,
+            header_read_timeout: Duration::from_secs(30),
+            ..config.listener
+        },
         ..config
     })
     .await;
@@ -191,10 +204,13 @@ async fn connections_over_the_per_address_cap_are_closed_on_arrival() {
 
 #[tokio::test]
 async fn http2_connections_advertise_the_stream_limit_and_stalled_streams_take_no_slot() {
-    let app = spawn_app_with(|config| shl_gateway::config::Config {
-        max_concurrent_requests: 2,
-        http2_max_concurrent_streams: 4,
-        request_body_timeout: Duration::from_millis(1500),
+    let app = spawn_app_with(|config| Config {
+        listener: ListenerConfig {
+            max_concurrent_requests: 2,
+            http2_max_concurrent_streams: 4,
+            request_body_timeout: Duration::from_millis(1500),
+            ..config.listener
+        },
         ..config
     })
     .await;
@@ -247,8 +263,11 @@ async fn http2_connections_advertise_the_stream_limit_and_stalled_streams_take_n
 /// ends its own connection, fast, and others are served), not to which limit fired.
 #[tokio::test]
 async fn an_http2_rapid_reset_flood_closes_its_connection_and_spares_the_others() {
-    let app = spawn_app_with(|config| shl_gateway::config::Config {
-        http2_max_pending_reset_streams: 5,
+    let app = spawn_app_with(|config| Config {
+        listener: ListenerConfig {
+            http2_max_pending_reset_streams: 5,
+            ..config.listener
+        },
         ..config
     })
     .await;
@@ -293,8 +312,11 @@ async fn an_http2_rapid_reset_flood_closes_its_connection_and_spares_the_others(
 
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed() {
-    let app = spawn_app_with(|config| shl_gateway::config::Config {
-        idle_timeout: Duration::from_millis(700),
+    let app = spawn_app_with(|config| Config {
+        listener: ListenerConfig {
+            idle_timeout: Duration::from_millis(700),
+            ..config.listener
+        },
         ..config
     })
     .await;
@@ -324,9 +346,12 @@ async fn an_idle_http2_connection_is_closed() {
 
 #[tokio::test]
 async fn a_client_that_never_reads_its_answer_loses_the_connection() {
-    let app = spawn_app_with(|config| shl_gateway::config::Config {
-        header_read_timeout: Duration::from_millis(500),
-        idle_timeout: Duration::from_millis(500),
+    let app = spawn_app_with(|config| Config {
+        listener: ListenerConfig {
+            header_read_timeout: Duration::from_millis(500),
+            idle_timeout: Duration::from_millis(500),
+            ..config.listener
+        },
         ..config
     })
     .await;
@@ -362,10 +387,13 @@ async fn a_client_that_never_reads_its_answer_loses_the_connection() {
 #[tokio::test]
 async fn buffered_bodies_stay_within_their_memory_budget() {
     // One work slot: the budget is one largest body (4 KiB, the SHL endpoints' limit, plus one).
-    let app = spawn_app_with(|config| shl_gateway::config::Config {
-        max_concurrent_requests: 1,
-        max_body_bytes: 1024,
-        request_body_timeout: Duration::from_secs(3),
+    let app = spawn_app_with(|config| Config {
+        listener: ListenerConfig {
+            max_concurrent_requests: 1,
+            max_body_bytes: 1024,
+            request_body_timeout: Duration::from_secs(3),
+            ..config.listener
+        },
         ..config
     })
     .await;

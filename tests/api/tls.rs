@@ -15,8 +15,8 @@ async fn with_a_certificate_the_gateway_serves_https_links() {
     std::fs::write(&cert_path, certified.cert.pem()).expect("write cert");
     std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write key");
     let mut app = spawn_embedded(&TestDatabase::Sqlite, |mut config| {
-        config.tls_cert = Some(cert_path.clone());
-        config.tls_key = Some(key_path.clone());
+        config.listener.tls_cert = Some(cert_path.clone());
+        config.listener.tls_key = Some(key_path.clone());
         config
     })
     .await;

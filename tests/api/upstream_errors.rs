@@ -124,7 +124,7 @@ async fn a_redirect_is_not_followed_so_the_token_stays_home() {
 #[tokio::test]
 async fn an_oversized_answer_is_upstream_error() {
     let app = spawn_app_with(|mut config| {
-        config.upstream_max_response_bytes = 4_096;
+        config.upstream.upstream_max_response_bytes = 4_096;
         config
     })
     .await;
@@ -143,7 +143,7 @@ async fn an_oversized_answer_is_upstream_error() {
 async fn a_stalled_upstream_times_out_within_the_configured_timeout() {
     let timeout = Duration::from_millis(300);
     let app = spawn_app_with(|mut config| {
-        config.upstream_timeout = timeout;
+        config.upstream.upstream_timeout = timeout;
         config
     })
     .await;
@@ -177,7 +177,8 @@ async fn a_refused_connection_is_upstream_unavailable() {
     let address = closed.local_addr().expect("address");
     drop(closed);
     let app = spawn_app_with(|mut config| {
-        config.upstream_url = Some(format!("http://{address}/graphql").parse().expect("url"));
+        config.upstream.upstream_url =
+            Some(format!("http://{address}/graphql").parse().expect("url"));
         config
     })
     .await;
@@ -203,7 +204,8 @@ async fn a_reset_connection_is_upstream_unavailable() {
         }
     });
     let app = spawn_app_with(|mut config| {
-        config.upstream_url = Some(format!("http://{address}/graphql").parse().expect("url"));
+        config.upstream.upstream_url =
+            Some(format!("http://{address}/graphql").parse().expect("url"));
         config
     })
     .await;
@@ -216,8 +218,8 @@ async fn a_reset_connection_is_upstream_unavailable() {
 #[tokio::test]
 async fn the_breaker_fails_fast_while_the_upstream_is_down_and_recovers_with_it() {
     let app = spawn_app_with(|mut config| {
-        config.upstream_breaker_failures = 3;
-        config.upstream_breaker_cooldown = Duration::from_millis(500);
+        config.upstream.upstream_breaker_failures = 3;
+        config.upstream.upstream_breaker_cooldown = Duration::from_millis(500);
         config
     })
     .await;
