@@ -8,16 +8,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
 use shl_gateway::audit::{AuditTrail, MemoryAuditSink};
+use shl_gateway::crypto::Keys;
+use shl_gateway::crypto::jwe::{self, ShlKey};
 use shl_gateway::error::AppError;
 use shl_gateway::graphql::{SchemaOptions, build_executor};
 use shl_gateway::idempotency::{Idempotency, InProcessStore};
 use shl_gateway::issuer::fhir::PatientRecord;
 use shl_gateway::issuer::ips::{IpsOptions, build_ips};
-use shl_gateway::issuer::jwe::{self, ShlKey};
 use shl_gateway::issuer::{
     Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, TraceContext,
 };
-use shl_gateway::keys::Keys;
 use shl_gateway::passcode::{Passcode, PasscodeHasher};
 use shl_gateway::ratelimit::{InProcessQuotas, Quota, QuotaSpec, QuotaSpecs, RatePolicy};
 

@@ -629,7 +629,7 @@ fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(text)
 }
 
-pub use crate::keys::SecretKey;
+pub use crate::crypto::SecretKey;
 
 impl Config {
     /// Checks what clap cannot, with messages that name the flag and its variable.

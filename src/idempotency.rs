@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::PurposeKey;
+use crate::crypto::jwe::{self, ShlKey};
 use crate::error::AppError;
 use crate::issuer::DocumentReference;
-use crate::issuer::jwe::{self, ShlKey};
-use crate::keys::PurposeKey;
 
 /// Longest accepted key: Stripe's convention, plenty for a UUID.
 pub const MAX_KEY_LEN: usize = 255;
@@ -334,7 +334,7 @@ mod tests {
     use super::*;
 
     fn idempotency() -> Idempotency {
-        let keys = crate::keys::Keys::derive(&secrecy::SecretBox::new(Box::new(vec![3u8; 32])));
+        let keys = crate::crypto::Keys::derive(&secrecy::SecretBox::new(Box::new(vec![3u8; 32])));
         Idempotency::new(
             Box::new(InProcessStore::default()),
             keys.idempotency,

@@ -17,9 +17,10 @@ use tokio::sync::watch;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::audit::{AuditKey, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
+use crate::audit::{AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
 use crate::clock::now_ms;
 use crate::config::{Config, DemoMode};
+use crate::crypto::{AuditKey, Keys};
 use crate::graphql::{OperationLimits, SchemaOptions, build_executor};
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, HttpSettings, Readiness, WorkSlots, router};
@@ -28,7 +29,6 @@ use crate::issuer::Issuer;
 use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
 use crate::issuer::fhir::PatientRecord;
 use crate::issuer::store::{LinkStore, SqlStore};
-use crate::keys::Keys;
 use crate::passcode::PasscodeHasher;
 use crate::ratelimit::{
     InProcessQuotas, QuotaSpecs, QuotaStore, RatePolicy, RedisQuotas, SharedQuotas,

@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::chain::{
     Batch, ChainState, Head, Job, LineError, Record, Request, Sealer, log_checkpoints, seal_batch,
 };
-use super::{AuditAction, AuditError, AuditEvent, AuditKey, AuditSink, validate_chain_name};
+use super::{AuditAction, AuditError, AuditEvent, AuditSink, validate_chain_name};
+use crate::crypto::AuditKey;
 use crate::readiness::BoundedProbe;
 
 /// How much of the end of the file is read on open to find the last record. Records are a few

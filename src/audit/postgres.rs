@@ -24,7 +24,8 @@ use super::chain::{
 };
 use super::file::SinkStats;
 use super::verify::{Location, Verifier, VerifyReport};
-use super::{AuditError, AuditEvent, AuditKey, AuditSink, validate_chain_name};
+use super::{AuditError, AuditEvent, AuditSink, validate_chain_name};
+use crate::crypto::AuditKey;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS audit_records (
     chain TEXT NOT NULL,

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::{AuditEvent, AuditSink};
+use crate::crypto::PurposeKey;
 use crate::error::AppError;
-use crate::keys::PurposeKey;
 
 /// Shared by resolvers and the SHL handlers.
 #[derive(Debug, Clone)]

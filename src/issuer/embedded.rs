@@ -19,7 +19,6 @@ use url::Url;
 use uuid::Uuid;
 
 use super::ips::{IpsOptions, build_ips};
-use super::jwe::{self, ShlKey};
 use super::store::{
     AccessAction, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord, LinkStore,
     StoreError,
@@ -31,8 +30,9 @@ use super::{
 };
 use crate::audit::{AuditAction, AuditEvent, AuditTrail};
 use crate::clock::now_ms;
+use crate::crypto::Keys;
+use crate::crypto::jwe::{self, ShlKey};
 use crate::error::{AppError, ErrorCode};
-use crate::keys::Keys;
 use crate::passcode::PasscodeHasher;
 
 /// The path every manifest URL starts with, after the public URL (mirrors b.well's).

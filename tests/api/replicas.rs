@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shl_gateway::keys::Keys;
+use shl_gateway::crypto::Keys;
 
 use crate::embedded::shl_payload;
 use crate::helpers::{GatewayChild, TestDatabase};

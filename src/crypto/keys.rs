@@ -5,15 +5,13 @@
 //! so a value made for one purpose (a token's lookup hash) can never be replayed as another (a
 //! location ticket's signature).
 
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use secrecy::{ExposeSecret, SecretBox};
-use sha2::Sha256;
+
+use super::mac::{HmacSha256, hmac_sha256};
 
 /// The key behind every HMAC the gateway makes (`--secret-key`, or the file that holds it).
 pub type SecretKey = SecretBox<Vec<u8>>;
-
-/// HMAC-SHA256, the one MAC the gateway uses (its HMACs here, the audit chain's seals).
-pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// A 256-bit HMAC key for one purpose. `Debug` does not print it, and it is wiped on drop like
 /// the other key types.
@@ -56,13 +54,6 @@ impl PurposeKey {
     }
 }
 
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
-    mac.update(message);
-    mac.finalize().into_bytes().into()
-}
-
 /// The purpose keys.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -100,6 +91,51 @@ impl Keys {
     /// The stored form of a bearer token: hex HMAC of the token (without the `Bearer ` scheme).
     pub fn token_hmac(&self, token: &str) -> String {
         hex::encode(self.token.mac(token.as_bytes()))
+    }
+}
+
+/// The 256-bit HMAC key of the audit chain. `Debug` does not print it; it is wiped on drop.
+#[derive(Clone)]
+pub struct AuditKey([u8; 32]);
+
+/// A key of the wrong length was given where 256 bits are required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("audit key must be 32 bytes")]
+pub struct InvalidKeyLength;
+
+impl AuditKey {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A key from a slice, which must be exactly 32 bytes: a shorter one would silently weaken
+    /// every MAC in the trail.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, InvalidKeyLength> {
+        <[u8; 32]>::try_from(bytes)
+            .map(Self)
+            .map_err(|_| InvalidKeyLength)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<[u8; 32]> for AuditKey {
+    fn from(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey([REDACTED])")
+    }
+}
+
+impl Drop for AuditKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 
@@ -144,5 +180,13 @@ mod tests {
         let printed = format!("{keys:?}");
         assert!(printed.contains("REDACTED"));
         assert!(!printed.contains(&format!("{:?}", keys.token.0)));
+    }
+
+    #[test]
+    fn audit_key_debug_is_redacted_and_length_checked() {
+        let key = AuditKey::new([7; 32]);
+        assert_eq!(format!("{key:?}"), "AuditKey([REDACTED])");
+        assert!(AuditKey::from_slice(&[1; 31]).is_err());
+        assert!(AuditKey::from_slice(&[1; 32]).is_ok());
     }
 }
