@@ -69,14 +69,21 @@ fn bench_documents(c: &mut Criterion) {
     };
     let bundle = build_ips(&record, &options).to_string();
     let key = ShlKey::generate().expect("rng");
-    let encrypted = jwe::encrypt(&key, bundle.as_bytes()).expect("encrypts");
+    let encrypted =
+        jwe::encrypt(&key, jwe::ContentType::FhirJson, bundle.as_bytes()).expect("encrypts");
 
     let mut group = c.benchmark_group("document");
     group.bench_function("ips_build_demo_patient", |b| {
         b.iter(|| build_ips(black_box(&record), black_box(&options)))
     });
     group.bench_function("jwe_encrypt_demo_ips", |b| {
-        b.iter(|| jwe::encrypt(black_box(&key), black_box(bundle.as_bytes())))
+        b.iter(|| {
+            jwe::encrypt(
+                black_box(&key),
+                jwe::ContentType::FhirJson,
+                black_box(bundle.as_bytes()),
+            )
+        })
     });
     group.bench_function("jwe_decrypt_demo_ips", |b| {
         b.iter(|| jwe::decrypt(black_box(&key), black_box(&encrypted)))

@@ -15,6 +15,6 @@ pub mod jwe;
 mod keys;
 mod mac;
 
-pub use jwe::{JweError, ShlKey};
+pub use jwe::{ContentType, JweError, ShlKey};
 pub use keys::{AuditKey, InvalidKeyLength, Keys, PurposeKey, SecretKey};
 pub(crate) use mac::HmacSha256;

@@ -31,7 +31,7 @@ use super::{
 use crate::audit::{AuditAction, AuditEvent, AuditTrail};
 use crate::clock::now_ms;
 use crate::crypto::Keys;
-use crate::crypto::jwe::{self, ShlKey};
+use crate::crypto::jwe::{self, ContentType, ShlKey};
 use crate::error::{AppError, ErrorCode};
 use crate::passcode::PasscodeHasher;
 
@@ -536,7 +536,7 @@ impl Issuer for EmbeddedIssuer {
         let key = ShlKey::generate().map_err(|_| {
             AppError::internal_at("drawing an SHL key from the OS random number generator")
         })?;
-        let jwe = jwe::encrypt(&key, bundle.to_string().as_bytes())
+        let jwe = jwe::encrypt(&key, ContentType::FhirJson, bundle.to_string().as_bytes())
             .map_err(|_| AppError::internal_at("encrypting a link's file"))?;
         let passcode_hash = match &request.passcode {
             Some(passcode) => Some(

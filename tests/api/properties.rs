@@ -351,7 +351,7 @@ proptest! {
     #[test]
     fn decrypt_inverts_encrypt(key in any::<[u8; 32]>(), other in any::<[u8; 32]>(), plaintext in prop::collection::vec(any::<u8>(), 0..2048)) {
         let key = shl_key(key);
-        let compact = jwe::encrypt(&key, &plaintext).expect("encrypts");
+        let compact = jwe::encrypt(&key, jwe::ContentType::FhirJson, &plaintext).expect("encrypts");
         prop_assert_eq!(jwe::decrypt(&key, &compact).expect("decrypts"), plaintext);
         if other != *key.as_bytes() {
             prop_assert_eq!(jwe::decrypt(&shl_key(other), &compact), Err(jwe::JweError::Decryption));
