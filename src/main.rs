@@ -110,7 +110,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
     match command {
         AuditCommand::Verify { files, head, key } => {
             let keys = shl_gateway::crypto::Keys::derive(&key.load_existing()?);
-            let report = verify_files(&files, &keys.audit_chain.bytes(), head.as_deref());
+            let report = verify_files(&files, keys.audit_chain.as_bytes(), head.as_deref());
             println!("{report}");
             anyhow::ensure!(report.is_ok(), "the audit trail does not verify");
             Ok(())

@@ -383,7 +383,7 @@ impl Application {
 /// The audit sink: PostgreSQL (`--audit-database-url`, one chain per replica) or a JSON-lines
 /// file (`--audit-log`, default in `--data-dir`). Opening verifies the chain's tail.
 async fn open_audit_sink(config: &Config, keys: &Keys) -> anyhow::Result<Arc<dyn AuditSink>> {
-    let key = AuditKey::new(keys.audit_chain.bytes());
+    let key = AuditKey::from(&keys.audit_chain);
     if let Some(url) = &config.audit_database_url {
         let sink = PostgresAuditSink::connect(url.expose_secret(), key, config.audit_chain.clone())
             .await

@@ -157,6 +157,8 @@ impl Drop for ShlKey {
     }
 }
 
+impl zeroize::ZeroizeOnDrop for ShlKey {}
+
 /// Encrypts `plaintext` into a compact JWE with a fresh random IV and the header
 /// `{"alg":"dir","enc":"A256GCM","cty":<content_type>}`; an SHL file is
 /// [`ContentType::FhirJson`].
