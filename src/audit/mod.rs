@@ -157,11 +157,21 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
 
     /// Whether the sink can take records now (for readiness probes).
     async fn is_ready(&self) -> bool;
+
+    /// Stops taking records and releases the storage once what was accepted is durable: the
+    /// file sink writes and syncs what is queued and pending and joins its writer (which
+    /// closes the file and its lock), the PostgreSQL sink commits what is queued and closes
+    /// its pool. Every `record` after it fails (`AUDIT_UNAVAILABLE`), and `is_ready` is false.
+    /// Called at shutdown, once in-flight requests have drained, since they still record.
+    /// Bounded by the sink's timeout; calling it again does nothing.
+    async fn close(&self);
 }
 
 /// Why an audit record could not be made durable, or a chain could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    #[error("the audit sink is closed")]
+    Closed,
     #[error("audit storage I/O failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("audit database failed: {0}")]

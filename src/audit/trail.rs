@@ -48,6 +48,11 @@ impl AuditTrail {
     pub async fn is_ready(&self) -> bool {
         self.sink.is_ready().await
     }
+
+    /// Closes the sink (see [`AuditSink::close`]): at shutdown, after the last request.
+    pub async fn close(&self) {
+        self.sink.close().await;
+    }
 }
 
 fn refused(error: super::AuditError) -> AppError {
