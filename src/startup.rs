@@ -58,6 +58,8 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     /// The in-process quotas (or the Redis fallback's), whose old keys need dropping.
     quota_housekeeping: InProcessQuotas,
+    /// Closed last at shutdown: draining requests still record.
+    audit: AuditTrail,
 }
 
 #[derive(Debug)]
@@ -120,6 +122,7 @@ impl Application {
             keys.audit_actor.clone(),
             mode,
         );
+        let audit_at_shutdown = audit.clone();
         let quotas = build_quota_store(&config).await?;
         let idempotency = Arc::new(build_idempotency(&config, &keys)?);
         let rate_policy = RatePolicy::new(
@@ -242,6 +245,7 @@ impl Application {
             work_slots,
             metrics_listener,
             quota_housekeeping: quotas.in_process,
+            audit: audit_at_shutdown,
         })
     }
 
@@ -282,6 +286,7 @@ impl Application {
             work_slots,
             metrics_listener,
             quota_housekeeping,
+            audit,
         } = self;
         let housekeeping = quota_housekeeping.spawn_housekeeping(Duration::from_secs(30));
         // The Prometheus recorder keeps histogram samples until upkeep folds them in: without it
@@ -376,6 +381,7 @@ impl Application {
         if let Some(store) = store {
             store.close().await;
         }
+        audit.close().await;
         outcome
     }
 }
