@@ -55,7 +55,7 @@
 //! writes a `checkpoint` record every [`FileSinkOptions::checkpoint_every`] records and on
 //! [`FileAuditSink::checkpoint`], and logs each checkpoint's head through `tracing` (target
 //! `audit`), so the ordinary log pipeline exports heads without extra work; `head()` gives the
-//! current head for any other export.
+//! current head for any other export. [`AuditSink::close`], at shutdown, logs the final head.
 //!
 //! # Group commit (file sink)
 //!
