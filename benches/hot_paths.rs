@@ -8,16 +8,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use criterion::{Criterion, criterion_group, criterion_main};
 use shl_gateway::audit::{AuditTrail, MemoryAuditSink};
+use shl_gateway::crypto::Keys;
+use shl_gateway::crypto::jwe::{self, ShlKey};
 use shl_gateway::error::AppError;
 use shl_gateway::graphql::{SchemaOptions, build_executor};
 use shl_gateway::idempotency::{Idempotency, InProcessStore};
 use shl_gateway::issuer::fhir::PatientRecord;
 use shl_gateway::issuer::ips::{IpsOptions, build_ips};
-use shl_gateway::issuer::jwe::{self, ShlKey};
 use shl_gateway::issuer::{
     BearerToken, Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, TraceContext,
 };
-use shl_gateway::keys::Keys;
 use shl_gateway::links::LinkService;
 use shl_gateway::passcode::{Passcode, PasscodeHasher};
 use shl_gateway::ratelimit::{InProcessQuotas, Quota, QuotaSpec, QuotaSpecs, RatePolicy};
@@ -70,14 +70,21 @@ fn bench_documents(c: &mut Criterion) {
     };
     let bundle = build_ips(&record, &options).to_string();
     let key = ShlKey::generate().expect("rng");
-    let encrypted = jwe::encrypt(&key, bundle.as_bytes()).expect("encrypts");
+    let encrypted =
+        jwe::encrypt(&key, jwe::ContentType::FhirJson, bundle.as_bytes()).expect("encrypts");
 
     let mut group = c.benchmark_group("document");
     group.bench_function("ips_build_demo_patient", |b| {
         b.iter(|| build_ips(black_box(&record), black_box(&options)))
     });
     group.bench_function("jwe_encrypt_demo_ips", |b| {
-        b.iter(|| jwe::encrypt(black_box(&key), black_box(bundle.as_bytes())))
+        b.iter(|| {
+            jwe::encrypt(
+                black_box(&key),
+                jwe::ContentType::FhirJson,
+                black_box(bundle.as_bytes()),
+            )
+        })
     });
     group.bench_function("jwe_decrypt_demo_ips", |b| {
         b.iter(|| jwe::decrypt(black_box(&key), black_box(&encrypted)))

@@ -625,7 +625,7 @@ fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(text)
 }
 
-pub use crate::keys::SecretKey;
+pub use crate::crypto::SecretKey;
 
 impl Config {
     /// `serve`'s flags with every `env` removed: parsing it reads the defaults and nothing else.

@@ -8,8 +8,8 @@
 //! waits for it. A failed creation releases the key, so a retry can try again.
 //!
 //! The stored answer holds the link URL and passcode, so it is never stored in the clear: it is
-//! encrypted (a JWE, AES-256-GCM, like the shared files) under a key derived from the secret key
-//! *and the caller's token*, and
+//! encrypted (a JWE, AES-256-GCM, like the shared files, but with `cty: application/json`, for it
+//! is not FHIR) under a key derived from the secret key *and the caller's token*, and
 //! filed under an HMAC of both. A copy of Redis (or of this process's memory) alone opens
 //! nothing, and one caller's key cannot reach another caller's answer. Stored through Redis when
 //! `--redis-url` is set (so a retry may land on any replica), else in process.
@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::PurposeKey;
+use crate::crypto::jwe::{self, ContentType, ShlKey};
 use crate::error::AppError;
 use crate::issuer::DocumentReference;
-use crate::issuer::jwe::{self, ShlKey};
-use crate::keys::PurposeKey;
 
 /// Longest accepted key: Stripe's convention, plenty for a UUID.
 pub const MAX_KEY_LEN: usize = 255;
@@ -174,10 +174,17 @@ impl Idempotency {
     ) -> Result<String, AppError> {
         let plaintext = serde_json::to_vec(answer)
             .map_err(|_| AppError::internal_at("serializing an idempotent answer"))?;
-        jwe::encrypt(&self.sealing_key(token, idempotency_key), &plaintext)
-            .map_err(|_| AppError::internal_at("sealing an idempotent answer"))
+        jwe::encrypt(
+            &self.sealing_key(token, idempotency_key),
+            ContentType::Json,
+            &plaintext,
+        )
+        .map_err(|_| AppError::internal_at("sealing an idempotent answer"))
     }
 
+    /// Opens a sealed answer whatever its `cty`: answers sealed before they were labelled
+    /// `application/json` said `application/fhir+json`, and live as long as the window (in
+    /// Redis, across a rolling upgrade).
     fn open(
         &self,
         token: &str,
@@ -334,7 +341,7 @@ mod tests {
     use super::*;
 
     fn idempotency() -> Idempotency {
-        let keys = crate::keys::Keys::derive(&secrecy::SecretBox::new(Box::new(vec![3u8; 32])));
+        let keys = crate::crypto::Keys::derive(&secrecy::SecretBox::new(Box::new(vec![3u8; 32])));
         Idempotency::new(
             Box::new(InProcessStore::default()),
             keys.idempotency,
@@ -421,6 +428,32 @@ mod tests {
         assert!(!sealed.contains("743730") && !sealed.contains("link-1"));
         assert!(idempotency.open("t", "k", &sealed).is_ok());
         assert!(idempotency.open("u", "k", &sealed).is_err());
+    }
+
+    #[test]
+    fn sealed_answers_are_labelled_json() {
+        use base64::Engine as _;
+        let sealed = idempotency().seal("t", "k", &answer()).expect("seal");
+        let header = sealed.split('.').next().expect("a header");
+        assert_eq!(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(header)
+                .expect("base64url"),
+            br#"{"alg":"dir","enc":"A256GCM","cty":"application/json"}"#
+        );
+    }
+
+    /// Sealed by the gateway before answers had their own `cty` (same secret, caller and key
+    /// as [`idempotency`] and this test): stored answers outlive an upgrade by up to the window.
+    const SEALED_WITH_FHIR_CTY: &str = "eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIiwiY3R5IjoiYXBwbGljYXRpb24vZmhpcitqc29uIn0..PHHCzYsxowV65dot.Xr1jx-P12SUW9RuUSBMsRCSeLKsJS1XSaW8Z_eqJBPU76_ORthfrWdE6rplslXQVOJsLbZc4I_vYH4T5a6v--jHPDeDhzuONCvCMq_DfrOUP6aJcXvw7HCQfAPxlcU2BSqFGq2nHXJglL8X9MecqottwlICTSGyue4yOH_3w7D_yYkqrleHSsMhulQ8NBQYZtt-mg5YT-rIpJfbl2n-FAEh_Dw3eO6bK0vHhpWdm4ZH2jUM9dA5PqoZegx8QEO8K.MEu_dfbs_2MdFp-Qjf9dAw";
+
+    #[test]
+    fn answers_sealed_with_the_old_fhir_cty_still_open() {
+        let opened = idempotency()
+            .open("t", "k", SEALED_WITH_FHIR_CTY)
+            .expect("opens");
+        assert_eq!(opened.passcode.as_deref(), Some("743730"));
+        assert_eq!(opened.document.id.as_str(), "link-1");
     }
 
     #[test]

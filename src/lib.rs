@@ -18,13 +18,13 @@
 //!   revoke, the SHL accesses) and the audit trail's ordering rules, for both issuers.
 //! - [`idempotency`]: `Idempotency-Key` replays of `createHealthLink`, sealed per caller.
 //! - [`issuer`]: the `Issuer` trait the link service calls, the types of a link request and
-//!   answer, and the embedded issuer (store, IPS, JWE, tickets); no HTTP, no audit.
+//!   answer, and the embedded issuer (store, IPS, tickets); no HTTP, no audit.
 //! - [`upstream`]: the b.well client, an `Issuer` that relays to the upstream API.
 //! - [`qr`]: QR encoding and compact SVG rendering.
 //! - [`ratelimit`]: GCRA quotas, in process (governor) and shared across replicas (Redis), the
 //!   policy of which quota applies to what, address keys.
 //! - [`passcode`]: CSPRNG passcode generation and validation, peppered argon2id hashing.
-//! - [`keys`]: per-purpose HMAC keys derived from `--secret-key`.
+//! - [`crypto`]: the keys (the secret, per-purpose keys, SHL and audit keys), HMAC, and JWE.
 //! - [`files`]: the data directory `0700` and its files `0600`, whatever the umask.
 //! - [`metrics`]: the Prometheus recorder and the names of what is counted.
 //! - [`readiness`]: bounded readiness probes, and each dependency's transitions logged once.
@@ -33,13 +33,13 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod files;
 pub mod graphql;
 pub mod http;
 pub mod idempotency;
 pub mod issuer;
-pub mod keys;
 pub mod links;
 pub mod metrics;
 pub mod passcode;

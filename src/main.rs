@@ -110,8 +110,8 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
     use shl_gateway::audit::{export_fhir, verify_files};
     match command {
         AuditCommand::Verify { files, head, key } => {
-            let keys = shl_gateway::keys::Keys::derive(&key.load_existing()?);
-            let report = verify_files(&files, &keys.audit_chain.bytes(), head.as_deref());
+            let keys = shl_gateway::crypto::Keys::derive(&key.load_existing()?);
+            let report = verify_files(&files, keys.audit_chain.as_bytes(), head.as_deref());
             println!("{report}");
             anyhow::ensure!(report.is_ok(), "the audit trail does not verify");
             Ok(())

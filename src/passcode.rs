@@ -20,7 +20,7 @@ use argon2::{ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
-use crate::keys::PurposeKey;
+use crate::crypto::PurposeKey;
 
 /// How many digits a passcode has (b.well's rule and the SHL reference servers').
 pub const PASSCODE_DIGITS: usize = 6;
@@ -333,7 +333,7 @@ mod tests {
     }
 
     fn hasher_for(secret: &str) -> PasscodeHasher {
-        let keys = crate::keys::Keys::derive(&secrecy::SecretBox::new(Box::new(
+        let keys = crate::crypto::Keys::derive(&secrecy::SecretBox::new(Box::new(
             secret.as_bytes().to_vec(),
         )));
         PasscodeHasher::new(keys.passcode_pepper, 2)

@@ -16,9 +16,10 @@ use tokio::sync::watch;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::audit::{AuditKey, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
+use crate::audit::{AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
 use crate::clock::now_ms;
 use crate::config::{AuditConfig, Config, DemoMode, EmbeddedConfig, RedisConfig};
+use crate::crypto::{AuditKey, Keys};
 use crate::graphql::{SchemaOptions, build_executor};
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, Readiness, WorkSlots, router};
@@ -27,7 +28,6 @@ use crate::issuer::Issuer;
 use crate::issuer::embedded::{EmbeddedIssuer, MAX_SHL_URL_LEN};
 use crate::issuer::fhir::PatientRecord;
 use crate::issuer::store::{LinkStore, SqlStore};
-use crate::keys::Keys;
 use crate::links::{LinkAccesses, LinkService};
 use crate::passcode::PasscodeHasher;
 use crate::ratelimit::{
@@ -58,6 +58,8 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     /// The in-process quotas (or the Redis fallback's), whose old keys need dropping.
     quota_housekeeping: InProcessQuotas,
+    /// Closed last at shutdown: draining requests still record.
+    audit: AuditTrail,
 }
 
 #[derive(Debug)]
@@ -113,6 +115,7 @@ impl Application {
             open_audit_sink(&config.audit, &config.key.data_dir, &keys).await?,
             keys.audit_actor.clone(),
         );
+        let audit_at_shutdown = audit.clone();
         let quotas = build_quota_store(&config.redis, config.quotas.rate_limit_max_keys).await?;
         let idempotency = Arc::new(build_idempotency(&config, &keys)?);
         let rate_policy = RatePolicy::new(
@@ -197,6 +200,7 @@ impl Application {
             work_slots,
             metrics_listener,
             quota_housekeeping: quotas.in_process,
+            audit: audit_at_shutdown,
         })
     }
 
@@ -237,6 +241,7 @@ impl Application {
             work_slots,
             metrics_listener,
             quota_housekeeping,
+            audit,
         } = self;
         let housekeeping = quota_housekeeping.spawn_housekeeping(Duration::from_secs(30));
         // The Prometheus recorder keeps histogram samples until upkeep folds them in: without it
@@ -331,6 +336,7 @@ impl Application {
         if let Some(store) = store {
             store.close().await;
         }
+        audit.close().await;
         outcome
     }
 }
@@ -342,7 +348,7 @@ async fn open_audit_sink(
     data_dir: &std::path::Path,
     keys: &Keys,
 ) -> anyhow::Result<Arc<dyn AuditSink>> {
-    let key = AuditKey::new(keys.audit_chain.bytes());
+    let key = AuditKey::from(&keys.audit_chain);
     if let Some(url) = &config.audit_database_url {
         let sink = PostgresAuditSink::connect(url.expose_secret(), key, config.audit_chain.clone())
             .await

@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::event::AuditEvent;
-use super::{AuditAction, AuditError, AuditKey};
-
-use crate::keys::HmacSha256;
+use super::{AuditAction, AuditError};
+use crate::crypto::{AuditKey, HmacSha256};
 
 /// `prev` of the record with seq 0.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

@@ -304,8 +304,9 @@ fn outcome_code(action: AuditAction, outcome: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditEvent;
     use crate::audit::chain::{ChainState, Sealer};
-    use crate::audit::{AuditEvent, AuditKey};
+    use crate::crypto::AuditKey;
 
     fn sealed_record(event: AuditEvent) -> Record {
         let sealer = Sealer::new(&AuditKey::new([3; 32]), "gw-0".into()).expect("sealer");

@@ -18,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::chain::{
     Batch, ChainState, Head, Job, LineError, Record, Request, Sealer, log_checkpoints, seal_batch,
 };
-use super::{AuditAction, AuditError, AuditEvent, AuditKey, AuditSink, validate_chain_name};
+use super::{AuditAction, AuditError, AuditEvent, AuditSink, validate_chain_name};
+use crate::crypto::AuditKey;
 use crate::readiness::BoundedProbe;
 
 /// How much of the end of the file is read on open to find the last record. Records are a few
@@ -90,7 +91,8 @@ fn lock(shared: &SharedState) -> MutexGuard<'_, Shared> {
 /// An audit trail in one append-only JSON-lines file. See [`crate::audit`].
 #[derive(Debug)]
 pub struct FileAuditSink {
-    tx: mpsc::Sender<Request>,
+    /// The writer's queue; `None` once closed, so nothing more is queued.
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
     shared: SharedState,
     path: PathBuf,
     chain: String,
@@ -183,7 +185,7 @@ impl FileAuditSink {
             .name("audit-writer".into())
             .spawn(move || writer.run(rx))?;
         Ok(Self {
-            tx,
+            tx: Mutex::new(Some(tx)),
             shared,
             path,
             chain,
@@ -224,34 +226,29 @@ impl FileAuditSink {
         &self.chain
     }
 
-    /// Stops the writer after the requests already queued, and waits for it to release the
-    /// file.
-    pub async fn close(self) {
-        let Self { tx, thread, .. } = self;
-        drop(tx);
-        let handle = thread
+    /// The writer's queue, unless the sink is closed. A clone, so a request being queued
+    /// keeps the writer running until it is answered even if `close` comes meanwhile.
+    fn sender(&self) -> Option<mpsc::Sender<Request>> {
+        self.tx
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(handle) = handle {
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
-        }
+            .clone()
     }
 
     async fn submit(&self, job: Job, durable: bool) -> Result<Head, AuditError> {
         if let Some(reason) = lock(&self.shared).poisoned.clone() {
             return Err(AuditError::Unavailable(reason));
         }
+        let tx = self.sender().ok_or(AuditError::Closed)?;
         let (reply, answer) = oneshot::channel();
         let exchange = async {
-            self.tx
-                .send(Request {
-                    job,
-                    reply,
-                    durable,
-                })
-                .await
-                .map_err(|_| writer_stopped())?;
+            tx.send(Request {
+                job,
+                reply,
+                durable,
+            })
+            .await
+            .map_err(|_| writer_stopped())?;
             answer.await.map_err(|_| writer_stopped())?
         };
         tokio::time::timeout(self.timeout, exchange)
@@ -299,7 +296,7 @@ impl AuditSink for FileAuditSink {
             }
             (shared.identity, shared.degraded, shared.failures)
         };
-        if self.tx.is_closed() {
+        if self.sender().is_none_or(|tx| tx.is_closed()) {
             return false;
         }
         // A batch failed since the last probe: its answer no longer holds.
@@ -327,6 +324,40 @@ impl AuditSink for FileAuditSink {
                 probe.await.unwrap_or(false)
             })
             .await
+    }
+
+    /// Closes the queue, then waits (within the record timeout) for the writer to store what
+    /// was queued, sync any attempt still pending, and exit, which closes the file and its
+    /// lock.
+    async fn close(&self) {
+        drop(
+            self.tx
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some(handle) = handle else {
+            return;
+        };
+        let joined = tokio::time::timeout(
+            self.timeout,
+            tokio::task::spawn_blocking(move || handle.join()),
+        )
+        .await;
+        match joined {
+            Ok(_) => {
+                let head = self.head().map(|head| head.to_string());
+                tracing::info!(target: "audit", path = %self.path.display(), head = head.as_deref().unwrap_or("none"), "audit file closed");
+            }
+            Err(_) => {
+                tracing::error!(target: "audit", path = %self.path.display(), "audit writer still busy at close; records still queued may be lost");
+            }
+        }
     }
 }
 
@@ -575,7 +606,15 @@ impl Writer {
     /// Syncs attempts written without one, when no outcome will (the writer is stopping).
     fn sync_pending(&mut self) {
         match self.file.sync_data() {
-            Ok(()) => self.unsynced = false,
+            Ok(()) => {
+                self.unsynced = false;
+                // The attempts are durable now, so the head may name them; not on a stopped
+                // sink, whose pending attempts cannot be proven by a later sync.
+                let mut shared = lock(&self.shared);
+                if shared.poisoned.is_none() {
+                    shared.head = self.state.head();
+                }
+            }
             Err(error) => {
                 tracing::error!(target: "audit", %error, path = %self.path.display(), "audit sync failed");
             }

@@ -13,6 +13,7 @@ use super::{AuditError, AuditEvent, AuditSink};
 pub struct MemoryAuditSink {
     events: Mutex<Vec<AuditEvent>>,
     failing: AtomicBool,
+    closed: AtomicBool,
 }
 
 impl MemoryAuditSink {
@@ -40,6 +41,9 @@ impl AuditSink for MemoryAuditSink {
         if event.action.is_reserved() {
             return Err(AuditError::ReservedAction(event.action));
         }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(AuditError::Closed);
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(AuditError::Unavailable("memory sink set to fail".into()));
         }
@@ -51,7 +55,11 @@ impl AuditSink for MemoryAuditSink {
     }
 
     async fn is_ready(&self) -> bool {
-        !self.failing.load(Ordering::SeqCst)
+        !self.failing.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst)
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 }
 
@@ -73,6 +81,41 @@ mod tests {
                 .is_err()
         );
         assert!(!sink.is_ready().await);
+        assert_eq!(sink.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn refuses_records_once_closed() {
+        let sink = MemoryAuditSink::new();
+        sink.record(AuditEvent::new(AuditAction::LinkCreated, "ok"))
+            .await
+            .expect("records");
+        sink.close().await;
+        assert!(matches!(
+            sink.record(AuditEvent::new(AuditAction::LinkRevoked, "ok"))
+                .await,
+            Err(AuditError::Closed)
+        ));
+        assert!(!sink.is_ready().await);
+        assert_eq!(sink.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_trail_fails_closed_once_its_sink_is_closed() {
+        let sink = std::sync::Arc::new(MemoryAuditSink::new());
+        let keys = crate::crypto::Keys::derive(&secrecy::SecretBox::new(Box::new(vec![9u8; 32])));
+        let trail = crate::audit::AuditTrail::new(sink.clone(), keys.audit_actor);
+        trail
+            .record(AuditEvent::new(AuditAction::LinkCreated, "ok"))
+            .await
+            .expect("records");
+        trail.close().await;
+        let refused = trail
+            .record(AuditEvent::new(AuditAction::LinkRevoked, "ok"))
+            .await
+            .expect_err("closed");
+        assert_eq!(refused.code(), crate::error::ErrorCode::AuditUnavailable);
+        assert!(!trail.is_ready().await);
         assert_eq!(sink.events().len(), 1);
     }
 }

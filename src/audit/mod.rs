@@ -39,7 +39,7 @@
 //! independent verifier needs no JSON canonicalization: strip the suffix, append `}`, HMAC,
 //! compare. The writer produces *body* as compact `serde_json` of a struct with the fixed field
 //! order above (no whitespace, `None` fields skipped), then splices the MAC in before the final
-//! brace. The key is a per-purpose key derived from the gateway secret ([`AuditKey`]), so the
+//! brace. The key is a per-purpose key derived from the gateway secret ([`AuditKey`](crate::crypto::AuditKey)), so the
 //! MAC cannot be replayed as any other gateway HMAC.
 //!
 //! Verification, record by record, stops at the first failure and names its line (or seq):
@@ -55,7 +55,7 @@
 //! writes a `checkpoint` record every [`FileSinkOptions::checkpoint_every`] records and on
 //! [`FileAuditSink::checkpoint`], and logs each checkpoint's head through `tracing` (target
 //! `audit`), so the ordinary log pipeline exports heads without extra work; `head()` gives the
-//! current head for any other export.
+//! current head for any other export. [`AuditSink::close`], at shutdown, logs the final head.
 //!
 //! # Group commit (file sink)
 //!
@@ -121,6 +121,8 @@ mod verify;
 
 use std::time::Duration;
 
+use crate::crypto::InvalidKeyLength;
+
 pub use chain::{GENESIS, Head, Record};
 pub use event::{AuditAction, AuditEvent, sanitize};
 pub use fhir::export_fhir;
@@ -155,51 +157,21 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
 
     /// Whether the sink can take records now (for readiness probes).
     async fn is_ready(&self) -> bool;
-}
 
-/// The 256-bit HMAC key of the audit chain. `Debug` does not print it; it is wiped on drop.
-#[derive(Clone)]
-pub struct AuditKey([u8; 32]);
-
-impl AuditKey {
-    pub fn new(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    /// A key from a slice, which must be exactly 32 bytes: a shorter one would silently weaken
-    /// every MAC in the trail.
-    pub fn from_slice(bytes: &[u8]) -> Result<Self, AuditError> {
-        <[u8; 32]>::try_from(bytes)
-            .map(Self)
-            .map_err(|_| AuditError::InvalidKey)
-    }
-
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl From<[u8; 32]> for AuditKey {
-    fn from(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-}
-
-impl std::fmt::Debug for AuditKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AuditKey([REDACTED])")
-    }
-}
-
-impl Drop for AuditKey {
-    fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.0);
-    }
+    /// Stops taking records and releases the storage once what was accepted is durable: the
+    /// file sink writes and syncs what is queued and pending and joins its writer (which
+    /// closes the file and its lock), the PostgreSQL sink commits what is queued and closes
+    /// its pool. Every `record` after it fails (`AUDIT_UNAVAILABLE`), and `is_ready` is false.
+    /// Called at shutdown, once in-flight requests have drained, since they still record.
+    /// Bounded by the sink's timeout; calling it again does nothing.
+    async fn close(&self);
 }
 
 /// Why an audit record could not be made durable, or a chain could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
+    #[error("the audit sink is closed")]
+    Closed,
     #[error("audit storage I/O failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("audit database failed: {0}")]
@@ -224,6 +196,12 @@ pub enum AuditError {
     Encode(#[from] serde_json::Error),
 }
 
+impl From<InvalidKeyLength> for AuditError {
+    fn from(_: InvalidKeyLength) -> Self {
+        Self::InvalidKey
+    }
+}
+
 /// Chain names end up in every record and in FHIR `source.observer`; they come from
 /// configuration, so a bad one is refused rather than silently rewritten.
 pub(crate) fn validate_chain_name(chain: &str) -> Result<(), AuditError> {
@@ -240,14 +218,6 @@ pub(crate) fn validate_chain_name(chain: &str) -> Result<(), AuditError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_debug_is_redacted_and_length_checked() {
-        let key = AuditKey::new([7; 32]);
-        assert_eq!(format!("{key:?}"), "AuditKey([REDACTED])");
-        assert!(AuditKey::from_slice(&[1; 31]).is_err());
-        assert!(AuditKey::from_slice(&[1; 32]).is_ok());
-    }
 
     #[test]
     fn chain_names_are_validated() {

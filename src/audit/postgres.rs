@@ -24,7 +24,8 @@ use super::chain::{
 };
 use super::file::SinkStats;
 use super::verify::{Location, Verifier, VerifyReport};
-use super::{AuditError, AuditEvent, AuditKey, AuditSink, validate_chain_name};
+use super::{AuditError, AuditEvent, AuditSink, validate_chain_name};
+use crate::crypto::AuditKey;
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS audit_records (
     chain TEXT NOT NULL,
@@ -76,7 +77,9 @@ fn lock(shared: &SharedState) -> MutexGuard<'_, Shared> {
 /// An audit trail in PostgreSQL, one chain per replica. See [`crate::audit`].
 #[derive(Debug)]
 pub struct PostgresAuditSink {
-    tx: mpsc::Sender<Request>,
+    /// The writer's queue; `None` once closed, so nothing more is queued.
+    tx: Mutex<Option<mpsc::Sender<Request>>>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     shared: SharedState,
     pool: PgPool,
     chain: String,
@@ -118,9 +121,10 @@ impl PostgresAuditSink {
             options: options.clone(),
             shared: Arc::clone(&shared),
         };
-        tokio::spawn(writer.run(rx));
+        let writer = tokio::spawn(writer.run(rx));
         Ok(Self {
-            tx,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
             shared,
             pool,
             chain,
@@ -147,19 +151,27 @@ impl PostgresAuditSink {
         &self.chain
     }
 
+    /// The writer's queue, unless the sink is closed (a clone: see the file sink's).
+    fn sender(&self) -> Option<mpsc::Sender<Request>> {
+        self.tx
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     async fn submit(&self, job: Job) -> Result<Head, AuditError> {
+        let tx = self.sender().ok_or(AuditError::Closed)?;
         let (reply, answer) = oneshot::channel();
         let stopped = || AuditError::Unavailable("the audit writer has stopped".into());
         let exchange = async {
-            self.tx
-                .send(Request {
-                    job,
-                    reply,
-                    // Every batch is one committed transaction: attempts are durable too.
-                    durable: true,
-                })
-                .await
-                .map_err(|_| stopped())?;
+            tx.send(Request {
+                job,
+                reply,
+                // Every batch is one committed transaction: attempts are durable too.
+                durable: true,
+            })
+            .await
+            .map_err(|_| stopped())?;
             answer.await.map_err(|_| stopped())?
         };
         tokio::time::timeout(self.timeout, exchange)
@@ -183,7 +195,7 @@ impl AuditSink for PostgresAuditSink {
     /// connection, a dropped table or a revoked grant all fail it, which `SELECT 1` would not
     /// notice for the last two. Bounded by [`crate::readiness::PROBE_TIMEOUT`].
     async fn is_ready(&self) -> bool {
-        if self.tx.is_closed() {
+        if self.sender().is_none_or(|tx| tx.is_closed()) {
             return false;
         }
         let pool = self.pool.clone();
@@ -199,6 +211,32 @@ impl AuditSink for PostgresAuditSink {
                 .is_ok()
             })
             .await
+    }
+
+    /// Closes the queue, waits (within the record timeout) for the writer to commit what was
+    /// queued, then closes the pool.
+    async fn close(&self) {
+        drop(
+            self.tx
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some(writer) = writer else {
+            return;
+        };
+        if tokio::time::timeout(self.timeout, writer).await.is_err() {
+            tracing::error!(target: "audit", chain = %self.chain, "audit writer still busy at close; records still queued may be lost");
+        }
+        // Each connection is returned within the statement timeout, so this is bounded too.
+        self.pool.close().await;
+        let head = self.head().map(|head| head.to_string());
+        tracing::info!(target: "audit", chain = %self.chain, head = head.as_deref().unwrap_or("none"), "audit chain closed");
     }
 }
 

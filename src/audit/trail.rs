@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::{AuditEvent, AuditSink};
+use crate::crypto::PurposeKey;
 use crate::error::AppError;
-use crate::keys::PurposeKey;
 
 /// The trail the link service records to (`crate::links`).
 #[derive(Debug, Clone)]
@@ -40,6 +40,11 @@ impl AuditTrail {
 
     pub async fn is_ready(&self) -> bool {
         self.sink.is_ready().await
+    }
+
+    /// Closes the sink (see [`AuditSink::close`]): at shutdown, after the last request.
+    pub async fn close(&self) {
+        self.sink.close().await;
     }
 }
 

@@ -10,8 +10,9 @@ use std::fs::File;
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
+use super::AuditAction;
 use super::chain::{ChainState, GENESIS, Head, LineError, Record, Sealer};
-use super::{AuditAction, AuditKey};
+use crate::crypto::AuditKey;
 
 /// The result of a verification: counts of what checked out, and the first failure if any.
 #[derive(Debug, Clone, PartialEq, Eq)]

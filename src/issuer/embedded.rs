@@ -20,7 +20,6 @@ use url::Url;
 use uuid::Uuid;
 
 use super::ips::{IpsOptions, build_ips};
-use super::jwe::{self, ShlKey};
 use super::store::{
     AccessAction, AccessOutcome, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord,
     LinkStore, StoreError,
@@ -31,8 +30,9 @@ use super::{
     LinkSummary, Period, Reference, SHL_CONTENT_TYPE, ticket,
 };
 use crate::clock::now_ms;
+use crate::crypto::Keys;
+use crate::crypto::jwe::{self, ContentType, ShlKey};
 use crate::error::{AppError, ErrorCode};
-use crate::keys::Keys;
 use crate::passcode::PasscodeHasher;
 
 /// The path every manifest URL starts with, after the public URL (mirrors b.well's).
@@ -522,7 +522,7 @@ impl Issuer for EmbeddedIssuer {
         let key = ShlKey::generate().map_err(|_| {
             AppError::internal_at("drawing an SHL key from the OS random number generator")
         })?;
-        let jwe = jwe::encrypt(&key, bundle.to_string().as_bytes())
+        let jwe = jwe::encrypt(&key, ContentType::FhirJson, bundle.to_string().as_bytes())
             .map_err(|_| AppError::internal_at("encrypting a link's file"))?;
         let passcode_hash = match &request.passcode {
             Some(passcode) => Some(

@@ -3,7 +3,7 @@
 //! The link service (`crate::links`) talks to an [`Issuer`] and never learns which mode it runs in: the upstream issuer
 //! (`crate::upstream`) relays to b.well, and the [`embedded`] issuer runs the SHL protocol itself:
 //! [`store`] keeps links and records, [`fhir`] and [`ips`] turn records into an IPS document,
-//! [`jwe`] encrypts it, [`ticket`] signs file locations. Serving them over HTTP (the manifest
+//! [`crate::crypto::jwe`] encrypts it, [`ticket`] signs file locations. Serving them over HTTP (the manifest
 //! endpoints, the viewer page) is the HTTP layer's: `crate::http`, built from the issuer.
 //! The request types here are already validated, so an issuer never sees a malformed label,
 //! resource type or passcode.
@@ -12,7 +12,6 @@ mod document_reference;
 pub mod embedded;
 pub mod fhir;
 pub mod ips;
-pub mod jwe;
 mod link_summary;
 mod request;
 pub mod store;

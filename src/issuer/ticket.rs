@@ -10,7 +10,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use uuid::Uuid;
 
-use crate::keys::PurposeKey;
+use crate::crypto::PurposeKey;
 
 const TAG_LEN: usize = 16;
 const TICKET_LEN: usize = 16 + 8 + TAG_LEN;
@@ -42,7 +42,7 @@ pub fn verify(key: &PurposeKey, ticket: &str, now_secs: i64) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::Keys;
+    use crate::crypto::Keys;
 
     fn key() -> PurposeKey {
         Keys::derive(&secrecy::SecretBox::new(Box::new(vec![7u8; 32]))).location_ticket

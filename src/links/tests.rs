@@ -11,6 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::*;
 use crate::audit::{AuditAction, AuditEvent, MemoryAuditSink};
+use crate::crypto::Keys;
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::InProcessStore;
 use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, ManifestAnswer, ManifestRequest};
@@ -19,7 +20,6 @@ use crate::issuer::store::{LinkStore, SqlStore};
 use crate::issuer::{
     BearerToken, Caller, CreateLinkRequest, IssuerMode, LinkMode, LinkSummary, TraceContext,
 };
-use crate::keys::Keys;
 use crate::passcode::{Passcode, PasscodeHasher};
 use crate::ratelimit::{InProcessQuotas, QuotaSpec, QuotaSpecs};
 

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Decision, Quota, QuotaError, QuotaStore, ip_key};
+use crate::crypto::PurposeKey;
 use crate::error::AppError;
-use crate::keys::PurposeKey;
 
 /// `BURST/PERIOD`, e.g. `5/1m`: `BURST` at once, refilled at `BURST` per `PERIOD`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +169,7 @@ mod tests {
     }
 
     fn policy(links_per_caller: &str, links_per_ip: &str) -> RatePolicy {
-        let keys = crate::keys::Keys::derive(&secrecy::SecretBox::new(Box::new(vec![1u8; 32])));
+        let keys = crate::crypto::Keys::derive(&secrecy::SecretBox::new(Box::new(vec![1u8; 32])));
         RatePolicy::new(
             Arc::new(InProcessQuotas::new(1_000)),
             keys.rate_limit,

@@ -305,3 +305,132 @@ async fn creation_fails_closed_when_the_trail_cannot_write() {
         .expect("sent");
     assert_eq!(ready.status(), 503);
 }
+
+#[tokio::test]
+async fn a_gateway_shut_down_leaves_a_closed_trail_holding_its_last_request() {
+    // Outside the app's data directory, which goes with the app.
+    let kept = tempfile::tempdir().expect("tempdir");
+    let path = kept.path().join("audit.jsonl");
+    let app = spawn_app_with(|mut config| {
+        config.audit.audit_log = Some(path.clone());
+        config
+    })
+    .await;
+    app.upstream_answers_seed().await;
+    app.create_seed_link().await;
+    // The last request is still running when shutdown starts: it drains, and records.
+    app.upstream.reset().await;
+    app.upstream_responds(
+        ResponseTemplate::new(200)
+            .set_body_raw(SEED_RESPONSE, "application/json")
+            .set_delay(std::time::Duration::from_millis(600)),
+    )
+    .await;
+    let address = app.address.clone();
+    let client = app.http.clone();
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(format!("{address}/graphql"))
+            .header("authorization", TOKEN)
+            .json(&json!({"query": SEED_MUTATION, "variables": seed_variables()}))
+            .send()
+            .await
+            .expect("the in-flight request completes")
+            .json::<Value>()
+            .await
+            .expect("json")
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    app.stop().await;
+    let answer = in_flight.await.expect("task");
+    assert_eq!(
+        answer["data"]["createHealthLink"],
+        seed_answer(),
+        "{answer}"
+    );
+
+    let lines: Vec<Value> = std::fs::read_to_string(&path)
+        .expect("the trail outlives the gateway")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("JSON lines"))
+        .collect();
+    assert_eq!(
+        actions(&lines[lines.len() - 2..]),
+        vec![
+            pair("creation-attempt", "attempt"),
+            pair("link-created", "ok")
+        ]
+    );
+    let keys = shl_gateway::crypto::Keys::derive(&secrecy::SecretBox::new(Box::new(
+        b"test-secret-key-test-secret-key-0123456789".to_vec(),
+    )));
+    let report = shl_gateway::audit::verify_file(&path, keys.audit_chain.as_bytes());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.records as usize, lines.len());
+
+    // Once stopped, the gateway has let go of the trail (its writer joined, the file's lock
+    // released): a new writer opens it at once and continues the chain.
+    let chain = lines[0]["chain"].as_str().expect("chain").to_owned();
+    let reopened = shl_gateway::audit::FileAuditSink::open(
+        &path,
+        shl_gateway::crypto::AuditKey::from(&keys.audit_chain),
+        chain,
+    )
+    .expect("the stopped gateway released the trail");
+    assert_eq!(
+        reopened.head().map(|head| head.seq),
+        Some(lines.len() as u64 - 1)
+    );
+}
+
+#[tokio::test]
+async fn a_terminated_gateway_logs_the_head_of_its_closed_trail() {
+    let secret = "test-secret-key-test-secret-key-0123456789";
+    let mut gateway = GatewayChild::spawn("info", &["--secret-key", secret]);
+    let refused = reqwest::Client::new()
+        .post(format!("{}/graphql", gateway.address))
+        .json(&json!({"query": SEED_MUTATION, "variables": seed_variables()}))
+        .send()
+        .await
+        .expect("sent")
+        .json::<Value>()
+        .await
+        .expect("answered");
+    assert_eq!(error_code(&refused), "UNAUTHENTICATED", "{refused}");
+    gateway.terminate();
+    let status = gateway.wait_for_exit(std::time::Duration::from_secs(30));
+    assert!(status.is_some_and(|status| status.success()), "{status:?}");
+    let path = gateway.data_dir.join("audit.jsonl");
+    let logs = gateway.into_lines();
+
+    let last: Value = serde_json::from_str(
+        std::fs::read_to_string(&path)
+            .expect("the trail")
+            .lines()
+            .last()
+            .expect("a record"),
+    )
+    .expect("JSON");
+    assert_eq!(
+        (last["action"].as_str(), last["outcome"].as_str()),
+        (Some("creation-refused"), Some("UNAUTHENTICATED"))
+    );
+    // The head an operator keeps to detect a truncated trail, logged once the trail is closed.
+    let closed: Vec<Value> = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["message"] == "audit file closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "{logs:?}");
+    let head = closed[0]["head"].as_str().expect("a head");
+    assert_eq!(
+        head,
+        format!("{}:{}", last["seq"], last["mac"].as_str().expect("mac"))
+    );
+    let keys = shl_gateway::crypto::Keys::derive(&secrecy::SecretBox::new(Box::new(
+        secret.as_bytes().to_vec(),
+    )));
+    let report =
+        shl_gateway::audit::verify_file_against_head(&path, keys.audit_chain.as_bytes(), head);
+    assert!(report.is_ok(), "{report}");
+}

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use shl_gateway::issuer::jwe::{ShlKey, decrypt};
+use shl_gateway::crypto::jwe::{ShlKey, decrypt};
 
 use crate::embedded::create_link;
 use crate::helpers::*;

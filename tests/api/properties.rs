@@ -17,12 +17,12 @@ use ipnet::IpNet;
 use proptest::prelude::*;
 use secrecy::SecretBox;
 use serde_json::{Value, json};
+use shl_gateway::crypto::jwe::{self, ShlKey};
+use shl_gateway::crypto::{Keys, PurposeKey};
 use shl_gateway::http::client_ip;
 use shl_gateway::issuer::ValidatedLabel;
 use shl_gateway::issuer::fhir::PatientRecord;
-use shl_gateway::issuer::jwe::{self, ShlKey};
 use shl_gateway::issuer::ticket;
-use shl_gateway::keys::{Keys, PurposeKey};
 use shl_gateway::passcode::{Passcode, PasscodeError};
 use shl_gateway::qr::{self, ErrorCorrection, SvgOptions};
 use shl_gateway::ratelimit::ip_key;
@@ -351,7 +351,7 @@ proptest! {
     #[test]
     fn decrypt_inverts_encrypt(key in any::<[u8; 32]>(), other in any::<[u8; 32]>(), plaintext in prop::collection::vec(any::<u8>(), 0..2048)) {
         let key = shl_key(key);
-        let compact = jwe::encrypt(&key, &plaintext).expect("encrypts");
+        let compact = jwe::encrypt(&key, jwe::ContentType::FhirJson, &plaintext).expect("encrypts");
         prop_assert_eq!(jwe::decrypt(&key, &compact).expect("decrypts"), plaintext);
         if other != *key.as_bytes() {
             prop_assert_eq!(jwe::decrypt(&shl_key(other), &compact), Err(jwe::JweError::Decryption));

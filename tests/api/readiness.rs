@@ -177,8 +177,8 @@ async fn a_full_disk_fails_creation_and_readiness_and_both_recover_once_space_is
     }
     .load_secret_key()
     .expect("key");
-    let key = shl_gateway::keys::Keys::derive(&secret).audit_chain.bytes();
-    let report = shl_gateway::audit::verify_file(&audit_path, &key);
+    let keys = shl_gateway::crypto::Keys::derive(&secret);
+    let report = shl_gateway::audit::verify_file(&audit_path, keys.audit_chain.as_bytes());
     assert!(report.is_ok(), "{report}");
 }
 

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shl_gateway::keys::Keys;
+use shl_gateway::crypto::Keys;
 
 use crate::embedded::shl_payload;
 use crate::helpers::{GatewayChild, TestDatabase};
@@ -249,14 +249,13 @@ async fn two_replicas_share_links_budgets_quotas_and_drain_on_sigterm() {
     assert!(status.success(), "a clean exit after draining: {status:?}");
 
     // Replica A's audit chain is intact and holds every access it served.
-    let key = Keys::derive(&secrecy::SecretBox::new(Box::new(
+    let keys = Keys::derive(&secrecy::SecretBox::new(Box::new(
         SECRET.as_bytes().to_vec(),
-    )))
-    .audit_chain
-    .bytes();
-    let report = shl_gateway::audit::verify_postgres(&database_url, &key, &chain_a)
-        .await
-        .expect("verify");
+    )));
+    let report =
+        shl_gateway::audit::verify_postgres(&database_url, keys.audit_chain.as_bytes(), &chain_a)
+            .await
+            .expect("verify");
     assert!(report.is_ok(), "{report}");
     let pool = sqlx::PgPool::connect(&database_url).await.expect("connect");
     let drained: i64 = sqlx::query_scalar(

@@ -402,6 +402,53 @@ async fn an_attempt_is_written_at_once_and_synced_by_its_outcome() {
 }
 
 #[tokio::test]
+async fn closing_makes_everything_durable_releases_the_file_and_refuses_later_records() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let sink = open(&path).await;
+    sink.record(event(0)).await.expect("durable");
+    let synced = sink.head().expect("a head");
+    // Written but not synced, as a request's last attempt may be when shutdown comes.
+    sink.record_attempt(event(1)).await.expect("written");
+    assert_eq!(sink.head(), Some(synced.clone()), "not durable yet");
+
+    let trail: &dyn AuditSink = &sink;
+    trail.close().await;
+    let lines = read_lines(&path);
+    assert_eq!(lines.len(), 2);
+    let head = sink.head().expect("a head");
+    assert_eq!(head.seq, 1, "the attempt was synced at close: {head}");
+    let report = verify_file_against_head(&path, &KEY, &head.to_string());
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.records, 2);
+
+    // Closed: every later record fails at once, and the sink is not ready.
+    assert!(matches!(
+        sink.record(event(2)).await,
+        Err(AuditError::Closed)
+    ));
+    assert!(matches!(
+        sink.record_attempt(event(2)).await,
+        Err(AuditError::Closed)
+    ));
+    assert!(matches!(sink.checkpoint().await, Err(AuditError::Closed)));
+    assert!(!sink.is_ready().await);
+    assert_eq!(read_lines(&path), lines, "nothing written after close");
+    trail.close().await;
+
+    // The writer has exited and released its lock while the closed sink still exists: a new
+    // one opens the file at once and continues the chain.
+    let reopened = open(&path).await;
+    reopened.record(event(3)).await.expect("durable");
+    assert_eq!(reopened.head().expect("a head").seq, 2);
+    reopened.close().await;
+    drop(sink);
+    let report = verify_file(&path, &KEY);
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.records, 3);
+}
+
+#[tokio::test]
 async fn the_head_moves_only_with_a_sync_and_a_checkpoint_is_always_synced() {
     let dir = TempDir::new().expect("tempdir");
     let path = dir.path().join("audit.jsonl");

@@ -102,6 +102,41 @@ async fn a_chain_verifies_and_reconnecting_continues_it() {
 
 #[tokio::test]
 #[ignore = "needs PostgreSQL: set SHL_GATEWAY_TEST_DATABASE_URL and run with `cargo test -- --include-ignored` (CI does)"]
+async fn closing_commits_what_was_queued_closes_the_pool_and_refuses_later_records() {
+    let url = database_url();
+    let chain = chain();
+    let sink = Arc::new(connect(&url, &chain).await);
+    // Queued while close comes: each is committed before the pool closes, or fails closed.
+    let queued: Vec<_> = (0..4)
+        .map(|i| {
+            let sink = Arc::clone(&sink);
+            tokio::spawn(async move { sink.record(event(i)).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    sink.close().await;
+    let mut recorded = 0;
+    for record in queued {
+        match record.await.expect("task") {
+            Ok(()) => recorded += 1,
+            Err(error) => assert!(matches!(error, AuditError::Closed), "{error}"),
+        }
+    }
+    assert!(sink.pool.is_closed());
+    assert!(!sink.is_ready().await);
+    assert!(matches!(
+        sink.record(event(9)).await,
+        Err(AuditError::Closed)
+    ));
+
+    let report = verify_postgres(&url, &KEY, &chain).await.expect("verifies");
+    assert!(report.is_ok(), "{report}");
+    assert_eq!(report.records, recorded);
+    cleanup(&url, &chain).await;
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL: set SHL_GATEWAY_TEST_DATABASE_URL and run with `cargo test -- --include-ignored` (CI does)"]
 async fn edited_deleted_and_truncated_rows_are_detected() {
     let url = database_url();
     let chain = chain();

@@ -1,5 +1,9 @@
 //! SMART Health Links file encryption: compact JWE with `alg: dir` and `enc: A256GCM`.
 //!
+//! The gateway also seals JSON that is not an SHL file with it (idempotent answers, see
+//! [`crate::idempotency`]); the caller names what it seals ([`ContentType`]), so only SHL files
+//! say `application/fhir+json`.
+//!
 //! Every file a SMART Health Link points at is stored and served encrypted under the link's own
 //! 256-bit key. That key travels only inside the `shlink:/` payload, so whoever hosts the files
 //! cannot read them. The SHL spec fixes the JOSE profile: direct encryption with that key
@@ -31,16 +35,38 @@ use miniz_oxide::inflate::{TINFLStatus, decompress_to_vec_with_limit};
 use serde_json::{Map, Value};
 use zeroize::{Zeroize, Zeroizing};
 
-/// The media type of a FHIR resource in JSON, the `cty` of every file [`encrypt`] produces.
-pub const CONTENT_TYPE_FHIR_JSON: &str = "application/fhir+json";
-
 /// The largest plaintext a `zip: DEF` file may inflate to. Real FHIR bundles stay far below it;
 /// a payload that inflates past it is refused rather than allowed to exhaust memory.
 pub const MAX_INFLATED_LEN: usize = 16 * 1024 * 1024;
 
-/// The protected header of every file [`encrypt`] produces, byte for byte. A literal rather than
-/// serialized JSON so the bytes (and hence the AAD) cannot drift with a serializer's key order.
-const ENCRYPTION_HEADER: &str = r#"{"alg":"dir","enc":"A256GCM","cty":"application/fhir+json"}"#;
+/// What a plaintext is, named by the `cty` header of what [`encrypt`] produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    /// `application/fhir+json`: a FHIR resource in JSON, the plaintext of every SHL file.
+    /// Receivers read SHL files by this header, so its bytes never change.
+    FhirJson,
+    /// `application/json`: other JSON the gateway seals for itself (idempotent answers).
+    Json,
+}
+
+impl ContentType {
+    /// The media type, as the `cty` header carries it.
+    pub const fn media_type(self) -> &'static str {
+        match self {
+            Self::FhirJson => "application/fhir+json",
+            Self::Json => "application/json",
+        }
+    }
+
+    /// The protected header [`encrypt`] writes, byte for byte. A literal rather than serialized
+    /// JSON so the bytes (and hence the AAD) cannot drift with a serializer's key order.
+    const fn header(self) -> &'static str {
+        match self {
+            Self::FhirJson => r#"{"alg":"dir","enc":"A256GCM","cty":"application/fhir+json"}"#,
+            Self::Json => r#"{"alg":"dir","enc":"A256GCM","cty":"application/json"}"#,
+        }
+    }
+}
 
 const KEY_LEN: usize = 32;
 /// 32 bytes in unpadded base64url; no other length can hold exactly 256 bits.
@@ -131,15 +157,22 @@ impl Drop for ShlKey {
     }
 }
 
-/// Encrypts `plaintext` (a FHIR JSON resource) into a compact JWE for an SHL file, with a fresh
-/// random IV and the header `{"alg":"dir","enc":"A256GCM","cty":"application/fhir+json"}`.
-pub fn encrypt(key: &ShlKey, plaintext: &[u8]) -> Result<String, JweError> {
+impl zeroize::ZeroizeOnDrop for ShlKey {}
+
+/// Encrypts `plaintext` into a compact JWE with a fresh random IV and the header
+/// `{"alg":"dir","enc":"A256GCM","cty":<content_type>}`; an SHL file is
+/// [`ContentType::FhirJson`].
+pub fn encrypt(
+    key: &ShlKey,
+    content_type: ContentType,
+    plaintext: &[u8],
+) -> Result<String, JweError> {
     // GCM's security collapses if an IV ever repeats under one key, and one SHL key encrypts
     // many files over a link's life: every IV comes from the CSPRNG, never from a counter or clock.
     let mut iv = [0u8; IV_LEN];
     getrandom::fill(&mut iv).map_err(|_| JweError::Rng)?;
 
-    let header = URL_SAFE_NO_PAD.encode(ENCRYPTION_HEADER);
+    let header = URL_SAFE_NO_PAD.encode(content_type.header());
     let mut ciphertext = plaintext.to_vec();
     let tag = key
         .cipher()
@@ -163,9 +196,10 @@ pub fn encrypt(key: &ShlKey, plaintext: &[u8]) -> Result<String, JweError> {
     Ok(compact)
 }
 
-/// Decrypts a compact JWE of an SHL file and returns the plaintext, inflated if the header says
-/// `zip: DEF`. Whatever the `cty`, the bytes come back as they are: naming or checking the
-/// content type is the caller's business.
+/// Decrypts a compact JWE and returns the plaintext, inflated if the header says `zip: DEF`.
+/// Whatever the `cty` (any value, or none), the bytes come back as they are: naming or checking
+/// the content type is the caller's business, and what was sealed under an earlier `cty` still
+/// opens.
 pub fn decrypt(key: &ShlKey, compact: &str) -> Result<Vec<u8>, JweError> {
     let mut parts = compact.split('.');
     let (Some(header), Some(encrypted_key), Some(iv), Some(ciphertext), Some(tag), None) = (
@@ -347,14 +381,14 @@ mod tests {
     #[test]
     fn round_trip() {
         let key = fresh_key();
-        let compact = encrypt(&key, PLAINTEXT).expect("encrypts");
+        let compact = encrypt(&key, ContentType::FhirJson, PLAINTEXT).expect("encrypts");
         assert_eq!(decrypt(&key, &compact).expect("decrypts"), PLAINTEXT);
     }
 
     #[test]
     fn empty_plaintext_round_trips() {
         let key = fresh_key();
-        let compact = encrypt(&key, b"").expect("encrypts");
+        let compact = encrypt(&key, ContentType::FhirJson, b"").expect("encrypts");
         assert_eq!(parts(&compact)[3], "");
         assert_eq!(decrypt(&key, &compact).expect("decrypts"), b"");
     }
@@ -362,8 +396,8 @@ mod tests {
     #[test]
     fn every_encryption_has_the_exact_header_and_a_fresh_iv() {
         let key = fresh_key();
-        let first = encrypt(&key, PLAINTEXT).expect("encrypts");
-        let second = encrypt(&key, PLAINTEXT).expect("encrypts");
+        let first = encrypt(&key, ContentType::FhirJson, PLAINTEXT).expect("encrypts");
+        let second = encrypt(&key, ContentType::FhirJson, PLAINTEXT).expect("encrypts");
         assert_ne!(first, second);
 
         for compact in [&first, &second] {
@@ -380,7 +414,35 @@ mod tests {
         }
         assert_ne!(parts(&first)[2], parts(&second)[2], "IVs must differ");
         assert_ne!(parts(&first)[3], parts(&second)[3]);
-        assert!(ENCRYPTION_HEADER.contains(CONTENT_TYPE_FHIR_JSON));
+        assert!(
+            ContentType::FhirJson
+                .header()
+                .contains(ContentType::FhirJson.media_type())
+        );
+    }
+
+    #[test]
+    fn other_json_gets_its_own_cty_and_decrypts_the_same() {
+        let key = fresh_key();
+        let compact = encrypt(&key, ContentType::Json, PLAINTEXT).expect("encrypts");
+        assert_eq!(
+            unb64(&parts(&compact)[0]),
+            br#"{"alg":"dir","enc":"A256GCM","cty":"application/json"}"#
+        );
+        assert_eq!(decrypt(&key, &compact).expect("decrypts"), PLAINTEXT);
+
+        // Every header is the JOSE object it claims: alg, enc and the media type as cty.
+        for content_type in [ContentType::FhirJson, ContentType::Json] {
+            let header: Value = serde_json::from_str(content_type.header()).expect("JSON");
+            assert_eq!(
+                header,
+                serde_json::json!({
+                    "alg": "dir",
+                    "enc": "A256GCM",
+                    "cty": content_type.media_type(),
+                })
+            );
+        }
     }
 
     #[test]
@@ -446,7 +508,7 @@ mod tests {
     #[test]
     fn tampering_or_a_wrong_key_fails_authentication() {
         let key = fresh_key();
-        let compact = encrypt(&key, PLAINTEXT).expect("encrypts");
+        let compact = encrypt(&key, ContentType::FhirJson, PLAINTEXT).expect("encrypts");
 
         let flip_first = |bytes: &mut Vec<u8>| bytes[0] ^= 0x01;
         let flip_last = |bytes: &mut Vec<u8>| {
@@ -529,7 +591,7 @@ mod tests {
     #[test]
     fn refuses_an_encrypted_key() {
         let key = fresh_key();
-        let compact = encrypt(&key, PLAINTEXT).expect("encrypts");
+        let compact = encrypt(&key, ContentType::FhirJson, PLAINTEXT).expect("encrypts");
         let altered = with_part(&compact, 1, &b64([1u8; 40]));
         assert_eq!(
             decrypt(&key, &altered),
@@ -542,7 +604,7 @@ mod tests {
     #[test]
     fn refuses_anything_but_five_parts() {
         let key = fresh_key();
-        let compact = encrypt(&key, PLAINTEXT).expect("encrypts");
+        let compact = encrypt(&key, ContentType::FhirJson, PLAINTEXT).expect("encrypts");
         let four = parts(&compact)[..4].join(".");
         let six = format!("{compact}.");
         let six_filled = format!("{compact}.{}", b64(b"extra"));
@@ -557,7 +619,7 @@ mod tests {
     #[test]
     fn refuses_wrong_iv_and_tag_lengths() {
         let key = fresh_key();
-        let compact = encrypt(&key, PLAINTEXT).expect("encrypts");
+        let compact = encrypt(&key, ContentType::FhirJson, PLAINTEXT).expect("encrypts");
         for (index, length, message) in [
             (2, 11, "IV must be 96 bits"),
             (2, 16, "IV must be 96 bits"),
@@ -575,7 +637,7 @@ mod tests {
     fn refuses_padded_or_standard_alphabet_base64() {
         let key = fresh_key();
         // Five bytes leave a partial base64 quantum, so the ciphertext part has padding to add.
-        let compact = encrypt(&key, b"12345").expect("encrypts");
+        let compact = encrypt(&key, ContentType::FhirJson, b"12345").expect("encrypts");
         let mut padded_parts = parts(&compact);
         padded_parts[3].push('=');
         padded_parts[4].push_str("==");
@@ -593,7 +655,7 @@ mod tests {
         ));
 
         // A long payload is all but certain to have `-` or `_` somewhere in its encoding.
-        let compact = encrypt(&key, &[0x5a; 1024]).expect("encrypts");
+        let compact = encrypt(&key, ContentType::FhirJson, &[0x5a; 1024]).expect("encrypts");
         let standard = compact.replace('-', "+").replace('_', "/");
         assert_ne!(standard, compact);
         assert!(matches!(
@@ -681,8 +743,11 @@ mod tests {
         assert!(!error.to_string().contains(&HL7_KEY[..42]));
         assert!(!format!("{error:?}").contains(&HL7_KEY[..42]));
 
-        let wrong = decrypt(&key, &encrypt(&fresh_key(), PLAINTEXT).expect("encrypts"))
-            .expect_err("wrong key");
+        let wrong = decrypt(
+            &key,
+            &encrypt(&fresh_key(), ContentType::FhirJson, PLAINTEXT).expect("encrypts"),
+        )
+        .expect_err("wrong key");
         assert!(!wrong.to_string().contains("resourceType"));
     }
 }

@@ -5,15 +5,15 @@
 //! so a value made for one purpose (a token's lookup hash) can never be replayed as another (a
 //! location ticket's signature).
 
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use secrecy::{ExposeSecret, SecretBox};
-use sha2::Sha256;
+use zeroize::ZeroizeOnDrop;
+
+use super::mac::{HmacSha256, hmac_sha256};
 
 /// The key behind every HMAC the gateway makes (`--secret-key`, or the file that holds it).
+/// `SecretBox` wipes the whole buffer on drop and prints no content as `Debug`.
 pub type SecretKey = SecretBox<Vec<u8>>;
-
-/// HMAC-SHA256, the one MAC the gateway uses (its HMACs here, the audit chain's seals).
-pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// A 256-bit HMAC key for one purpose. `Debug` does not print it, and it is wiped on drop like
 /// the other key types.
@@ -26,6 +26,8 @@ impl Drop for PurposeKey {
     }
 }
 
+impl ZeroizeOnDrop for PurposeKey {}
+
 impl std::fmt::Debug for PurposeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PurposeKey([REDACTED])")
@@ -37,9 +39,10 @@ impl PurposeKey {
         Self(hmac_sha256(secret, purpose.as_bytes()))
     }
 
-    /// The key itself, for the one consumer that keys its own HMACs (the audit chain).
-    pub fn bytes(&self) -> [u8; 32] {
-        self.0
+    /// The key itself, borrowed, for the one consumer that keys its own HMACs (the audit chain
+    /// and its verifier): a copy would be a key nobody wipes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     pub fn mac(&self, message: &[u8]) -> [u8; 32] {
@@ -56,14 +59,7 @@ impl PurposeKey {
     }
 }
 
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    // HMAC takes keys of any length, so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts any key length");
-    mac.update(message);
-    mac.finalize().into_bytes().into()
-}
-
-/// The purpose keys.
+/// The purpose keys. Each is wiped on drop, and so therefore is the whole set.
 #[derive(Debug, Clone)]
 pub struct Keys {
     /// Bearer tokens are stored and looked up as this HMAC.
@@ -102,6 +98,62 @@ impl Keys {
         hex::encode(self.token.mac(token.as_bytes()))
     }
 }
+
+impl ZeroizeOnDrop for Keys {}
+
+/// The 256-bit HMAC key of the audit chain. `Debug` does not print it; it is wiped on drop.
+#[derive(Clone)]
+pub struct AuditKey([u8; 32]);
+
+/// A key of the wrong length was given where 256 bits are required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("audit key must be 32 bytes")]
+pub struct InvalidKeyLength;
+
+impl AuditKey {
+    pub fn new(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A key from a slice, which must be exactly 32 bytes: a shorter one would silently weaken
+    /// every MAC in the trail.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, InvalidKeyLength> {
+        <[u8; 32]>::try_from(bytes)
+            .map(Self)
+            .map_err(|_| InvalidKeyLength)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<[u8; 32]> for AuditKey {
+    fn from(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+}
+
+/// The audit chain's key from its purpose key, copied straight into the wiped-on-drop value.
+impl From<&PurposeKey> for AuditKey {
+    fn from(key: &PurposeKey) -> Self {
+        Self(*key.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditKey([REDACTED])")
+    }
+}
+
+impl Drop for AuditKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl ZeroizeOnDrop for AuditKey {}
 
 #[cfg(test)]
 mod tests {
@@ -144,5 +196,53 @@ mod tests {
         let printed = format!("{keys:?}");
         assert!(printed.contains("REDACTED"));
         assert!(!printed.contains(&format!("{:?}", keys.token.0)));
+    }
+
+    #[test]
+    fn every_key_type_is_wiped_on_drop() {
+        fn wiped_on_drop<T: ZeroizeOnDrop>(_: &T) {}
+        let keys = keys("0123456789abcdef0123456789abcdef");
+        wiped_on_drop(&keys);
+        // Exhaustive, so a field added to `Keys` must be looked at here.
+        let Keys {
+            token,
+            passcode_pepper,
+            location_ticket,
+            rate_limit,
+            audit_chain,
+            audit_actor,
+            idempotency,
+        } = &keys;
+        for key in [
+            token,
+            passcode_pepper,
+            location_ticket,
+            rate_limit,
+            audit_chain,
+            audit_actor,
+            idempotency,
+        ] {
+            wiped_on_drop(key);
+        }
+        wiped_on_drop(&AuditKey::from(audit_chain));
+        wiped_on_drop(&crate::crypto::ShlKey::from_bytes([1; 32]));
+        // The secret they come from: secrecy wipes the whole buffer.
+        wiped_on_drop(&SecretBox::new(Box::new(vec![1u8; 32])));
+    }
+
+    #[test]
+    fn the_audit_key_is_the_audit_chain_purpose_key() {
+        let keys = keys("0123456789abcdef0123456789abcdef");
+        let audit = AuditKey::from(&keys.audit_chain);
+        assert_eq!(audit.as_bytes(), keys.audit_chain.as_bytes());
+        assert_eq!(format!("{audit:?}"), "AuditKey([REDACTED])");
+    }
+
+    #[test]
+    fn audit_key_debug_is_redacted_and_length_checked() {
+        let key = AuditKey::new([7; 32]);
+        assert_eq!(format!("{key:?}"), "AuditKey([REDACTED])");
+        assert!(AuditKey::from_slice(&[1; 31]).is_err());
+        assert!(AuditKey::from_slice(&[1; 32]).is_ok());
     }
 }
