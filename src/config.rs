@@ -30,6 +30,7 @@ use crate::http::server::ConnectionLimits;
 use crate::http::{HttpSettings, WorkSlots};
 use crate::issuer::embedded::EmbeddedSettings;
 use crate::ratelimit::{QuotaSpec, QuotaSpecs, RedisFailurePolicy};
+use crate::telemetry::LogFormat;
 use crate::upstream::{CircuitBreaker, UpstreamSettings};
 
 /// The command line of the `shl-gateway` binary.
@@ -154,12 +155,30 @@ impl std::str::FromStr for PatientToken {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines, for a terminal.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
+/// `--log-format`'s words for [`LogFormat`], with their `--help` (kept here, like the Redis
+/// policy's, so that `telemetry` knows nothing of the command line).
+const LOG_FORMATS: [(&str, LogFormat, &str); 2] = [
+    (
+        "text",
+        LogFormat::Text,
+        "Human-readable lines, for a terminal",
+    ),
+    (
+        "json",
+        LogFormat::Json,
+        "One JSON object per line, for log shippers",
+    ),
+];
+
+fn log_format() -> impl TypedValueParser<Value = LogFormat> {
+    let names = LOG_FORMATS.map(|(name, _, help)| PossibleValue::new(name).help(help));
+    PossibleValuesParser::new(names).try_map(|name| {
+        LOG_FORMATS
+            .iter()
+            .find(|(known, ..)| *known == name)
+            .map(|(_, format, _)| *format)
+            .ok_or("not a log format")
+    })
 }
 
 /// `--redis-failure-policy`'s words for [`RedisFailurePolicy`], with their `--help`. They live
@@ -596,7 +615,7 @@ pub struct KeyConfig {
 #[command(next_help_heading = "Logging and telemetry")]
 pub struct TelemetryConfig {
     /// Log line format.
-    #[arg(long, env = "SHL_GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = "SHL_GATEWAY_LOG_FORMAT", value_parser = log_format(), default_value = "text")]
     pub log_format: LogFormat,
 
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info`, `shl_gateway=debug,info`).

@@ -8,10 +8,17 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, fmt};
 
-use crate::config::LogFormat;
-
 #[cfg(feature = "otel")]
 mod otel;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, for a terminal.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
 
 /// Installs the global subscriber, writing to stderr, and exporting spans to `otlp_endpoint`
 /// when the `otel` feature is built. Fails if a subscriber is already installed, the filter does
