@@ -84,7 +84,7 @@ pub enum Command {
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_DATA_DIR: &str = ".shl-gateway";
 /// The shortest `--secret-key` accepted: 32 bytes, as for an HMAC-SHA256 key.
-pub const MIN_SECRET_KEY_BYTES: usize = 32;
+pub(crate) const MIN_SECRET_KEY_BYTES: usize = 32;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -120,8 +120,8 @@ pub enum DemoMode {
 /// `TOKEN=PATIENT_ID`. `Debug` hides the token.
 #[derive(Clone)]
 pub struct PatientToken {
-    pub token: SecretString,
-    pub patient_id: String,
+    pub(crate) token: SecretString,
+    pub(crate) patient_id: String,
 }
 
 impl std::fmt::Debug for PatientToken {
@@ -644,7 +644,7 @@ fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(text)
 }
 
-pub use crate::crypto::SecretKey;
+pub(crate) use crate::crypto::SecretKey;
 
 impl Config {
     /// `serve`'s flags with every `env` removed: parsing it reads the defaults and nothing else.
@@ -653,7 +653,7 @@ impl Config {
     }
 
     /// Checks what clap cannot, with messages that name the flag and its variable.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         self.upstream.validate()?;
         self.embedded.validate()?;
         if self.embedded.public_url.is_none()
@@ -714,7 +714,7 @@ impl ListenerConfig {
 
     /// The HTTP layer's settings. The playground's directory comes from the GraphQL group and
     /// the work slots are made at startup (shutdown waits for them too).
-    pub fn http_settings(
+    pub(crate) fn http_settings(
         &self,
         graphiql_assets_dir: Option<PathBuf>,
         work_slots: WorkSlots,
@@ -765,7 +765,7 @@ impl UpstreamConfig {
     }
 
     /// The client's settings in upstream mode; `None` without `--upstream-url` (embedded mode).
-    pub fn settings(&self) -> Option<UpstreamSettings> {
+    pub(crate) fn settings(&self) -> Option<UpstreamSettings> {
         Some(UpstreamSettings {
             url: self.upstream_url.clone()?,
             connect_timeout: self.upstream_connect_timeout,
@@ -774,7 +774,7 @@ impl UpstreamConfig {
         })
     }
 
-    pub fn breaker(&self) -> CircuitBreaker {
+    pub(crate) fn breaker(&self) -> CircuitBreaker {
         CircuitBreaker::new(
             self.upstream_breaker_failures,
             self.upstream_breaker_cooldown,
@@ -815,7 +815,7 @@ impl EmbeddedConfig {
 
     /// The issuer's settings, with `default_public_url` (the bound listener's) when
     /// `--public-url` is not set.
-    pub fn settings(&self, default_public_url: Url) -> EmbeddedSettings {
+    pub(crate) fn settings(&self, default_public_url: Url) -> EmbeddedSettings {
         EmbeddedSettings {
             public_url: self.public_url.clone().unwrap_or(default_public_url),
             identifier_system: self.identifier_system.clone(),
@@ -847,7 +847,7 @@ impl GraphqlConfig {
     }
 
     /// Where the playground's assets are, or `None` when `--graphiql false` turns it off.
-    pub fn graphiql_assets_dir(&self) -> Option<PathBuf> {
+    pub(crate) fn graphiql_assets_dir(&self) -> Option<PathBuf> {
         self.graphiql.then(|| self.graphiql_assets_dir.clone())
     }
 }

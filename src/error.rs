@@ -80,7 +80,7 @@ impl ErrorCode {
     }
 
     /// The status a REST endpoint (or a request refused as a whole) answers with.
-    pub const fn http_status(self) -> StatusCode {
+    pub(crate) const fn http_status(self) -> StatusCode {
         match self {
             ErrorCode::BadUserInput
             | ErrorCode::GraphqlParseFailed
@@ -120,7 +120,7 @@ pub struct AppError {
 
 impl AppError {
     /// An error with a message that is safe to show (no secrets, no upstream text).
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -128,12 +128,12 @@ impl AppError {
         }
     }
 
-    pub fn bad_user_input(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_user_input(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::BadUserInput, message)
     }
 
     /// `RATE_LIMITED` with the wait, rounded up and never 0 so a client cannot spin on it.
-    pub fn rate_limited(retry_after_seconds: u64) -> Self {
+    pub(crate) fn rate_limited(retry_after_seconds: u64) -> Self {
         Self {
             code: ErrorCode::RateLimited,
             message: "rate limit exceeded; retry later".to_owned(),
@@ -141,7 +141,7 @@ impl AppError {
         }
     }
 
-    pub fn not_supported_in_mode(what: &str, mode: &str) -> Self {
+    pub(crate) fn not_supported_in_mode(what: &str, mode: &str) -> Self {
         Self::new(
             ErrorCode::NotSupportedInMode,
             format!("{what} is not supported in {mode} mode"),
@@ -149,7 +149,7 @@ impl AppError {
     }
 
     /// `OVERLOADED`: shed before any work, come back in a second.
-    pub fn overloaded() -> Self {
+    pub(crate) fn overloaded() -> Self {
         Self {
             code: ErrorCode::Overloaded,
             message: "the gateway is at capacity; retry shortly".to_owned(),
@@ -157,34 +157,35 @@ impl AppError {
         }
     }
 
-    pub fn audit_unavailable() -> Self {
+    pub(crate) fn audit_unavailable() -> Self {
         Self::new(
             ErrorCode::AuditUnavailable,
             "the audit trail cannot record this operation; nothing was disclosed",
         )
     }
 
-    pub fn internal() -> Self {
+    pub(crate) fn internal() -> Self {
         Self::new(ErrorCode::InternalServerError, "internal server error")
     }
 
     /// An internal error, logged once where it happens: `what` says which step failed, in words
     /// fixed at compile time. The cause's own text is not logged: a JSON or crypto error can quote
     /// the data it was handling (an answer with its passcode, a patient's record).
-    pub fn internal_at(what: &'static str) -> Self {
+    pub(crate) fn internal_at(what: &'static str) -> Self {
         tracing::error!(failed = what, "internal error");
         Self::internal()
     }
 
-    pub fn code(&self) -> ErrorCode {
+    pub(crate) fn code(&self) -> ErrorCode {
         self.code
     }
 
-    pub fn message(&self) -> &str {
+    pub(crate) fn message(&self) -> &str {
         &self.message
     }
 
-    pub fn retry_after_seconds(&self) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn retry_after_seconds(&self) -> Option<u64> {
         self.retry_after_seconds
     }
 }

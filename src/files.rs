@@ -15,15 +15,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// Names the gateway keeps in the data directory by default.
-pub const SECRET_KEY_FILE: &str = "secret-key";
-pub const STORE_FILE: &str = "shl-gateway.db";
-pub const AUDIT_FILE: &str = "audit.jsonl";
+pub(crate) const SECRET_KEY_FILE: &str = "secret-key";
+pub(crate) const STORE_FILE: &str = "shl-gateway.db";
+pub(crate) const AUDIT_FILE: &str = "audit.jsonl";
 
 /// Bits that let anyone but the owner in.
 const OTHERS: u32 = 0o077;
 
 /// Creates `dir` (and missing parents) `0700`, or leaves an existing one as it is.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt as _;
@@ -40,7 +40,7 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 
 /// At start: creates the data directory `0700` if missing, warns once if it exists and group
 /// or others may use it, and narrows the gateway's own files in it to `0600`.
-pub fn secure_data_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn secure_data_dir(dir: &Path) -> io::Result<()> {
     match fs::metadata(dir) {
         Ok(metadata) => warn_if_shared(dir, &metadata),
         Err(error) if error.kind() == io::ErrorKind::NotFound => create_private_dir(dir)?,
@@ -53,7 +53,7 @@ pub fn secure_data_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Narrows a SQLite database file and its journals to `0600` if they exist.
-pub fn tighten_sqlite(database: &Path) -> io::Result<()> {
+pub(crate) fn tighten_sqlite(database: &Path) -> io::Result<()> {
     tighten(database)?;
     for suffix in ["-wal", "-shm", "-journal"] {
         tighten(&with_suffix(database, suffix))?;
@@ -63,7 +63,7 @@ pub fn tighten_sqlite(database: &Path) -> io::Result<()> {
 
 /// Creates `path` empty and `0600` unless it exists, so that a program that would create it
 /// with wider permissions (SQLite) finds it already there.
-pub fn create_private_file(path: &Path) -> io::Result<()> {
+pub(crate) fn create_private_file(path: &Path) -> io::Result<()> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(false);
     #[cfg(unix)]
@@ -75,7 +75,7 @@ pub fn create_private_file(path: &Path) -> io::Result<()> {
 }
 
 /// Narrows an existing file to `0600` (logged); a missing one is fine.
-pub fn tighten(path: &Path) -> io::Result<()> {
+pub(crate) fn tighten(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;

@@ -27,7 +27,7 @@ use crate::error::AppError;
 use crate::issuer::DocumentReference;
 
 /// Longest accepted key: Stripe's convention, plenty for a UUID.
-pub const MAX_KEY_LEN: usize = 255;
+pub(crate) const MAX_KEY_LEN: usize = 255;
 /// Keys held at most in process; beyond, the oldest expire first.
 const MAX_IN_PROCESS: usize = 100_000;
 const PENDING: &str = "pending";
@@ -57,9 +57,9 @@ pub trait IdempotencyStore: Send + Sync + std::fmt::Debug {
 
 /// The answer a retry gets back.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct StoredAnswer {
-    pub document: DocumentReference,
-    pub passcode: Option<String>,
+pub(crate) struct StoredAnswer {
+    pub(crate) document: DocumentReference,
+    pub(crate) passcode: Option<String>,
 }
 
 /// Seals, files and finds answers for one gateway.
@@ -67,13 +67,13 @@ pub struct StoredAnswer {
 pub struct Idempotency {
     store: Box<dyn IdempotencyStore>,
     key: PurposeKey,
-    pub window: Duration,
+    pub(crate) window: Duration,
     /// How long a retry waits for a first request still running.
-    pub wait: Duration,
+    pub(crate) wait: Duration,
 }
 
 /// A validated `Idempotency-Key` header value.
-pub fn parse_key(value: &str) -> Result<&str, AppError> {
+pub(crate) fn parse_key(value: &str) -> Result<&str, AppError> {
     let ok = !value.is_empty()
         && value.len() <= MAX_KEY_LEN
         && value.bytes().all(|b| b.is_ascii_graphic());
@@ -119,7 +119,7 @@ impl Idempotency {
     }
 
     /// Reserves the key, or returns the first answer (waiting for it while it is pending).
-    pub async fn begin(
+    pub(crate) async fn begin(
         &self,
         token: &str,
         idempotency_key: &str,
@@ -144,7 +144,7 @@ impl Idempotency {
     }
 
     /// Stores the answer of a reserved key.
-    pub async fn complete(
+    pub(crate) async fn complete(
         &self,
         token: &str,
         idempotency_key: &str,
@@ -159,7 +159,7 @@ impl Idempotency {
     }
 
     /// Frees a reserved key after a failed creation, so a retry can create.
-    pub async fn release(&self, token: &str, idempotency_key: &str) {
+    pub(crate) async fn release(&self, token: &str, idempotency_key: &str) {
         let id = self.id(token, idempotency_key);
         if self.store.release(&id).await.is_err() {
             tracing::warn!("idempotency key could not be released; it expires with the window");
@@ -253,7 +253,7 @@ impl IdempotencyStore for InProcessStore {
 
 /// Shared by every replica through Redis: `SET NX` reserves atomically.
 #[derive(Debug)]
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     client: redis::Client,
     /// Connected on first use, so the gateway starts (and recovers) while Redis restarts.
     connection: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
@@ -263,7 +263,11 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// Only a malformed URL is an error here; reachability is checked on use.
-    pub fn new(url: &str, prefix: String, timeout: Duration) -> Result<Self, StoreUnavailable> {
+    pub(crate) fn new(
+        url: &str,
+        prefix: String,
+        timeout: Duration,
+    ) -> Result<Self, StoreUnavailable> {
         Ok(Self {
             client: redis::Client::open(url).map_err(|_| StoreUnavailable)?,
             connection: tokio::sync::OnceCell::new(),

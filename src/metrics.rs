@@ -8,32 +8,32 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-pub const HTTP_REQUESTS: &str = "shl_gateway_http_requests_total";
-pub const HTTP_DURATION: &str = "shl_gateway_http_request_duration_seconds";
-pub const GRAPHQL_FIELDS: &str = "shl_gateway_graphql_root_fields_total";
-pub const GRAPHQL_REQUESTS: &str = "shl_gateway_graphql_requests_total";
-pub const DOCUMENT_CACHE: &str = "shl_gateway_graphql_document_cache_total";
-pub const UPSTREAM_REQUESTS: &str = "shl_gateway_upstream_requests_total";
-pub const UPSTREAM_DURATION: &str = "shl_gateway_upstream_request_duration_seconds";
-pub const UPSTREAM_BREAKER_STATE: &str = "shl_gateway_upstream_breaker_state";
-pub const QR_RENDER_DURATION: &str = "shl_gateway_qr_render_duration_seconds";
-pub const LINKS_CREATED: &str = "shl_gateway_links_created_total";
-pub const SHL_ACCESSES: &str = "shl_gateway_shl_accesses_total";
-pub const SHED_REQUESTS: &str = "shl_gateway_shed_requests_total";
-pub const OPEN_CONNECTIONS: &str = "shl_gateway_open_connections";
-pub const REFUSED_CONNECTIONS: &str = "shl_gateway_refused_connections_total";
-pub const SLOW_REQUEST_BODIES: &str = "shl_gateway_slow_request_bodies_total";
+pub(crate) const HTTP_REQUESTS: &str = "shl_gateway_http_requests_total";
+pub(crate) const HTTP_DURATION: &str = "shl_gateway_http_request_duration_seconds";
+pub(crate) const GRAPHQL_FIELDS: &str = "shl_gateway_graphql_root_fields_total";
+pub(crate) const GRAPHQL_REQUESTS: &str = "shl_gateway_graphql_requests_total";
+pub(crate) const DOCUMENT_CACHE: &str = "shl_gateway_graphql_document_cache_total";
+pub(crate) const UPSTREAM_REQUESTS: &str = "shl_gateway_upstream_requests_total";
+pub(crate) const UPSTREAM_DURATION: &str = "shl_gateway_upstream_request_duration_seconds";
+pub(crate) const UPSTREAM_BREAKER_STATE: &str = "shl_gateway_upstream_breaker_state";
+pub(crate) const QR_RENDER_DURATION: &str = "shl_gateway_qr_render_duration_seconds";
+pub(crate) const LINKS_CREATED: &str = "shl_gateway_links_created_total";
+pub(crate) const SHL_ACCESSES: &str = "shl_gateway_shl_accesses_total";
+pub(crate) const SHED_REQUESTS: &str = "shl_gateway_shed_requests_total";
+pub(crate) const OPEN_CONNECTIONS: &str = "shl_gateway_open_connections";
+pub(crate) const REFUSED_CONNECTIONS: &str = "shl_gateway_refused_connections_total";
+pub(crate) const SLOW_REQUEST_BODIES: &str = "shl_gateway_slow_request_bodies_total";
 /// Gauge: keys held in memory, by `quota`.
-pub const RATELIMIT_KEYS: &str = "shl_gateway_ratelimit_keys";
+pub(crate) const RATELIMIT_KEYS: &str = "shl_gateway_ratelimit_keys";
 /// Counter: answers by `quota` and `decision` (`allowed`, `refused`), whichever store gave them.
-pub const RATELIMIT_DECISIONS: &str = "shl_gateway_ratelimit_decisions_total";
+pub(crate) const RATELIMIT_DECISIONS: &str = "shl_gateway_ratelimit_decisions_total";
 /// Counter: Redis calls that gave no answer, by `quota` and `cause` (`timeout`, `connection`,
 /// `reply`).
-pub const RATELIMIT_STORE_ERRORS: &str = "shl_gateway_ratelimit_store_errors_total";
+pub(crate) const RATELIMIT_STORE_ERRORS: &str = "shl_gateway_ratelimit_store_errors_total";
 /// Counter: times a quota reached its key cap in memory and forgot half its keys, by `quota`.
-pub const RATELIMIT_EVICTIONS: &str = "shl_gateway_ratelimit_evictions_total";
+pub(crate) const RATELIMIT_EVICTIONS: &str = "shl_gateway_ratelimit_evictions_total";
 /// Gauge per dependency (`component`: `audit`, `store`, `quotas`): 1 ready, 0 not.
-pub const READY: &str = "shl_gateway_ready";
+pub(crate) const READY: &str = "shl_gateway_ready";
 
 /// Latency buckets in seconds, from sub-millisecond (QR SVG, rate-limit checks) to the
 /// upstream timeout range.
@@ -45,7 +45,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the recorder once per process and returns the handle that renders `/metrics`.
 /// Several applications in one process (the tests) share it.
-pub fn handle() -> PrometheusHandle {
+pub(crate) fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()

@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use crate::crypto::PurposeKey;
 
 /// How many digits a passcode has (b.well's rule and the SHL reference servers').
-pub const PASSCODE_DIGITS: usize = 6;
+pub(crate) const PASSCODE_DIGITS: usize = 6;
 
 const PASSCODE_SPACE: u32 = 1_000_000;
 
@@ -213,12 +213,13 @@ impl PasscodeHasher {
 
     /// A place in the hashing queue, taken before the work that will need it (see
     /// [`Self::verify_holding`]).
-    pub async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    pub(crate) async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         Arc::clone(&self.permits).acquire_owned().await.ok()
     }
 
     /// Whether `candidate` is the passcode behind `phc`. Any malformed input is simply `false`.
-    pub async fn verify(&self, candidate: &str, phc: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) async fn verify(&self, candidate: &str, phc: &str) -> bool {
         match self.permit().await {
             Some(permit) => self.verify_holding(permit, candidate, phc).await.0,
             None => false,
@@ -230,7 +231,7 @@ impl PasscodeHasher {
     /// passcode attempt and keeps it until the attempt is settled, so the attempts in flight on
     /// one gateway never outnumber its permits. The permit travels with the hashing thread: if
     /// the caller were dropped mid-hash, the 19 MiB stay accounted for until the hash ends.
-    pub async fn verify_holding(
+    pub(crate) async fn verify_holding(
         &self,
         permit: tokio::sync::OwnedSemaphorePermit,
         candidate: &str,

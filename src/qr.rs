@@ -98,7 +98,7 @@ impl Color {
     pub const WHITE: Self = Self::new(0xff, 0xff, 0xff);
 
     /// A colour from its three channels.
-    pub const fn new(r: u8, g: u8, b: u8) -> Self {
+    pub(crate) const fn new(r: u8, g: u8, b: u8) -> Self {
         Self { r, g, b }
     }
 
@@ -238,12 +238,14 @@ impl QrMatrix {
     }
 
     /// Symbol version, 1 to 40.
-    pub fn version(&self) -> u8 {
+    #[cfg(test)]
+    pub(crate) fn version(&self) -> u8 {
         self.version
     }
 
     /// Error-correction level the symbol was encoded with.
-    pub fn error_correction(&self) -> ErrorCorrection {
+    #[cfg(test)]
+    pub(crate) fn error_correction(&self) -> ErrorCorrection {
         self.error_correction
     }
 
@@ -380,7 +382,7 @@ pub fn to_svg(matrix: &QrMatrix, options: &SvgOptions) -> Result<String, QrError
 
 /// How many QR codes to encode at once by default: one fewer than the cores the process may
 /// use, at least one.
-pub fn default_concurrent_renders() -> usize {
+pub(crate) fn default_concurrent_renders() -> usize {
     std::thread::available_parallelism()
         .map_or(1, |cores| cores.get().saturating_sub(1))
         .max(1)
@@ -389,13 +391,13 @@ pub fn default_concurrent_renders() -> usize {
 /// Renders QR codes off the async workers, a bounded number at once: encoding a version-15
 /// symbol takes milliseconds of CPU, and requests without one must keep a core.
 #[derive(Debug, Clone)]
-pub struct Renderer {
+pub(crate) struct Renderer {
     slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// Why [`Renderer::render_svg`] gave no SVG.
 #[derive(Debug, thiserror::Error)]
-pub enum RenderError {
+pub(crate) enum RenderError {
     #[error(transparent)]
     Qr(#[from] QrError),
     /// The render could not run: its slots are closed, or it panicked.
@@ -405,7 +407,7 @@ pub enum RenderError {
 
 impl Renderer {
     /// At most `max_concurrent` renders at once (at least one).
-    pub fn new(max_concurrent: usize) -> Self {
+    pub(crate) fn new(max_concurrent: usize) -> Self {
         Self {
             slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
         }
@@ -413,7 +415,7 @@ impl Renderer {
 
     /// [`render_svg`] on the blocking pool, once a slot is free; its time goes to the
     /// `QR_RENDER_DURATION` histogram.
-    pub async fn render_svg(
+    pub(crate) async fn render_svg(
         &self,
         data: String,
         options: SvgOptions,

@@ -20,33 +20,29 @@ use tokio::sync::watch;
 
 /// Longest wait for one probe. Below the deployment's readiness `timeoutSeconds` (2 s), so the
 /// orchestrator gets a 503 rather than a timeout of its own.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a probe's result is reused.
-pub const PROBE_REUSE: Duration = Duration::from_secs(1);
+pub(crate) const PROBE_REUSE: Duration = Duration::from_secs(1);
 
 /// One dependency's last known state: a gauge always, a log line only when it changes.
 #[derive(Debug)]
-pub struct Component {
+pub(crate) struct Component {
     name: &'static str,
     ready: AtomicBool,
 }
 
 impl Component {
     /// A component assumed ready: startup only succeeds once every dependency answered.
-    pub const fn new(name: &'static str) -> Self {
+    pub(crate) const fn new(name: &'static str) -> Self {
         Self {
             name,
             ready: AtomicBool::new(true),
         }
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Notes a probe's result. Returns whether the state changed (and so was logged).
-    pub fn observe(&self, ready: bool) -> bool {
+    pub(crate) fn observe(&self, ready: bool) -> bool {
         ::metrics::gauge!(crate::metrics::READY, "component" => self.name).set(if ready {
             1.0
         } else {
@@ -66,7 +62,8 @@ impl Component {
         changed
     }
 
-    pub fn is_ready(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
 }
@@ -79,7 +76,7 @@ impl Component {
 /// silent) every caller answers "not ready" at once, and no second probe starts until the stuck
 /// one ends, however many callers ask meanwhile.
 #[derive(Debug)]
-pub struct BoundedProbe {
+pub(crate) struct BoundedProbe {
     timeout: Duration,
     reuse: Duration,
     state: Arc<Mutex<ProbeState>>,
@@ -109,7 +106,7 @@ impl Default for BoundedProbe {
 }
 
 impl BoundedProbe {
-    pub fn new(timeout: Duration, reuse: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration, reuse: Duration) -> Self {
         Self {
             timeout,
             reuse,
@@ -119,7 +116,7 @@ impl BoundedProbe {
 
     /// The result of a fresh probe, or a reused one; `false` when the probe fails, or has not
     /// answered within its timeout (this call's, or a stuck earlier one's).
-    pub async fn check<F>(&self, probe: F) -> bool
+    pub(crate) async fn check<F>(&self, probe: F) -> bool
     where
         F: Future<Output = bool> + Send + 'static,
     {
@@ -160,7 +157,7 @@ impl BoundedProbe {
     }
 
     /// Forgets the reused result, so the next check probes (after a failure seen elsewhere).
-    pub fn invalidate(&self) {
+    pub(crate) fn invalidate(&self) {
         lock(&self.state).last = None;
     }
 }

@@ -15,7 +15,7 @@ use super::{AuditAction, AuditError};
 use crate::crypto::{AuditKey, HmacSha256};
 
 /// `prev` of the record with seq 0.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The bytes after the body's last field: `,"mac":"` + 64 hex + `"}`.
 const MAC_PREFIX: &str = ",\"mac\":\"";
@@ -27,45 +27,45 @@ pub(crate) const ROTATED: &str = "rotated";
 
 /// One audit record as stored, without its MAC. Field order is the canonical order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub seq: u64,
-    pub time: String,
-    pub chain: String,
-    pub gateway_version: String,
-    pub action: AuditAction,
-    pub outcome: String,
+pub(crate) struct Record {
+    pub(crate) seq: u64,
+    pub(crate) time: String,
+    pub(crate) chain: String,
+    pub(crate) gateway_version: String,
+    pub(crate) action: AuditAction,
+    pub(crate) outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
+    pub(crate) request_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub actor: Option<String>,
+    pub(crate) actor: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_ip: Option<String>,
+    pub(crate) client_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link_id: Option<String>,
+    pub(crate) link_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resource_types: Vec<String>,
+    pub(crate) resource_types: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recipient: Option<String>,
+    pub(crate) recipient: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
+    pub(crate) user_agent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_status: Option<u16>,
+    pub(crate) upstream_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstream_latency_ms: Option<u64>,
+    pub(crate) upstream_latency_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub remaining_attempts: Option<i64>,
+    pub(crate) remaining_attempts: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<String>,
+    pub(crate) mode: Option<String>,
     /// Written by the sink on its own records (checkpoint, recovery); never from a handler.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    pub prev: String,
+    pub(crate) note: Option<String>,
+    pub(crate) prev: String,
 }
 
 impl Record {
     /// Splits a stored line (without `\n`) into its record and MAC, *without* checking the MAC:
     /// for export and for tools that verify separately.
-    pub fn parse_unverified(line: &str) -> Result<(Record, String), String> {
+    pub(crate) fn parse_unverified(line: &str) -> Result<(Record, String), String> {
         let (body, mac) = split_line(line)?;
         let record = serde_json::from_str(&body).map_err(|e| format!("invalid JSON: {e}"))?;
         Ok((record, mac.to_owned()))
@@ -106,7 +106,7 @@ pub(crate) fn split_line(line: &str) -> Result<(String, &str), String> {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Head {
     pub seq: u64,
-    pub mac: String,
+    pub(crate) mac: String,
 }
 
 impl fmt::Display for Head {
@@ -138,19 +138,19 @@ impl FromStr for Head {
 /// Where the next record goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ChainState {
-    pub next_seq: u64,
-    pub prev: String,
+    pub(crate) next_seq: u64,
+    pub(crate) prev: String,
 }
 
 impl ChainState {
-    pub fn genesis() -> Self {
+    pub(crate) fn genesis() -> Self {
         Self {
             next_seq: 0,
             prev: GENESIS.to_owned(),
         }
     }
 
-    pub fn after(head: &Head) -> Self {
+    pub(crate) fn after(head: &Head) -> Self {
         Self {
             next_seq: head.seq + 1,
             prev: head.mac.clone(),
@@ -158,7 +158,7 @@ impl ChainState {
     }
 
     /// The last record written, if any.
-    pub fn head(&self) -> Option<Head> {
+    pub(crate) fn head(&self) -> Option<Head> {
         self.next_seq.checked_sub(1).map(|seq| Head {
             seq,
             mac: self.prev.clone(),
@@ -169,9 +169,9 @@ impl ChainState {
 /// A record ready to store: the line (without `\n`) and where it puts the chain.
 #[derive(Debug, Clone)]
 pub(crate) struct Sealed {
-    pub head: Head,
-    pub line: String,
-    pub is_checkpoint: bool,
+    pub(crate) head: Head,
+    pub(crate) line: String,
+    pub(crate) is_checkpoint: bool,
 }
 
 /// A keyed HMAC, set up once: cloning it skips re-hashing the key pads for every record.
@@ -195,19 +195,19 @@ impl fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    pub fn new(key: &AuditKey, chain: String) -> Result<Self, AuditError> {
+    pub(crate) fn new(key: &AuditKey, chain: String) -> Result<Self, AuditError> {
         Ok(Self {
             mac: hmac_for(key.as_bytes())?,
             chain,
         })
     }
 
-    pub fn chain(&self) -> &str {
+    pub(crate) fn chain(&self) -> &str {
         &self.chain
     }
 
     /// Whether `body` carries `mac_hex` under this key (constant time).
-    pub fn verify(&self, body: &str, mac_hex: &str) -> bool {
+    pub(crate) fn verify(&self, body: &str, mac_hex: &str) -> bool {
         let Ok(tag) = hex::decode(mac_hex) else {
             return false;
         };
@@ -218,7 +218,7 @@ impl Sealer {
 
     /// Seals an already sanitized event (or a sink record with a `note`) after `state`, and
     /// advances `state`.
-    pub fn seal(
+    pub(crate) fn seal(
         &self,
         state: &mut ChainState,
         event: AuditEvent,
@@ -265,7 +265,7 @@ impl Sealer {
     }
 
     /// A sink-written record (checkpoint or recovery).
-    pub fn seal_own(
+    pub(crate) fn seal_own(
         &self,
         state: &mut ChainState,
         action: AuditAction,
@@ -276,7 +276,7 @@ impl Sealer {
     }
 
     /// Checks a stored line, returning its record and head: the MAC, then the body.
-    pub fn open_line(&self, line: &str) -> Result<(Record, Head), LineError> {
+    pub(crate) fn open_line(&self, line: &str) -> Result<(Record, Head), LineError> {
         let (body, mac) = split_line(line).map_err(LineError::Unparsable)?;
         if !self.verify(&body, mac) {
             return Err(LineError::BadMac);
@@ -319,18 +319,32 @@ pub(crate) type Reply = oneshot::Sender<Result<Head, AuditError>>;
 /// One queued request to a writer.
 #[derive(Debug)]
 pub(crate) struct Request {
-    pub job: Job,
-    pub reply: Reply,
+    pub(crate) job: Job,
+    pub(crate) reply: Reply,
     /// Whether the reply waits for the record to be synced (`false`: an attempt, see
     /// `AuditSink::record_attempt`; only the file sink tells the two apart).
-    pub durable: bool,
+    pub(crate) durable: bool,
 }
 
 #[derive(Debug)]
 pub(crate) enum Job {
     Event(Box<AuditEvent>),
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "only the tests ask for a checkpoint or a rotation"
+        )
+    )]
     Checkpoint,
     /// File sink only: rename the file to this path and continue in a new one.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "only the tests ask for a checkpoint or a rotation"
+        )
+    )]
     Rotate(std::path::PathBuf),
 }
 
@@ -338,15 +352,15 @@ pub(crate) enum Job {
 /// `state`; until then the chain in memory still ends at the durable head.
 #[derive(Debug)]
 pub(crate) struct Batch {
-    pub state: ChainState,
-    pub since_checkpoint: u64,
-    pub records: Vec<Sealed>,
-    pub waiters: Vec<(Reply, Head)>,
+    pub(crate) state: ChainState,
+    pub(crate) since_checkpoint: u64,
+    pub(crate) records: Vec<Sealed>,
+    pub(crate) waiters: Vec<(Reply, Head)>,
 }
 
 impl Batch {
     /// Answers every waiter with its head.
-    pub fn succeed(self) {
+    pub(crate) fn succeed(self) {
         for (reply, head) in self.waiters {
             // A waiter that timed out meanwhile no longer listens; its record is still durable.
             let _ = reply.send(Ok(head));
@@ -354,7 +368,7 @@ impl Batch {
     }
 
     /// Answers every waiter with an error made by `error`.
-    pub fn fail(self, error: impl Fn() -> AuditError) {
+    pub(crate) fn fail(self, error: impl Fn() -> AuditError) {
         for (reply, _) in self.waiters {
             let _ = reply.send(Err(error()));
         }

@@ -35,24 +35,9 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    /// The kebab-case name used in records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CreationAttempt => "creation-attempt",
-            Self::LinkCreated => "link-created",
-            Self::CreationRefused => "creation-refused",
-            Self::LinkRevoked => "link-revoked",
-            Self::ManifestRequested => "manifest-requested",
-            Self::FileFetched => "file-fetched",
-            Self::DirectFetched => "direct-fetched",
-            Self::Checkpoint => "checkpoint",
-            Self::Recovered => "recovered",
-        }
-    }
-
     /// Whether a viewer received (or tried to receive) patient data: the accesses the Kill
     /// the Clipboard profile wants audited with time and recipient.
-    pub fn is_disclosure(self) -> bool {
+    pub(crate) fn is_disclosure(self) -> bool {
         matches!(
             self,
             Self::ManifestRequested | Self::FileFetched | Self::DirectFetched
@@ -74,33 +59,33 @@ impl AuditAction {
 /// Never put a passcode, token, SHL key, shlink URI, FHIR content or label here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
-    pub action: AuditAction,
+    pub(crate) action: AuditAction,
     /// `ok`, `refused`, `bad-passcode`, `inactive`, `attempt`, or an error code such as
     /// `UPSTREAM_TIMEOUT`.
-    pub outcome: String,
-    pub request_id: Option<String>,
+    pub(crate) outcome: String,
+    pub(crate) request_id: Option<String>,
     /// Who acted: the keyed hash of the bearer token for API calls, or the patient id.
-    pub actor: Option<String>,
-    pub client_ip: Option<String>,
-    pub link_id: Option<String>,
+    pub(crate) actor: Option<String>,
+    pub(crate) client_ip: Option<String>,
+    pub(crate) link_id: Option<String>,
     /// FHIR resource types disclosed or shared (`Patient`, `Immunization`, ...), not content.
     #[serde(default)]
-    pub resource_types: Vec<String>,
+    pub(crate) resource_types: Vec<String>,
     /// The `recipient` a viewer declares when it fetches (attacker-supplied).
-    pub recipient: Option<String>,
+    pub(crate) recipient: Option<String>,
     /// The viewer's `User-Agent` (attacker-supplied).
-    pub user_agent: Option<String>,
-    pub upstream_status: Option<u16>,
-    pub upstream_latency_ms: Option<u64>,
+    pub(crate) user_agent: Option<String>,
+    pub(crate) upstream_status: Option<u16>,
+    pub(crate) upstream_latency_ms: Option<u64>,
     /// Passcode attempts left on the link after this request.
-    pub remaining_attempts: Option<i64>,
+    pub(crate) remaining_attempts: Option<i64>,
     /// `upstream` or `embedded`.
-    pub mode: Option<String>,
+    pub(crate) mode: Option<String>,
 }
 
 impl AuditEvent {
     /// An event with only its action and outcome set.
-    pub fn new(action: AuditAction, outcome: impl Into<String>) -> Self {
+    pub(crate) fn new(action: AuditAction, outcome: impl Into<String>) -> Self {
         Self {
             action,
             outcome: outcome.into(),
@@ -146,19 +131,19 @@ impl AuditEvent {
 
 /// Caps in characters (after escaping). They bound a record to a few kilobytes, which is what
 /// lets the file sink find the last record by reading only the end of the file.
-pub mod caps {
+pub(crate) mod caps {
     /// Free text typed or sent by a viewer: `recipient`, `user_agent`.
-    pub const FREE_TEXT: usize = 100;
+    pub(crate) const FREE_TEXT: usize = 100;
     /// Identifiers: request id, actor, link id.
-    pub const ID: usize = 128;
-    pub const OUTCOME: usize = 64;
-    pub const CLIENT_IP: usize = 64;
-    pub const MODE: usize = 16;
-    pub const RESOURCE_TYPE: usize = 64;
+    pub(crate) const ID: usize = 128;
+    pub(crate) const OUTCOME: usize = 64;
+    pub(crate) const CLIENT_IP: usize = 64;
+    pub(crate) const MODE: usize = 16;
+    pub(crate) const RESOURCE_TYPE: usize = 64;
     /// How many resource types are kept; FHIR R4 has about 150, a bundle rarely holds 20.
-    pub const RESOURCE_TYPES: usize = 32;
+    pub(crate) const RESOURCE_TYPES: usize = 32;
     /// Chain names come from configuration; longer ones are refused, not cut.
-    pub const CHAIN: usize = 128;
+    pub(crate) const CHAIN: usize = 128;
 }
 
 /// Caps `value` at `cap` characters and makes control characters visible.
@@ -186,7 +171,7 @@ fn is_clean(value: &str, cap: usize) -> bool {
 /// value that already contained the escape text. When the escaped text is longer than `cap`,
 /// it is cut at a character (never inside an escape) and ends with `…`, so a reader can tell a
 /// cut value from a short one.
-pub fn sanitize(value: &str, cap: usize) -> String {
+pub(crate) fn sanitize(value: &str, cap: usize) -> String {
     if is_clean(value, cap) {
         return value.to_owned();
     }

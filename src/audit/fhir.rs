@@ -89,7 +89,7 @@ pub fn export_fhir(path: &Path) -> Result<Value, AuditError> {
 }
 
 /// The `AuditEvent` for one record, or `None` for a checkpoint.
-pub fn audit_event(record: &Record) -> Option<Value> {
+pub(crate) fn audit_event(record: &Record) -> Option<Value> {
     let action = record.action;
     let gateway = format!("shl-gateway {}", record.chain);
     let mut event = Map::new();
@@ -347,7 +347,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_bundle_has_one_audit_event_per_record_except_checkpoints() {
-        use crate::audit::{AuditSink, FileAuditSink, FileSinkOptions};
+        use crate::audit::file::FileSinkOptions;
+        use crate::audit::{AuditSink, FileAuditSink};
 
         let dir = tempfile::TempDir::new().expect("tempdir");
         let path = dir.path().join("audit.jsonl");

@@ -28,16 +28,16 @@ const TAIL_WINDOW: u64 = 64 * 1024;
 
 /// Tuning for [`FileAuditSink`].
 #[derive(Debug, Clone)]
-pub struct FileSinkOptions {
+pub(crate) struct FileSinkOptions {
     /// A `checkpoint` record after this many records (0: only on demand).
-    pub checkpoint_every: u64,
+    pub(crate) checkpoint_every: u64,
     /// How long `record` waits for durability before failing closed.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Most records written by one `write` + `fdatasync`.
-    pub max_batch: usize,
+    pub(crate) max_batch: usize,
     /// Requests that may wait for the writer; beyond this, `record` waits for room (within
     /// `timeout`), which bounds memory under a flood.
-    pub queue: usize,
+    pub(crate) queue: usize,
 }
 
 impl Default for FileSinkOptions {
@@ -53,14 +53,14 @@ impl Default for FileSinkOptions {
 
 /// Counters of what the writer did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SinkStats {
+pub(crate) struct SinkStats {
     /// Records stored, checkpoints included.
-    pub records: u64,
+    pub(crate) records: u64,
     /// Writes, each of a batch of records.
-    pub batches: u64,
+    pub(crate) batches: u64,
     /// Writes made durable: one `fdatasync` (file) or commit (PostgreSQL) each. A file batch of
     /// attempts alone is written without one (`AuditSink::record_attempt`).
-    pub syncs: u64,
+    pub(crate) syncs: u64,
 }
 
 /// State the writer publishes for the async side.
@@ -95,7 +95,6 @@ pub struct FileAuditSink {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     shared: SharedState,
     path: PathBuf,
-    chain: String,
     timeout: Duration,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     probe: BoundedProbe,
@@ -112,7 +111,7 @@ impl FileAuditSink {
         Self::open_with(path, key, chain, FileSinkOptions::default())
     }
 
-    pub fn open_with(
+    pub(crate) fn open_with(
         path: &Path,
         key: impl Into<AuditKey>,
         chain: String,
@@ -188,7 +187,6 @@ impl FileAuditSink {
             tx: Mutex::new(Some(tx)),
             shared,
             path,
-            chain,
             timeout: options.timeout,
             thread: Mutex::new(Some(thread)),
             probe: BoundedProbe::default(),
@@ -203,27 +201,22 @@ impl FileAuditSink {
     }
 
     /// Writes a checkpoint record now and returns its head.
-    pub async fn checkpoint(&self) -> Result<Head, AuditError> {
+    #[cfg(test)]
+    pub(crate) async fn checkpoint(&self) -> Result<Head, AuditError> {
         self.submit(Job::Checkpoint, true).await
     }
 
     /// Renames the current file to `archive_to` (same filesystem, must not exist) and
     /// continues the chain in a new file at the original path, whose first record is a
     /// `rotated` checkpoint linking to the old head. Returns that checkpoint's head.
-    pub async fn rotate(&self, archive_to: &Path) -> Result<Head, AuditError> {
+    #[cfg(test)]
+    pub(crate) async fn rotate(&self, archive_to: &Path) -> Result<Head, AuditError> {
         self.submit(Job::Rotate(archive_to.to_owned()), true).await
     }
 
-    pub fn stats(&self) -> SinkStats {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> SinkStats {
         lock(&self.shared).stats
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn chain(&self) -> &str {
-        &self.chain
     }
 
     /// The writer's queue, unless the sink is closed. A clone, so a request being queued

@@ -22,7 +22,8 @@ impl MemoryAuditSink {
     }
 
     /// The events recorded so far, in order.
-    pub fn events(&self) -> Vec<AuditEvent> {
+    #[cfg(test)]
+    pub(crate) fn events(&self) -> Vec<AuditEvent> {
         self.events
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -30,7 +31,8 @@ impl MemoryAuditSink {
     }
 
     /// While set, `record` fails and `is_ready` is false.
-    pub fn set_failing(&self, failing: bool) {
+    #[cfg(test)]
+    pub(crate) fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
     }
 }

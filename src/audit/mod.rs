@@ -111,8 +111,8 @@
 //! for auditors and for a patient's accounting of disclosures. See [`fhir`].
 
 mod chain;
-pub mod event;
-pub mod fhir;
+pub(crate) mod event;
+pub(crate) mod fhir;
 mod file;
 mod memory;
 mod postgres;
@@ -123,18 +123,14 @@ use std::time::Duration;
 
 use crate::crypto::InvalidKeyLength;
 
-pub use chain::{GENESIS, Head, Record};
-pub use event::{AuditAction, AuditEvent, sanitize};
+pub(crate) use event::{AuditAction, AuditEvent, sanitize};
 pub use fhir::export_fhir;
-pub use file::{FileAuditSink, FileSinkOptions, SinkStats};
+pub use file::FileAuditSink;
 pub use memory::MemoryAuditSink;
-pub use postgres::{
-    PostgresAuditSink, PostgresSinkOptions, verify_postgres, verify_postgres_against_head,
-};
+pub(crate) use postgres::PostgresAuditSink;
+pub use postgres::verify_postgres;
 pub use trail::AuditTrail;
-pub use verify::{
-    FailureKind, VerifyFailure, VerifyReport, verify_file, verify_file_against_head, verify_files,
-};
+pub use verify::{verify_file, verify_file_against_head, verify_files};
 
 /// Where handlers send audit events. Shared as `Arc<dyn AuditSink>`.
 #[async_trait::async_trait]

@@ -36,17 +36,17 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS audit_records (
 
 /// Tuning for [`PostgresAuditSink`].
 #[derive(Debug, Clone)]
-pub struct PostgresSinkOptions {
+pub(crate) struct PostgresSinkOptions {
     /// A `checkpoint` record after this many records (0: only on demand).
-    pub checkpoint_every: u64,
+    pub(crate) checkpoint_every: u64,
     /// How long `record` waits for the commit before failing closed; also the server-side
     /// `statement_timeout` and the pool's acquire timeout, so a stalled database cannot pin
     /// the writer for longer.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Most records in one `INSERT`.
-    pub max_batch: usize,
+    pub(crate) max_batch: usize,
     /// Requests that may wait for the writer.
-    pub queue: usize,
+    pub(crate) queue: usize,
 }
 
 impl Default for PostgresSinkOptions {
@@ -76,7 +76,7 @@ fn lock(shared: &SharedState) -> MutexGuard<'_, Shared> {
 
 /// An audit trail in PostgreSQL, one chain per replica. See [`crate::audit`].
 #[derive(Debug)]
-pub struct PostgresAuditSink {
+pub(crate) struct PostgresAuditSink {
     /// The writer's queue; `None` once closed, so nothing more is queued.
     tx: Mutex<Option<mpsc::Sender<Request>>>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -89,7 +89,7 @@ pub struct PostgresAuditSink {
 
 impl PostgresAuditSink {
     /// Connects, creates `audit_records` if needed, and continues the chain from its last row.
-    pub async fn connect(
+    pub(crate) async fn connect(
         url: &str,
         key: impl Into<AuditKey>,
         chain: String,
@@ -97,7 +97,7 @@ impl PostgresAuditSink {
         Self::connect_with(url, key, chain, PostgresSinkOptions::default()).await
     }
 
-    pub async fn connect_with(
+    pub(crate) async fn connect_with(
         url: &str,
         key: impl Into<AuditKey>,
         chain: String,
@@ -134,21 +134,19 @@ impl PostgresAuditSink {
     }
 
     /// The last committed record, to export elsewhere (`seq:mac` via `Display`).
-    pub fn head(&self) -> Option<Head> {
+    pub(crate) fn head(&self) -> Option<Head> {
         lock(&self.shared).head.clone()
     }
 
     /// Writes a checkpoint record now and returns its head.
-    pub async fn checkpoint(&self) -> Result<Head, AuditError> {
+    #[cfg(test)]
+    pub(crate) async fn checkpoint(&self) -> Result<Head, AuditError> {
         self.submit(Job::Checkpoint).await
     }
 
-    pub fn stats(&self) -> SinkStats {
+    #[cfg(test)]
+    pub(crate) fn stats(&self) -> SinkStats {
         lock(&self.shared).stats
-    }
-
-    pub fn chain(&self) -> &str {
-        &self.chain
     }
 
     /// The writer's queue, unless the sink is closed (a clone: see the file sink's).
@@ -418,7 +416,8 @@ pub async fn verify_postgres(
 
 /// Verifies one chain and that it reaches an exported head (see
 /// [`crate::audit::verify_file_against_head`]).
-pub async fn verify_postgres_against_head(
+#[cfg(test)]
+pub(crate) async fn verify_postgres_against_head(
     url: &str,
     key: &[u8],
     chain: &str,

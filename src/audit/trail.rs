@@ -21,29 +21,29 @@ impl AuditTrail {
 
     /// The actor id of a bearer token: a keyed hash, so records name a caller consistently
     /// without holding anything that could be replayed as the token.
-    pub fn actor(&self, bearer_token: &str) -> String {
+    pub(crate) fn actor(&self, bearer_token: &str) -> String {
         hex::encode(&self.actor_key.mac(bearer_token.as_bytes())[..16])
     }
 
     /// Records an event durably, or fails with `AUDIT_UNAVAILABLE`: nothing may be disclosed
     /// without its record.
-    pub async fn record(&self, event: AuditEvent) -> Result<(), AppError> {
+    pub(crate) async fn record(&self, event: AuditEvent) -> Result<(), AppError> {
         self.sink.record(event).await.map_err(refused)
     }
 
     /// Records an attempt whose outcome this operation will record with [`Self::record`]
     /// (see [`AuditSink::record_attempt`] for how durable it is meanwhile). Fails like
     /// `record`.
-    pub async fn record_attempt(&self, event: AuditEvent) -> Result<(), AppError> {
+    pub(crate) async fn record_attempt(&self, event: AuditEvent) -> Result<(), AppError> {
         self.sink.record_attempt(event).await.map_err(refused)
     }
 
-    pub async fn is_ready(&self) -> bool {
+    pub(crate) async fn is_ready(&self) -> bool {
         self.sink.is_ready().await
     }
 
     /// Closes the sink (see [`AuditSink::close`]): at shutdown, after the last request.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.sink.close().await;
     }
 }

@@ -20,12 +20,12 @@ pub struct VerifyReport {
     /// Records that passed every check (up to the failure, if any).
     pub records: u64,
     /// Of those, how many were checkpoints.
-    pub checkpoints: u64,
+    pub(crate) checkpoints: u64,
     /// The first record checked.
-    pub first: Option<Head>,
+    pub(crate) first: Option<Head>,
     /// The last record that passed: the head of the verified chain.
-    pub head: Option<Head>,
-    pub failure: Option<VerifyFailure>,
+    pub(crate) head: Option<Head>,
+    pub(crate) failure: Option<VerifyFailure>,
 }
 
 impl VerifyReport {
@@ -54,14 +54,14 @@ impl fmt::Display for VerifyReport {
 
 /// The first record that failed, where it is, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifyFailure {
-    pub file: Option<PathBuf>,
+pub(crate) struct VerifyFailure {
+    pub(crate) file: Option<PathBuf>,
     /// 1-based line number in `file`.
-    pub line: Option<u64>,
+    pub(crate) line: Option<u64>,
     /// The record's seq when it could be read (or the row's seq for PostgreSQL).
-    pub seq: Option<u64>,
-    pub kind: FailureKind,
-    pub detail: String,
+    pub(crate) seq: Option<u64>,
+    pub(crate) kind: FailureKind,
+    pub(crate) detail: String,
 }
 
 impl fmt::Display for VerifyFailure {
@@ -81,7 +81,7 @@ impl fmt::Display for VerifyFailure {
 
 /// Why a record failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     /// The file or database could not be read.
     Unreadable,
     /// The last line has no newline: a write was interrupted.
@@ -196,9 +196,9 @@ fn verify_paths(paths: &[&Path], key: &[u8], expected_head: Option<&str>) -> Ver
 /// Where a record was read from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Location<'a> {
-    pub file: Option<&'a Path>,
-    pub line: Option<u64>,
-    pub row_seq: Option<u64>,
+    pub(crate) file: Option<&'a Path>,
+    pub(crate) line: Option<u64>,
+    pub(crate) row_seq: Option<u64>,
 }
 
 impl<'a> Location<'a> {
@@ -210,7 +210,7 @@ impl<'a> Location<'a> {
         }
     }
 
-    pub fn row(seq: u64) -> Self {
+    pub(crate) fn row(seq: u64) -> Self {
         Self {
             file: None,
             line: None,
@@ -244,7 +244,7 @@ pub(crate) struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(key: &[u8], expected_head: Option<&str>) -> Result<Self, VerifyFailure> {
+    pub(crate) fn new(key: &[u8], expected_head: Option<&str>) -> Result<Self, VerifyFailure> {
         let nowhere = Location {
             file: None,
             line: None,
@@ -275,7 +275,7 @@ impl Verifier {
 
     /// Checks the next record: MAC first (nothing else in a record can be trusted before it),
     /// then the chain name, the seq, and the link.
-    pub fn check(
+    pub(crate) fn check(
         &mut self,
         at: &Location<'_>,
         line: Result<&str, &'static str>,
@@ -391,7 +391,7 @@ impl Verifier {
         self.next.as_ref().and_then(ChainState::head)
     }
 
-    pub fn report(&self, failure: Option<VerifyFailure>) -> VerifyReport {
+    pub(crate) fn report(&self, failure: Option<VerifyFailure>) -> VerifyReport {
         VerifyReport {
             records: self.records,
             checkpoints: self.checkpoints,
@@ -402,7 +402,7 @@ impl Verifier {
     }
 
     /// The report once every record passed: only the expected head can still fail it.
-    pub fn finish(&self, last_file: Option<&Path>) -> VerifyReport {
+    pub(crate) fn finish(&self, last_file: Option<&Path>) -> VerifyReport {
         let failure = match &self.expected {
             Some(expected) if !self.reached_expected => {
                 let ends = match self.head() {

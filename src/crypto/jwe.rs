@@ -37,7 +37,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 /// The largest plaintext a `zip: DEF` file may inflate to. Real FHIR bundles stay far below it;
 /// a payload that inflates past it is refused rather than allowed to exhaust memory.
-pub const MAX_INFLATED_LEN: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_INFLATED_LEN: usize = 16 * 1024 * 1024;
 
 /// What a plaintext is, named by the `cty` header of what [`encrypt`] produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,8 @@ pub enum ContentType {
 
 impl ContentType {
     /// The media type, as the `cty` header carries it.
-    pub const fn media_type(self) -> &'static str {
+    #[cfg(test)]
+    pub(crate) const fn media_type(self) -> &'static str {
         match self {
             Self::FhirJson => "application/fhir+json",
             Self::Json => "application/json",
@@ -111,7 +112,7 @@ impl ShlKey {
 
     /// Accepts exactly 43 characters of unpadded base64url, the form the SHL payload uses.
     /// A key made elsewhere (e.g. derived by HMAC), for sealing that is not an SHL.
-    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+    pub(crate) fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         Self(bytes)
     }
 

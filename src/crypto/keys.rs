@@ -13,7 +13,7 @@ use super::mac::{HmacSha256, hmac_sha256};
 
 /// The key behind every HMAC the gateway makes (`--secret-key`, or the file that holds it).
 /// `SecretBox` wipes the whole buffer on drop and prints no content as `Debug`.
-pub type SecretKey = SecretBox<Vec<u8>>;
+pub(crate) type SecretKey = SecretBox<Vec<u8>>;
 
 /// A 256-bit HMAC key for one purpose. `Debug` does not print it, and it is wiped on drop like
 /// the other key types.
@@ -45,12 +45,12 @@ impl PurposeKey {
         &self.0
     }
 
-    pub fn mac(&self, message: &[u8]) -> [u8; 32] {
+    pub(crate) fn mac(&self, message: &[u8]) -> [u8; 32] {
         hmac_sha256(&self.0, message)
     }
 
     /// Constant-time check of a MAC (or a prefix of one, at least 16 bytes).
-    pub fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
+    pub(crate) fn verify(&self, message: &[u8], tag: &[u8]) -> bool {
         let Ok(mut mac) = HmacSha256::new_from_slice(&self.0) else {
             return false;
         };
@@ -63,7 +63,7 @@ impl PurposeKey {
 #[derive(Debug, Clone)]
 pub struct Keys {
     /// Bearer tokens are stored and looked up as this HMAC.
-    pub token: PurposeKey,
+    pub(crate) token: PurposeKey,
     /// Passcodes are HMAC-ed with this pepper before argon2id, so a database dump alone cannot
     /// be brute-forced: 10^6 passcodes are few, the key is not.
     pub passcode_pepper: PurposeKey,
@@ -94,7 +94,7 @@ impl Keys {
     }
 
     /// The stored form of a bearer token: hex HMAC of the token (without the `Bearer ` scheme).
-    pub fn token_hmac(&self, token: &str) -> String {
+    pub(crate) fn token_hmac(&self, token: &str) -> String {
         hex::encode(self.token.mac(token.as_bytes()))
     }
 }
@@ -108,16 +108,17 @@ pub struct AuditKey([u8; 32]);
 /// A key of the wrong length was given where 256 bits are required.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("audit key must be 32 bytes")]
-pub struct InvalidKeyLength;
+pub(crate) struct InvalidKeyLength;
 
 impl AuditKey {
-    pub fn new(bytes: [u8; 32]) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
     /// A key from a slice, which must be exactly 32 bytes: a shorter one would silently weaken
     /// every MAC in the trail.
-    pub fn from_slice(bytes: &[u8]) -> Result<Self, InvalidKeyLength> {
+    pub(crate) fn from_slice(bytes: &[u8]) -> Result<Self, InvalidKeyLength> {
         <[u8; 32]>::try_from(bytes)
             .map(Self)
             .map_err(|_| InvalidKeyLength)
@@ -225,7 +226,7 @@ mod tests {
             wiped_on_drop(key);
         }
         wiped_on_drop(&AuditKey::from(audit_chain));
-        wiped_on_drop(&crate::crypto::ShlKey::from_bytes([1; 32]));
+        wiped_on_drop(&crate::crypto::jwe::ShlKey::from_bytes([1; 32]));
         // The secret they come from: secrecy wipes the whole buffer.
         wiped_on_drop(&SecretBox::new(Box::new(vec![1u8; 32])));
     }

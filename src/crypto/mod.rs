@@ -15,6 +15,7 @@ pub mod jwe;
 mod keys;
 mod mac;
 
-pub use jwe::{ContentType, JweError, ShlKey};
-pub use keys::{AuditKey, InvalidKeyLength, Keys, PurposeKey, SecretKey};
+pub(crate) use keys::InvalidKeyLength;
+pub(crate) use keys::SecretKey;
+pub use keys::{AuditKey, Keys, PurposeKey};
 pub(crate) use mac::HmacSha256;

@@ -17,17 +17,17 @@ use super::shape::DocumentShape;
 use crate::error::ErrorCode;
 
 /// How many documents are kept. An app has a handful; GraphiQL adds its introspection query.
-pub const CACHED_DOCUMENTS: usize = 64;
+pub(crate) const CACHED_DOCUMENTS: usize = 64;
 /// Longer texts are parsed every time: the bound keeps the cache's memory small (the parsed
 /// tree is roughly ten times its text) whatever callers send.
-pub const MAX_CACHED_QUERY_BYTES: usize = 4 * 1024;
+pub(crate) const MAX_CACHED_QUERY_BYTES: usize = 4 * 1024;
 
 /// A document ready to execute.
 #[derive(Debug, Clone)]
 pub(super) struct Prepared {
-    pub document: Arc<ExecutableDocument>,
+    pub(crate) document: Arc<ExecutableDocument>,
     /// Parsed for this request (not yet in the cache).
-    pub fresh: bool,
+    pub(crate) fresh: bool,
 }
 
 #[derive(Debug, Default)]
@@ -37,7 +37,11 @@ pub(super) struct DocumentCache {
 
 impl DocumentCache {
     /// The parsed document for `query`, from the cache or parsed and shape-checked now.
-    pub fn prepare(&self, query: &str, limits: &OperationLimits) -> Result<Prepared, ServerError> {
+    pub(crate) fn prepare(
+        &self,
+        query: &str,
+        limits: &OperationLimits,
+    ) -> Result<Prepared, ServerError> {
         limits.check_query_size(query)?;
         if let Some(document) = self.lock().get(query).cloned() {
             metrics::counter!(crate::metrics::DOCUMENT_CACHE, "result" => "hit").increment(1);
@@ -68,7 +72,7 @@ impl DocumentCache {
     /// Keeps a document that executed without a request error. When the cache is full a random
     /// entry makes room: documents in steady use come back at once, and a caller sending
     /// endless new texts can neither pin the cache nor aim at one entry.
-    pub fn keep(&self, query: &str, document: Arc<ExecutableDocument>) {
+    pub(crate) fn keep(&self, query: &str, document: Arc<ExecutableDocument>) {
         if query.len() > MAX_CACHED_QUERY_BYTES {
             return;
         }

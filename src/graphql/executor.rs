@@ -131,7 +131,7 @@ impl Executor {
 
     /// The type of the operation a request would run, if its document parses within the
     /// limits (`GET` refuses mutations before executing anything).
-    pub fn operation_type(
+    pub(crate) fn operation_type(
         &self,
         query: &str,
         operation_name: Option<&str>,

@@ -14,14 +14,14 @@ use crate::qr;
 
 /// Complexity charged for `qrCodeSvg`: encoding costs milliseconds of CPU, so aliasing the
 /// field must exhaust the complexity budget long before it exhausts the server.
-pub const QR_CODE_COMPLEXITY: usize = 50;
+pub(crate) const QR_CODE_COMPLEXITY: usize = 50;
 
 /// `createHealthLink`'s answer. Named `DocumentReference` in the schema: b.well's fields are
 /// served unchanged, and the gateway fields sit beside them.
 #[derive(Debug)]
-pub struct CreatedHealthLink {
-    pub document: DocumentReference,
-    pub passcode: Option<Passcode>,
+pub(crate) struct CreatedHealthLink {
+    pub(crate) document: DocumentReference,
+    pub(crate) passcode: Option<Passcode>,
 }
 
 impl From<CreatedLink> for CreatedHealthLink {
@@ -35,7 +35,7 @@ impl From<CreatedLink> for CreatedHealthLink {
 
 /// QR error correction level (ISO/IEC 18004): the share of the code that may be damaged.
 #[derive(Debug, Enum, Clone, Copy, PartialEq, Eq)]
-pub enum QrErrorCorrection {
+pub(crate) enum QrErrorCorrection {
     /// About 7 %.
     L,
     /// About 15 %: the SMART Health Links recommendation.

@@ -8,7 +8,7 @@ use crate::issuer::{AccessSummary, LinkMode, LinkSummary};
 
 /// Whether a link can still be opened.
 #[derive(Debug, Enum, Clone, Copy, PartialEq, Eq)]
-pub enum HealthLinkStatus {
+pub(crate) enum HealthLinkStatus {
     Active,
     /// Past its `expiresAt`.
     Expired,
@@ -20,7 +20,7 @@ pub enum HealthLinkStatus {
 
 /// A link the patient created. The gateway cannot rebuild its URL: the key lives only in the link.
 #[derive(Debug)]
-pub struct HealthLink(pub LinkSummary);
+pub(crate) struct HealthLink(pub(crate) LinkSummary);
 
 #[Object]
 impl HealthLink {
@@ -66,14 +66,14 @@ impl HealthLink {
 
 /// One attempt to open a link.
 #[derive(Debug, SimpleObject)]
-pub struct HealthLinkAccess {
-    pub at: String,
+pub(crate) struct HealthLinkAccess {
+    pub(crate) at: String,
     /// The name the recipient gave (empty for file fetches by location ticket).
-    pub recipient: String,
+    pub(crate) recipient: String,
     /// `manifest`, `file` or `direct`.
-    pub action: String,
+    pub(crate) action: String,
     /// `ok`, `bad-passcode`, `no-passcode` or `inactive`.
-    pub outcome: String,
+    pub(crate) outcome: String,
 }
 
 impl From<&AccessSummary> for HealthLinkAccess {

@@ -7,34 +7,34 @@ use crate::issuer::{CreateLinkRequest, LinkMode, ResourceType, ValidatedLabel};
 use crate::passcode::Passcode;
 
 #[derive(Debug, InputObject)]
-pub struct CreateHealthLinkInput {
+pub(crate) struct CreateHealthLinkInput {
     /// Shown to the recipient and carried in plaintext inside the QR code: at most 80 characters,
     /// no control characters, and no PHI.
-    pub label: Option<String>,
+    pub(crate) label: Option<String>,
     /// The resource types to share. Omitted or empty: the whole IPS set (`shareableResourceTypes`).
-    pub resources: Option<Vec<ResourceSelectorInput>>,
-    pub security_config: Option<SecurityConfigInput>,
+    pub(crate) resources: Option<Vec<ResourceSelectorInput>>,
+    pub(crate) security_config: Option<SecurityConfigInput>,
     /// How the link is protected (a gateway field, not sent upstream). `DIRECT` is embedded mode only.
     #[graphql(default_with = "Some(HealthLinkMode::Passcode)")]
-    pub mode: Option<HealthLinkMode>,
+    pub(crate) mode: Option<HealthLinkMode>,
 }
 
 #[derive(Debug, InputObject)]
-pub struct ResourceSelectorInput {
+pub(crate) struct ResourceSelectorInput {
     /// One of `shareableResourceTypes`, case-sensitive.
-    pub resource_type: String,
+    pub(crate) resource_type: String,
 }
 
 #[derive(Debug, InputObject)]
-pub struct SecurityConfigInput {
+pub(crate) struct SecurityConfigInput {
     /// Exactly 6 ASCII digits. Omit it and the gateway generates one from a CSPRNG.
     #[graphql(secret)]
-    pub passcode: Option<String>,
+    pub(crate) passcode: Option<String>,
 }
 
 /// How a link is protected.
 #[derive(Debug, Enum, Clone, Copy, PartialEq, Eq)]
-pub enum HealthLinkMode {
+pub(crate) enum HealthLinkMode {
     /// SHL flag `P`: a manifest protected by a passcode (b.well's mode).
     Passcode,
     /// SHL flag `U`: a single file fetched directly, no passcode, short-lived (the CMS Kill the
@@ -45,7 +45,7 @@ pub enum HealthLinkMode {
 impl CreateHealthLinkInput {
     /// Checks every field and settles the passcode (generated when omitted in `PASSCODE` mode).
     /// Messages name the bad field and the rule, never the value.
-    pub fn validate(self) -> Result<CreateLinkRequest, AppError> {
+    pub(crate) fn validate(self) -> Result<CreateLinkRequest, AppError> {
         let label = self
             .label
             .as_deref()

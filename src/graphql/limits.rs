@@ -17,21 +17,21 @@ use crate::error::ErrorCode;
 /// Limits on the shape of a GraphQL operation. Each has a flag (see `Config`) and a test that
 /// crosses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OperationLimits {
+pub(crate) struct OperationLimits {
     /// Deepest field nesting. GraphiQL's introspection query nests 13 deep.
-    pub max_depth: usize,
+    pub(crate) max_depth: usize,
     /// Sum of field costs (1 per field, `qrCodeSvg` costs extra).
-    pub max_complexity: usize,
+    pub(crate) max_complexity: usize,
     /// Longest query text, in bytes (checked before parsing).
-    pub max_query_bytes: usize,
-    pub max_aliases: usize,
-    pub max_root_fields: usize,
-    pub max_directives: usize,
+    pub(crate) max_query_bytes: usize,
+    pub(crate) max_aliases: usize,
+    pub(crate) max_root_fields: usize,
+    pub(crate) max_directives: usize,
     /// `createHealthLink` executions per request (aliases count).
-    pub max_link_creations: usize,
+    pub(crate) max_link_creations: usize,
     /// Deepest nesting of `[` and `{` in the text, selection sets included (checked before
     /// parsing: see `value_depth`).
-    pub max_value_depth: usize,
+    pub(crate) max_value_depth: usize,
 }
 
 impl Default for OperationLimits {
@@ -190,7 +190,7 @@ pub(super) fn code_of(error: &ServerError) -> Option<&str> {
 
 /// Whether an error refuses the request as a whole (nothing was executed), which the
 /// GraphQL-over-HTTP spec answers with a 4xx status and no `data`.
-pub fn is_request_error(error: &ServerError) -> bool {
+pub(crate) fn is_request_error(error: &ServerError) -> bool {
     let code = code_of(error);
     [
         ErrorCode::GraphqlParseFailed,

@@ -17,25 +17,24 @@ mod value_depth;
 
 use async_graphql::{EmptySubscription, Schema};
 
-pub use executor::Executor;
-pub use health_link::QR_CODE_COMPLEXITY;
-pub use limits::{OperationLimits, is_request_error};
-pub use resolvers::{MutationRoot, QueryRoot};
-pub use value_depth::MAX_VALUE_DEPTH_CEILING;
+pub(crate) use executor::Executor;
+pub(crate) use limits::{OperationLimits, is_request_error};
+pub(crate) use resolvers::{MutationRoot, QueryRoot};
+pub(crate) use value_depth::MAX_VALUE_DEPTH_CEILING;
 
 use crate::links::LinkService;
 
-pub type GatewaySchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub(crate) type GatewaySchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
 /// Options that shape the schema itself (as opposed to per-request data).
 #[derive(Debug, Clone)]
 pub struct SchemaOptions {
-    pub limits: OperationLimits,
+    pub(crate) limits: OperationLimits,
     /// Introspection and "did you mean" suggestions help attackers map the API: both follow
     /// this switch, which production settings turn off.
-    pub introspection: bool,
+    pub(crate) introspection: bool,
     /// QR codes encoded at once (see `--max-concurrent-qr-renders`).
-    pub max_concurrent_qr_renders: usize,
+    pub(crate) max_concurrent_qr_renders: usize,
 }
 
 impl Default for SchemaOptions {

@@ -32,7 +32,7 @@ const MASK: &str = "[REDACTED]";
 pub(super) struct SchemaNames(HashSet<String>);
 
 impl SchemaNames {
-    pub fn new(names: impl IntoIterator<Item = String>) -> Self {
+    pub(crate) fn new(names: impl IntoIterator<Item = String>) -> Self {
         Self(names.into_iter().collect())
     }
 
@@ -80,7 +80,7 @@ impl std::fmt::Debug for RequestValues {
 
 impl RequestValues {
     /// `document` is the parsed form of `query`, when it parsed: its literals are decoded.
-    pub fn collect(
+    pub(crate) fn collect(
         query: &str,
         document: Option<&ExecutableDocument>,
         variables: &Variables,
@@ -99,7 +99,7 @@ impl RequestValues {
         Self(values)
     }
 
-    pub fn redact(&self, message: &str, names: &SchemaNames) -> String {
+    pub(crate) fn redact(&self, message: &str, names: &SchemaNames) -> String {
         let mut redacted = message.to_owned();
         for value in &self.0 {
             if redacted.contains(value.as_str()) {

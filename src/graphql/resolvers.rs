@@ -9,7 +9,7 @@ use super::inputs::CreateHealthLinkInput;
 use crate::issuer::{Caller, ResourceType};
 
 #[derive(Debug, Default)]
-pub struct QueryRoot;
+pub(crate) struct QueryRoot;
 
 #[Object(name = "Query")]
 impl QueryRoot {
@@ -30,7 +30,7 @@ impl QueryRoot {
 }
 
 #[derive(Debug, Default)]
-pub struct MutationRoot;
+pub(crate) struct MutationRoot;
 
 #[Object(name = "Mutation")]
 impl MutationRoot {

@@ -14,21 +14,21 @@ use async_graphql::parser::types::{
 };
 
 /// The root field whose executions are counted and charged.
-pub const CREATE_HEALTH_LINK: &str = "createHealthLink";
+pub(crate) const CREATE_HEALTH_LINK: &str = "createHealthLink";
 
 /// Counts over a whole document (every operation and fragment definition, each once).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DocumentShape {
-    pub aliases: usize,
-    pub directives: usize,
+pub(crate) struct DocumentShape {
+    pub(crate) aliases: usize,
+    pub(crate) directives: usize,
     /// Root fields of the largest operation, with root-level fragments expanded.
-    pub root_fields: usize,
+    pub(crate) root_fields: usize,
     /// `createHealthLink` executions the largest mutation would run (aliases included).
-    pub link_creations: usize,
+    pub(crate) link_creations: usize,
 }
 
 impl DocumentShape {
-    pub fn measure(document: &ExecutableDocument) -> Self {
+    pub(crate) fn measure(document: &ExecutableDocument) -> Self {
         let mut shape = DocumentShape::default();
         for (_, operation) in document.operations.iter() {
             let operation = &operation.node;
@@ -83,7 +83,7 @@ fn count_selection_set(set: &SelectionSet, shape: &mut DocumentShape) {
 }
 
 /// The operation a request runs: the one named, or the only one.
-pub fn selected_operation<'a>(
+pub(crate) fn selected_operation<'a>(
     document: &'a ExecutableDocument,
     operation_name: Option<&str>,
 ) -> Option<&'a OperationDefinition> {
@@ -107,7 +107,7 @@ const MAX_ROOT_WALK: usize = 10_000;
 /// The root fields an operation executes, with fragments at the root expanded: one entry per
 /// execution (aliases and repeated spreads count one by one). `None` when the expansion is
 /// larger than any limit could allow.
-pub fn root_fields<'a>(
+pub(crate) fn root_fields<'a>(
     operation: &'a OperationDefinition,
     document: &'a ExecutableDocument,
 ) -> Option<Vec<&'a Field>> {

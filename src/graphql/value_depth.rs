@@ -16,11 +16,11 @@
 /// The highest `--max-value-depth` accepted. In a debug build on a 2 MiB stack (tokio's worker
 /// default) the parser overflowed at about 350 nested lists and survived 128 levels of
 /// selection sets and values mixed; release builds use less stack per level.
-pub const MAX_VALUE_DEPTH_CEILING: usize = 128;
+pub(crate) const MAX_VALUE_DEPTH_CEILING: usize = 128;
 
 /// The deepest bracket nesting of `query`, or the limit crossed: `Err(limit + 1)` as soon as
 /// the nesting goes past `limit` (the rest is not scanned).
-pub fn check(query: &str, limit: usize) -> Result<usize, usize> {
+pub(crate) fn check(query: &str, limit: usize) -> Result<usize, usize> {
     let bytes = query.as_bytes();
     let mut depth = 0usize;
     let mut deepest = 0usize;

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 /// The address the request is charged to. Handlers take it as an extractor; [`resolve`] has
 /// put it in every request before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
+pub(crate) struct ClientIp(pub(crate) IpAddr);
 
 impl ClientIp {
     /// The one fallback, for a router served without connection info (in-process tests of
@@ -27,7 +27,7 @@ impl ClientIp {
     const WITHOUT_CONNECTION_INFO: ClientIp = ClientIp(IpAddr::V4(Ipv4Addr::LOCALHOST));
 
     /// The address [`resolve`] decided for this request.
-    pub fn of(extensions: &axum::http::Extensions) -> Self {
+    pub(crate) fn of(extensions: &axum::http::Extensions) -> Self {
         extensions
             .get::<ClientIp>()
             .copied()
@@ -48,9 +48,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
 
 /// Proxies whose `X-Forwarded-For` is believed.
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(pub Arc<Vec<IpNet>>);
+pub(crate) struct TrustedProxies(pub(crate) Arc<Vec<IpNet>>);
 
-pub async fn resolve(
+pub(crate) async fn resolve(
     State(trusted): State<TrustedProxies>,
     mut request: Request,
     next: Next,

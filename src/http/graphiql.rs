@@ -74,7 +74,7 @@ const ASSETS: [Asset; 4] = [
 
 /// Routes for the playground. `assets_dir` is the `node_modules` folder that
 /// `npm ci --prefix graphiql` creates (config `--graphiql-assets-dir`).
-pub fn router(assets_dir: PathBuf) -> Router {
+pub(crate) fn router(assets_dir: PathBuf) -> Router {
     let assets = ASSETS.iter().fold(Router::new(), |router, asset| {
         router.route(
             &format!("/graphiql/assets/{}", asset.name),

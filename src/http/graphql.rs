@@ -38,7 +38,7 @@ const JSON: &str = "application/json";
 /// Headers whose presence proves a CORS preflight happened (Apollo's CSRF rule).
 const PREFLIGHT_HEADERS: [&str; 2] = ["apollo-require-preflight", "x-apollo-operation-name"];
 
-pub async fn post(
+pub(crate) async fn post(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     meta: RequestMeta,
@@ -92,13 +92,13 @@ pub async fn post(
 /// `GET /graphql` parameters, named as the GraphQL-over-HTTP spec names them.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct GetParams {
+pub(crate) struct GetParams {
     query: String,
     operation_name: Option<String>,
     variables: Option<String>,
 }
 
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     meta: RequestMeta,
@@ -151,7 +151,7 @@ impl GetParams {
 }
 
 /// What the transport knows of a request besides its headers.
-pub struct RequestMeta {
+pub(crate) struct RequestMeta {
     request_id: RequestId,
     client_ip: std::net::IpAddr,
     work_slot: Option<WorkSlot>,

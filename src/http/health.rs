@@ -16,7 +16,7 @@ use crate::readiness::Component;
 /// fails while in-flight requests still drain and the load balancer stops sending new ones; and
 /// the last known state of each dependency, whose changes are logged and exported once each.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<ReadinessState>);
+pub(crate) struct Readiness(Arc<ReadinessState>);
 
 #[derive(Debug)]
 struct ReadinessState {
@@ -42,11 +42,11 @@ impl Default for ReadinessState {
 }
 
 impl Readiness {
-    pub fn mark_shutting_down(&self) {
+    pub(crate) fn mark_shutting_down(&self) {
         self.0.shutting_down.store(true, Ordering::SeqCst);
     }
 
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.0.shutting_down.load(Ordering::SeqCst)
     }
 }
@@ -55,7 +55,7 @@ impl Readiness {
 /// connections for their next request, which the load balancer (told by `/readyz`) sends to
 /// another replica, instead of reusing a kept-alive connection that the drain is about to close
 /// under a request in flight.
-pub async fn close_connections_when_draining(
+pub(crate) async fn close_connections_when_draining(
     State(readiness): State<Readiness>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -72,7 +72,7 @@ pub async fn close_connections_when_draining(
 
 /// The process serves HTTP. Depends on nothing else, by design: restarting a pod because b.well
 /// or the database is down would only add to the outage.
-pub async fn healthz() -> Response {
+pub(crate) async fn healthz() -> Response {
     (StatusCode::OK, Json(json!({ "status": "ok" }))).into_response()
 }
 
@@ -82,7 +82,7 @@ pub async fn healthz() -> Response {
 /// hung one makes this a 503 in about a second, never a hang. Each probe tests what requests
 /// need: the audit sink that it can write (see `AuditSink::is_ready`), the store that its tables
 /// answer, Redis that it answers a command.
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+pub(crate) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.readiness.is_shutting_down() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -16,7 +16,7 @@ use crate::error::{AppError, ErrorCode};
 
 /// Rewrites an error answer that is not JSON into `{"error": CODE}`; everything else passes
 /// untouched (one status comparison on the way out).
-pub async fn json_errors(request: Request, next: Next) -> Response {
+pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {

@@ -12,7 +12,7 @@ use axum::routing::get;
 use crate::metrics::{HTTP_DURATION, HTTP_REQUESTS, handle};
 
 /// `GET /metrics` in the Prometheus text format.
-pub fn router() -> Router {
+pub(crate) fn router() -> Router {
     Router::new().route("/metrics", get(render))
 }
 
@@ -29,7 +29,7 @@ async fn render() -> Response {
 
 /// Counts every request by route template (never the raw path: SHL paths hold capabilities),
 /// method and status, and records its latency.
-pub async fn record_request(request: Request, next: Next) -> Response {
+pub(crate) async fn record_request(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()

@@ -15,7 +15,7 @@ mod json_errors;
 mod metrics;
 mod request_body;
 mod request_id;
-pub mod server;
+pub(crate) mod server;
 mod shl;
 mod viewer;
 mod work_slots;
@@ -37,14 +37,18 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-pub use client_ip::{ClientIp, client_ip};
-pub use health::Readiness;
-pub use metrics::router as metrics_router;
-pub use work_slots::{WorkSlot, WorkSlots, to_completion};
+pub(crate) use client_ip::ClientIp;
+pub use client_ip::client_ip;
+pub(crate) use health::Readiness;
+pub(crate) use metrics::router as metrics_router;
+pub(crate) use work_slots::{WorkSlot, WorkSlots, to_completion};
 
 /// Embedded mode's SHL data plane (manifest, file and direct endpoints) and viewer, built from
 /// the accesses to its links; merged into [`router`].
-pub fn embedded_routes(accesses: crate::links::LinkAccesses, rate_policy: RatePolicy) -> Router {
+pub(crate) fn embedded_routes(
+    accesses: crate::links::LinkAccesses,
+    rate_policy: RatePolicy,
+) -> Router {
     shl::router(accesses, rate_policy).merge(viewer::router())
 }
 
@@ -56,16 +60,16 @@ use request_id::{MakeUuid, REQUEST_ID_HEADER};
 
 /// What handlers share. Cheap to clone: everything inside is reference-counted.
 #[derive(Clone)]
-pub struct AppState {
-    pub graphql: Executor,
-    pub issuer: Arc<dyn Issuer>,
-    pub readiness: Readiness,
-    pub max_body_bytes: usize,
-    pub rate_policy: RatePolicy,
+pub(crate) struct AppState {
+    pub(crate) graphql: Executor,
+    pub(crate) issuer: Arc<dyn Issuer>,
+    pub(crate) readiness: Readiness,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) rate_policy: RatePolicy,
     /// Set when quotas live in Redis: readiness checks it.
-    pub shared_quotas: Option<Arc<crate::ratelimit::SharedQuotas>>,
+    pub(crate) shared_quotas: Option<Arc<crate::ratelimit::SharedQuotas>>,
     /// Readiness requires a writable audit trail: without it, nothing may be disclosed.
-    pub audit: crate::audit::AuditTrail,
+    pub(crate) audit: crate::audit::AuditTrail,
 }
 
 impl std::fmt::Debug for AppState {
@@ -79,25 +83,25 @@ impl std::fmt::Debug for AppState {
 
 /// Settings of the HTTP layer itself.
 #[derive(Debug, Clone)]
-pub struct HttpSettings {
-    pub max_body_bytes: usize,
+pub(crate) struct HttpSettings {
+    pub(crate) max_body_bytes: usize,
     /// Origins allowed to call `/graphql` from a browser. Empty: same-origin only.
-    pub cors_allowed_origins: Vec<HeaderValue>,
+    pub(crate) cors_allowed_origins: Vec<HeaderValue>,
     /// `None` disables the playground.
-    pub graphiql_assets_dir: Option<PathBuf>,
+    pub(crate) graphiql_assets_dir: Option<PathBuf>,
     /// Serve `/metrics` on this router (off when a separate metrics listener is configured).
-    pub metrics_route: bool,
+    pub(crate) metrics_route: bool,
     /// Work served at once (requests in handlers and the work they detached); more requests are
     /// shed with 503 `OVERLOADED` instead of queueing.
-    pub work_slots: WorkSlots,
+    pub(crate) work_slots: WorkSlots,
     /// Proxies whose `X-Forwarded-For` is believed.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     /// The whole request body must arrive within this.
-    pub request_body_timeout: Duration,
+    pub(crate) request_body_timeout: Duration,
 }
 
 /// The largest body the SHL endpoints take (a manifest request is a few fields).
-pub const MAX_SHL_BODY_BYTES: usize = 4 * 1024;
+pub(crate) const MAX_SHL_BODY_BYTES: usize = 4 * 1024;
 
 impl HttpSettings {
     fn work_slots_count(&self) -> usize {
@@ -107,7 +111,11 @@ impl HttpSettings {
 
 /// The whole application. `data_plane` (embedded mode's SHL endpoints and viewer) is merged
 /// before the middleware, so it gets the same request ids, spans and panic guard.
-pub fn router(state: AppState, settings: &HttpSettings, data_plane: Option<Router>) -> Router {
+pub(crate) fn router(
+    state: AppState,
+    settings: &HttpSettings,
+    data_plane: Option<Router>,
+) -> Router {
     // Handlers get the state by clone, once per request: one reference count, not one per field.
     let state = Arc::new(state);
     // Every `Router::layer` call boxes each route once more, and axum clones a route's whole

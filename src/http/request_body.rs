@@ -29,7 +29,7 @@ use crate::error::{AppError, ErrorCode};
 
 /// How bodies are read.
 #[derive(Debug, Clone)]
-pub struct BodyRead {
+pub(crate) struct BodyRead {
     /// The whole body must arrive within this, counted from the end of the headers.
     timeout: Duration,
     /// The largest body any route accepts.
@@ -41,7 +41,7 @@ pub struct BodyRead {
 }
 
 impl BodyRead {
-    pub fn new(timeout: Duration, max_bytes: usize, work_slots: usize) -> Self {
+    pub(crate) fn new(timeout: Duration, max_bytes: usize, work_slots: usize) -> Self {
         let budget = max_bytes
             .saturating_add(1)
             .saturating_mul(work_slots.max(1))
@@ -62,7 +62,7 @@ enum Unread {
     OverBudget,
 }
 
-pub async fn read_whole_body(
+pub(crate) async fn read_whole_body(
     State(read): State<BodyRead>,
     request: Request,
     next: Next,

@@ -11,13 +11,13 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::request_id::{MakeRequestId, RequestId as TowerRequestId};
 
-pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 const MAX_CLIENT_ID_LEN: usize = 64;
 
 /// Generates a UUID v4 for requests without a usable id.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MakeUuid;
+pub(crate) struct MakeUuid;
 
 impl MakeRequestId for MakeUuid {
     fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<TowerRequestId> {
@@ -29,7 +29,7 @@ impl MakeRequestId for MakeUuid {
 }
 
 /// Drops a client-sent id that is too long or has characters other than `[A-Za-z0-9._-]`.
-pub async fn drop_unusable_client_id(mut request: Request, next: Next) -> Response {
+pub(crate) async fn drop_unusable_client_id(mut request: Request, next: Next) -> Response {
     let usable = request
         .headers()
         .get(&REQUEST_ID_HEADER)
@@ -49,7 +49,7 @@ pub async fn drop_unusable_client_id(mut request: Request, next: Next) -> Respon
 
 /// The request's id, for handlers.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub(crate) struct RequestId(pub(crate) String);
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = StatusCode;

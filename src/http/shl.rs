@@ -26,17 +26,17 @@ use crate::links::{AccessContext, LinkAccesses};
 use crate::ratelimit::RatePolicy;
 
 /// Longest recipient name accepted: it is stored and shown to the patient.
-pub const MAX_RECIPIENT_CHARS: usize = 100;
+pub(crate) const MAX_RECIPIENT_CHARS: usize = 100;
 const JOSE: &str = "application/jose";
 
 /// What the data-plane handlers share.
 #[derive(Debug, Clone)]
-pub struct DataPlane {
+pub(crate) struct DataPlane {
     accesses: LinkAccesses,
     rate_policy: RatePolicy,
 }
 
-pub fn router(accesses: LinkAccesses, rate_policy: RatePolicy) -> Router {
+pub(crate) fn router(accesses: LinkAccesses, rate_policy: RatePolicy) -> Router {
     Router::new()
         .route(
             "/v1/health-link/manifests/{manifest_id}",

@@ -26,7 +26,7 @@ use axum::routing::get;
 
 /// Only this origin's script, style and connections; `data:` images cover the empty favicon the
 /// page declares so that browsers do not ask the server for one.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
      base-uri 'none'; form-action 'none'";
 
@@ -39,7 +39,7 @@ const SCRIPT: &str = include_str!("viewer/viewer.js");
 const STYLE: &str = include_str!("viewer/viewer.css");
 
 /// Routes for the viewer. They need no state: the three files are constants.
-pub fn router() -> Router {
+pub(crate) fn router() -> Router {
     Router::new()
         .route(PAGE_PATH, get(page))
         .route(SCRIPT_PATH, get(script))

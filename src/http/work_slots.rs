@@ -21,13 +21,13 @@ use crate::error::AppError;
 
 /// The slots of one gateway. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct WorkSlots {
+pub(crate) struct WorkSlots {
     semaphore: Arc<Semaphore>,
     total: u32,
 }
 
 impl WorkSlots {
-    pub fn new(total: usize) -> Self {
+    pub(crate) fn new(total: usize) -> Self {
         let total = u32::try_from(total.max(1)).unwrap_or(u32::MAX);
         Self {
             semaphore: Arc::new(Semaphore::new(total as usize)),
@@ -35,12 +35,12 @@ impl WorkSlots {
         }
     }
 
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.total as usize
     }
 
     /// Resolves once no work holds a slot (no request in a handler, no detached task).
-    pub async fn all_returned(&self) {
+    pub(crate) async fn all_returned(&self) {
         // The semaphore is never closed, so the acquisition only waits.
         let _ = self.semaphore.acquire_many(self.total).await;
     }
@@ -48,7 +48,7 @@ impl WorkSlots {
 
 /// The slot a request holds, in its extensions, until the request ends or its work is detached.
 #[derive(Debug, Clone)]
-pub struct WorkSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
+pub(crate) struct WorkSlot(Arc<Mutex<Option<OwnedSemaphorePermit>>>);
 
 impl WorkSlot {
     fn take(&self) -> Option<OwnedSemaphorePermit> {
@@ -57,7 +57,11 @@ impl WorkSlot {
 }
 
 /// Admits a request to a work route if a slot is free; refuses it at once otherwise.
-pub async fn admit(State(slots): State<WorkSlots>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn admit(
+    State(slots): State<WorkSlots>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let Ok(permit) = Arc::clone(&slots.semaphore).try_acquire_owned() else {
         ::metrics::counter!(crate::metrics::SHED_REQUESTS).increment(1);
         return AppError::overloaded().into_response();
@@ -73,7 +77,7 @@ pub async fn admit(State(slots): State<WorkSlots>, mut request: Request, next: N
 /// reserved but neither settled nor recorded, a disclosure without its audit outcome, an
 /// idempotency key left pending. The task keeps the request's span, so its log lines keep the
 /// request id.
-pub async fn to_completion<T: Send + 'static>(
+pub(crate) async fn to_completion<T: Send + 'static>(
     slot: Option<&WorkSlot>,
     work: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, AppError> {

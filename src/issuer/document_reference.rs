@@ -20,22 +20,22 @@ pub const SHL_CONTENT_TYPE: &str = "application/smart-health-link+json";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DocumentReference {
-    pub id: ID,
-    pub identifier: Option<Vec<Identifier>>,
-    pub description: Option<String>,
-    pub resource_type: Option<String>,
-    pub date: Option<String>,
-    pub status: Option<String>,
-    pub subject: Option<Reference>,
-    pub context: Option<DocumentReferenceContext>,
-    pub content: Option<Vec<DocumentReferenceContent>>,
-    pub category: Option<Vec<CodeableConcept>>,
+    pub(crate) id: ID,
+    pub(crate) identifier: Option<Vec<Identifier>>,
+    pub(crate) description: Option<String>,
+    pub(crate) resource_type: Option<String>,
+    pub(crate) date: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) subject: Option<Reference>,
+    pub(crate) context: Option<DocumentReferenceContext>,
+    pub(crate) content: Option<Vec<DocumentReferenceContent>>,
+    pub(crate) category: Option<Vec<CodeableConcept>>,
 }
 
 impl DocumentReference {
     /// The SHL (viewer URL or `shlink:/` URI) to encode in the QR code: the attachment whose
     /// content type is [`SHL_CONTENT_TYPE`].
-    pub fn health_link_url(&self) -> Option<&str> {
+    pub(crate) fn health_link_url(&self) -> Option<&str> {
         self.content
             .iter()
             .flatten()
@@ -49,8 +49,8 @@ impl DocumentReference {
 // `Debug` hides `value`: b.well's first identifier is the manifest id, a capability.
 #[derive(Clone, PartialEq, Serialize, Deserialize, SimpleObject)]
 pub struct Identifier {
-    pub system: Option<String>,
-    pub value: Option<String>,
+    pub(crate) system: Option<String>,
+    pub(crate) value: Option<String>,
 }
 
 impl fmt::Debug for Identifier {
@@ -64,23 +64,23 @@ impl fmt::Debug for Identifier {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SimpleObject)]
 pub struct Reference {
-    pub reference: Option<String>,
+    pub(crate) reference: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SimpleObject)]
 pub struct DocumentReferenceContext {
-    pub period: Option<Period>,
+    pub(crate) period: Option<Period>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SimpleObject)]
 pub struct Period {
-    pub start: Option<String>,
-    pub end: Option<String>,
+    pub(crate) start: Option<String>,
+    pub(crate) end: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SimpleObject)]
 pub struct DocumentReferenceContent {
-    pub attachment: Option<Attachment>,
+    pub(crate) attachment: Option<Attachment>,
 }
 
 /// The link itself: `url` is the SHL (here a viewer URL with `#shlink:/...` in its fragment).
@@ -88,9 +88,9 @@ pub struct DocumentReferenceContent {
 #[derive(Clone, PartialEq, Serialize, Deserialize, SimpleObject)]
 #[serde(rename_all = "camelCase")]
 pub struct Attachment {
-    pub content_type: Option<String>,
-    pub url: Option<String>,
-    pub title: Option<String>,
+    pub(crate) content_type: Option<String>,
+    pub(crate) url: Option<String>,
+    pub(crate) title: Option<String>,
 }
 
 impl fmt::Debug for Attachment {
@@ -105,11 +105,11 @@ impl fmt::Debug for Attachment {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SimpleObject)]
 pub struct CodeableConcept {
-    pub coding: Option<Vec<Coding>>,
+    pub(crate) coding: Option<Vec<Coding>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SimpleObject)]
 pub struct Coding {
-    pub system: Option<String>,
-    pub code: Option<String>,
+    pub(crate) system: Option<String>,
+    pub(crate) code: Option<String>,
 }

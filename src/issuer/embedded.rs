@@ -36,32 +36,32 @@ use crate::error::{AppError, ErrorCode};
 use crate::passcode::PasscodeHasher;
 
 /// The path every manifest URL starts with, after the public URL (mirrors b.well's).
-pub const MANIFEST_PATH: &str = "/v1/health-link/manifests/";
-pub const FILES_PATH: &str = "/v1/health-link/files/";
-pub const VIEWER_PATH: &str = "/v1/health-link/viewer.html";
+pub(crate) const MANIFEST_PATH: &str = "/v1/health-link/manifests/";
+pub(crate) const FILES_PATH: &str = "/v1/health-link/files/";
+pub(crate) const VIEWER_PATH: &str = "/v1/health-link/viewer.html";
 /// SHL rule: the `url` in a payload is at most 128 characters.
-pub const MAX_SHL_URL_LEN: usize = 128;
+pub(crate) const MAX_SHL_URL_LEN: usize = 128;
 /// 32 random bytes, base64url: 256 bits of entropy, 43 characters.
 const MANIFEST_ID_LEN: usize = 43;
 
 /// How the embedded issuer makes links.
 #[derive(Debug, Clone)]
-pub struct EmbeddedSettings {
+pub(crate) struct EmbeddedSettings {
     /// Base of manifest and viewer URLs, without a trailing slash.
-    pub public_url: Url,
+    pub(crate) public_url: Url,
     /// `DocumentReference.identifier.system` of the gateway's links.
-    pub identifier_system: String,
-    pub passcode_link_validity: Duration,
-    pub direct_link_validity: Duration,
+    pub(crate) identifier_system: String,
+    pub(crate) passcode_link_validity: Duration,
+    pub(crate) direct_link_validity: Duration,
     /// Lifetime budget of wrong passcodes per link.
-    pub passcode_attempts: u32,
-    pub location_ticket_lifetime: Duration,
+    pub(crate) passcode_attempts: u32,
+    pub(crate) location_ticket_lifetime: Duration,
 }
 
 impl EmbeddedSettings {
     /// The manifest URL of the longest possible id; startup refuses a public URL that would
     /// make it longer than the SHL limit.
-    pub fn longest_manifest_url(&self) -> String {
+    pub(crate) fn longest_manifest_url(&self) -> String {
         format!(
             "{}{MANIFEST_PATH}{}",
             self.base(),
@@ -75,7 +75,7 @@ impl EmbeddedSettings {
 }
 
 #[derive(Debug)]
-pub struct EmbeddedIssuer {
+pub(crate) struct EmbeddedIssuer {
     store: Arc<dyn LinkStore>,
     keys: Keys,
     hasher: PasscodeHasher,
@@ -86,12 +86,12 @@ pub struct EmbeddedIssuer {
 /// record is kept. The issuer decides; the link service records, then answers.
 #[derive(Debug)]
 #[must_use = "an access owes its record before its answer is given"]
-pub struct Access<T> {
+pub(crate) struct Access<T> {
     /// `None` when there is no link to record against (an unknown id, a bad ticket).
-    pub record: Option<AccessRecord>,
+    pub(crate) record: Option<AccessRecord>,
     /// For passcode checks: the wrong passcodes the link may still take.
-    pub remaining_attempts: Option<i64>,
-    pub answer: T,
+    pub(crate) remaining_attempts: Option<i64>,
+    pub(crate) answer: T,
 }
 
 impl<T> Access<T> {
@@ -114,15 +114,15 @@ impl<T> Access<T> {
 
 /// A manifest request after validation (`protocol.rs` checks the JSON).
 #[derive(Debug)]
-pub struct ManifestRequest {
-    pub recipient: String,
-    pub passcode: Option<String>,
-    pub embedded_length_max: Option<u64>,
+pub(crate) struct ManifestRequest {
+    pub(crate) recipient: String,
+    pub(crate) passcode: Option<String>,
+    pub(crate) embedded_length_max: Option<u64>,
 }
 
 /// One file of a manifest answer: the JWE itself or a ticket URL for it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ManifestFile {
+pub(crate) enum ManifestFile {
     Embedded(String),
     Location(String),
 }
@@ -147,7 +147,7 @@ enum PasscodeCheck {
 
 /// What a manifest request gets.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ManifestAnswer {
+pub(crate) enum ManifestAnswer {
     Files(Vec<ManifestFile>),
     WrongPasscode {
         remaining_attempts: i64,
@@ -161,7 +161,7 @@ fn duration_ms(duration: Duration) -> i64 {
 }
 
 /// `2025-12-19T19:42:02.887Z`, the form of b.well's dates.
-pub fn format_instant(ms: i64) -> String {
+pub(crate) fn format_instant(ms: i64) -> String {
     let format = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
@@ -172,11 +172,11 @@ pub fn format_instant(ms: i64) -> String {
 }
 
 /// The stored form of a manifest id. A plain hash suffices: the id has 256 bits of entropy.
-pub fn manifest_id_hash(manifest_id: &str) -> String {
+pub(crate) fn manifest_id_hash(manifest_id: &str) -> String {
     hex::encode(Sha256::digest(manifest_id.as_bytes()))
 }
 
-pub fn is_well_formed_manifest_id(candidate: &str) -> bool {
+pub(crate) fn is_well_formed_manifest_id(candidate: &str) -> bool {
     candidate.len() == MANIFEST_ID_LEN
         && candidate
             .bytes()
@@ -189,7 +189,7 @@ fn store_error(error: StoreError) -> AppError {
 }
 
 impl EmbeddedIssuer {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn LinkStore>,
         keys: Keys,
         hasher: PasscodeHasher,
@@ -203,7 +203,7 @@ impl EmbeddedIssuer {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn LinkStore> {
+    pub(crate) fn store(&self) -> &Arc<dyn LinkStore> {
         &self.store
     }
 
@@ -223,7 +223,7 @@ impl EmbeddedIssuer {
     }
 
     /// Serves a manifest request (flag `P`, or no `U`).
-    pub async fn open_manifest(
+    pub(crate) async fn open_manifest(
         &self,
         manifest_id: &str,
         request: ManifestRequest,
@@ -375,7 +375,7 @@ impl EmbeddedIssuer {
     }
 
     /// Serves a location ticket: the JWE, if the ticket is valid and the link still live.
-    pub async fn open_file(&self, ticket: &str) -> Result<Access<Option<String>>, AppError> {
+    pub(crate) async fn open_file(&self, ticket: &str) -> Result<Access<Option<String>>, AppError> {
         let now = now_ms();
         let Some(link_id) = ticket::verify(&self.keys.location_ticket, ticket, now / 1000) else {
             return Ok(Access::unrecorded(None));
@@ -399,7 +399,7 @@ impl EmbeddedIssuer {
     }
 
     /// Serves a direct (flag `U`) link: `GET {url}?recipient=...`.
-    pub async fn open_direct(
+    pub(crate) async fn open_direct(
         &self,
         manifest_id: &str,
         recipient: &str,
@@ -442,7 +442,7 @@ impl EmbeddedIssuer {
     }
 
     /// Adds an access to the link's history, which the patient sees (`healthLinks`).
-    pub async fn add_to_history(&self, access: &AccessRecord) -> Result<(), AppError> {
+    pub(crate) async fn add_to_history(&self, access: &AccessRecord) -> Result<(), AppError> {
         self.store.record_access(access).await.map_err(store_error)
     }
 
@@ -466,7 +466,7 @@ impl EmbeddedIssuer {
     }
 
     /// Drops expired and revoked files, and old link metadata. Returns (files, links).
-    pub async fn purge(&self, retention: Duration) -> Result<(u64, u64), StoreError> {
+    pub(crate) async fn purge(&self, retention: Duration) -> Result<(u64, u64), StoreError> {
         let now = now_ms();
         self.store.purge(now, now - duration_ms(retention)).await
     }

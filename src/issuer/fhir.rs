@@ -16,19 +16,19 @@ use serde_json::Value;
 use crate::issuer::ResourceType;
 
 /// More entries than any one patient's summary needs; the cap bounds the work an import can cause.
-pub const MAX_ENTRIES: usize = 10_000;
+pub(crate) const MAX_ENTRIES: usize = 10_000;
 
 /// Nesting allowed inside one resource (the resource object is level 1). Real resources stay under
 /// 15; the cap keeps the recursive walks here and in the IPS builder far from the stack's limit.
-pub const MAX_DEPTH: usize = 32;
+pub(crate) const MAX_DEPTH: usize = 32;
 
 /// One patient's resources, as stored: the Patient plus resources of the shareable types, each a
 /// FHIR R4 JSON object with `resourceType` and `id`.
 ///
 /// References between them use the relative form `Type/id`.
 pub struct PatientRecord {
-    pub patient: Value,
-    pub resources: Vec<Value>,
+    pub(crate) patient: Value,
+    pub(crate) resources: Vec<Value>,
 }
 
 /// Counts only: the record is health data and must not reach logs through `{:?}`.

@@ -6,14 +6,14 @@ use super::store::{AccessAction, AccessOutcome, AccessRecord, LinkRecord, LinkSt
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct LinkSummary {
-    pub id: String,
-    pub label: Option<String>,
-    pub mode: LinkMode,
-    pub state: LinkState,
-    pub created_at: String,
-    pub expires_at: Option<String>,
+    pub(crate) id: String,
+    pub(crate) label: Option<String>,
+    pub(crate) mode: LinkMode,
+    pub(crate) state: LinkState,
+    pub(crate) created_at: String,
+    pub(crate) expires_at: Option<String>,
     /// Oldest first.
-    pub accesses: Vec<AccessSummary>,
+    pub(crate) accesses: Vec<AccessSummary>,
 }
 
 impl std::fmt::Debug for LinkSummary {
@@ -27,15 +27,15 @@ impl std::fmt::Debug for LinkSummary {
 
 /// One access: who (the recipient name they gave), when, what, and how it went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessSummary {
-    pub at: String,
-    pub recipient: String,
-    pub action: AccessAction,
-    pub outcome: AccessOutcome,
+pub(crate) struct AccessSummary {
+    pub(crate) at: String,
+    pub(crate) recipient: String,
+    pub(crate) action: AccessAction,
+    pub(crate) outcome: AccessOutcome,
 }
 
 impl LinkSummary {
-    pub fn new(link: LinkRecord, accesses: Vec<AccessRecord>, now_ms: i64) -> Self {
+    pub(crate) fn new(link: LinkRecord, accesses: Vec<AccessRecord>, now_ms: i64) -> Self {
         Self {
             state: link.state(now_ms),
             mode: link.mode,

@@ -9,7 +9,7 @@
 //! resource type or passcode.
 
 mod document_reference;
-pub mod embedded;
+pub(crate) mod embedded;
 pub mod fhir;
 pub mod ips;
 mod link_summary;
@@ -23,7 +23,7 @@ pub use document_reference::{
     Attachment, CodeableConcept, Coding, DocumentReference, DocumentReferenceContent,
     DocumentReferenceContext, Identifier, Period, Reference, SHL_CONTENT_TYPE,
 };
-pub use link_summary::{AccessSummary, LinkSummary};
+pub(crate) use link_summary::{AccessSummary, LinkSummary};
 pub use request::{
     BearerToken, Caller, CreateLinkRequest, LinkMode, ResourceType, TraceContext, ValidatedLabel,
 };
@@ -38,7 +38,7 @@ pub enum IssuerMode {
 }
 
 impl IssuerMode {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             IssuerMode::Upstream => "upstream",
             IssuerMode::Embedded => "embedded",

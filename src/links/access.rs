@@ -11,26 +11,26 @@ use crate::issuer::store::{AccessAction, AccessRecord};
 
 /// Who is asking on the data plane, for the audit record.
 #[derive(Debug, Clone, Default)]
-pub struct AccessContext {
-    pub request_id: Option<String>,
-    pub client_ip: Option<String>,
-    pub user_agent: Option<String>,
+pub(crate) struct AccessContext {
+    pub(crate) request_id: Option<String>,
+    pub(crate) client_ip: Option<String>,
+    pub(crate) user_agent: Option<String>,
 }
 
 /// The accesses to the embedded issuer's links. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct LinkAccesses {
+pub(crate) struct LinkAccesses {
     issuer: Arc<EmbeddedIssuer>,
     audit: AuditTrail,
 }
 
 impl LinkAccesses {
-    pub fn new(issuer: Arc<EmbeddedIssuer>, audit: AuditTrail) -> Self {
+    pub(crate) fn new(issuer: Arc<EmbeddedIssuer>, audit: AuditTrail) -> Self {
         Self { issuer, audit }
     }
 
     /// A manifest request (flag `P`): the files, a wrong-passcode answer, or not active.
-    pub async fn open_manifest(
+    pub(crate) async fn open_manifest(
         &self,
         manifest_id: &str,
         request: ManifestRequest,
@@ -41,7 +41,7 @@ impl LinkAccesses {
     }
 
     /// A location ticket from a manifest: the encrypted file, or `None` (a `404`).
-    pub async fn open_file(
+    pub(crate) async fn open_file(
         &self,
         ticket: &str,
         context: &AccessContext,
@@ -51,7 +51,7 @@ impl LinkAccesses {
     }
 
     /// A direct request (flag `U`): the encrypted file, or `None` (a `404`).
-    pub async fn open_direct(
+    pub(crate) async fn open_direct(
         &self,
         manifest_id: &str,
         recipient: &str,

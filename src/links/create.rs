@@ -22,7 +22,7 @@ impl LinkService {
     /// Creates one link for `caller`. `request` is the input as the edge validated it, or why it
     /// could not: the credentials are checked first, so an anonymous caller learns nothing about
     /// the input rules. Every outcome is recorded (see the module header).
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         caller: &Caller,
         request: Result<CreateLinkRequest, AppError>,
@@ -40,7 +40,7 @@ impl LinkService {
 
     /// Records a creation refused as a whole document, before anything ran (the GraphQL
     /// executor's own checks of a document that asks for `createHealthLink`).
-    pub async fn record_refused_document(&self, caller: &Caller) {
+    pub(crate) async fn record_refused_document(&self, caller: &Caller) {
         let events = self.events(caller);
         self.record_refusal(&events, ErrorCode::GraphqlValidationFailed)
             .await;

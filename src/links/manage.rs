@@ -8,7 +8,7 @@ use crate::issuer::{Caller, LinkSummary};
 
 impl LinkService {
     /// The caller's links, newest first, with who opened them. Embedded mode only.
-    pub async fn list(&self, caller: &Caller) -> Result<Vec<LinkSummary>, AppError> {
+    pub(crate) async fn list(&self, caller: &Caller) -> Result<Vec<LinkSummary>, AppError> {
         require_bearer(caller)?;
         self.issuer.health_links(caller).await
     }
@@ -16,7 +16,11 @@ impl LinkService {
     /// Revokes one of the caller's links at once. The revocation is recorded after the issuer
     /// has made it: a failing trail then answers `AUDIT_UNAVAILABLE`, and the link stays revoked
     /// (withholding access needs no record; a retry records it).
-    pub async fn revoke(&self, caller: &Caller, link_id: &str) -> Result<LinkSummary, AppError> {
+    pub(crate) async fn revoke(
+        &self,
+        caller: &Caller,
+        link_id: &str,
+    ) -> Result<LinkSummary, AppError> {
         require_bearer(caller)?;
         let revoked = self.issuer.revoke_health_link(caller, link_id).await?;
         self.audit

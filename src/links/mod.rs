@@ -24,7 +24,7 @@ mod tests;
 
 use std::sync::Arc;
 
-pub use access::{AccessContext, LinkAccesses};
+pub(crate) use access::{AccessContext, LinkAccesses};
 
 use crate::audit::AuditTrail;
 use crate::idempotency::Idempotency;
@@ -44,9 +44,9 @@ pub struct LinkService {
 /// A link just made (or replayed for a retry), with the passcode that protects it: the only
 /// time the passcode leaves the gateway.
 #[derive(Debug)]
-pub struct CreatedLink {
-    pub document: DocumentReference,
-    pub passcode: Option<Passcode>,
+pub(crate) struct CreatedLink {
+    pub(crate) document: DocumentReference,
+    pub(crate) passcode: Option<Passcode>,
 }
 
 impl LinkService {

@@ -14,7 +14,7 @@ pub fn ip_key(ip: IpAddr) -> String {
 
 /// The address that stands for one subscriber, by [`ip_key`]'s rule: IPv4 as is, IPv6 the first
 /// address of its /64.
-pub fn subscriber_network(ip: IpAddr) -> IpAddr {
+pub(crate) fn subscriber_network(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),

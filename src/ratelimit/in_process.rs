@@ -78,6 +78,8 @@ struct Inner<C: Clock> {
 type QuotaId = (&'static str, u32, u64);
 
 struct KeyedLimiter<C: Clock> {
+    /// For the tests' count of keys per quota.
+    #[cfg(test)]
     name: &'static str,
     cells: Cells,
     limiter: RateLimiter<u64, Cells, C, StateInformationMiddleware>,
@@ -112,7 +114,7 @@ where
     C: Clock + Clone,
 {
     /// Quotas on the given clock (governor's `FakeRelativeClock` in tests).
-    pub fn with_clock(max_keys: usize, clock: C) -> Self {
+    pub(crate) fn with_clock(max_keys: usize, clock: C) -> Self {
         Self {
             inner: Arc::new(Inner {
                 clock,
@@ -176,6 +178,7 @@ where
         let keyed = limiters.entry(id).or_insert_with(|| {
             let cells = Cells::new(quota.name, self.inner.max_keys);
             Arc::new(KeyedLimiter {
+                #[cfg(test)]
                 name: quota.name,
                 limiter: RateLimiter::new(governor_quota, cells.clone(), self.inner.clock.clone()),
                 cells,
@@ -189,7 +192,7 @@ impl<C: Clock> InProcessQuotas<C> {
     /// Drops keys whose state equals a fresh one and returns their memory; updates the keys
     /// gauge. Run it on an interval (every few seconds to a minute); it is also worth running
     /// after a flood. Cost: one pass over each quota's keys.
-    pub fn housekeeping(&self) {
+    pub(crate) fn housekeeping(&self) {
         for keyed in self.limiters() {
             keyed.limiter.retain_recent();
             keyed.limiter.shrink_to_fit();
@@ -198,16 +201,18 @@ impl<C: Clock> InProcessQuotas<C> {
     }
 
     /// Keys held, all quotas together.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.limiters().iter().map(|keyed| keyed.cells.len()).sum()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Keys held for one quota name.
-    pub fn len_of(&self, quota_name: &str) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len_of(&self, quota_name: &str) -> usize {
         self.limiters()
             .iter()
             .filter(|keyed| keyed.name == quota_name)
@@ -231,7 +236,7 @@ where
 {
     /// Runs [`Self::housekeeping`] every `every` until the returned task is aborted (or the
     /// runtime stops). A pass over 100,000 keys takes about a millisecond.
-    pub fn spawn_housekeeping(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn spawn_housekeeping(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let quotas = self.clone();
         tokio::spawn(async move {
             // A zero period would make tokio panic.

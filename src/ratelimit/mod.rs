@@ -82,11 +82,13 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::RATELIMIT_DECISIONS;
 
-pub use address::{ip_key, subscriber_network};
+pub use address::ip_key;
+pub(crate) use address::subscriber_network;
 pub use in_process::InProcessQuotas;
 pub use policy::{QuotaSpec, QuotaSpecs, RatePolicy};
-pub use redis::RedisQuotas;
-pub use shared::{RedisFailurePolicy, SharedQuotas};
+pub(crate) use redis::RedisQuotas;
+pub use shared::RedisFailurePolicy;
+pub(crate) use shared::SharedQuotas;
 
 /// A GCRA quota: `burst` requests at once, refilled at `burst` per `period` (i.e. one every
 /// `period / burst`).
@@ -94,9 +96,9 @@ pub use shared::{RedisFailurePolicy, SharedQuotas};
 /// The name identifies the quota in metrics and in Redis keys: two quotas must not share a name.
 #[derive(Debug, Clone)]
 pub struct Quota {
-    pub name: &'static str,
-    pub burst: u32,
-    pub period: Duration,
+    pub(crate) name: &'static str,
+    pub(crate) burst: u32,
+    pub(crate) period: Duration,
 }
 
 impl Quota {
@@ -127,7 +129,7 @@ impl Decision {
     ///
     /// Rounding down would tell a client to come back a fraction of a second early, be refused
     /// again, and 0 would invite a tight retry loop.
-    pub fn retry_after_seconds(&self) -> Option<u64> {
+    pub(crate) fn retry_after_seconds(&self) -> Option<u64> {
         match self {
             Decision::Allowed { .. } => None,
             Decision::Refused { retry_after } => {

@@ -110,7 +110,7 @@ impl RatePolicy {
 
     /// One `createHealthLink` execution, charged to the address first (the binding quota for
     /// made-up tokens), then to the token.
-    pub async fn charge_link_creation(
+    pub(crate) async fn charge_link_creation(
         &self,
         token: &str,
         ip: Option<IpAddr>,
@@ -123,13 +123,13 @@ impl RatePolicy {
     }
 
     /// Any request (probes and metrics excepted), by address.
-    pub async fn charge_request(&self, ip: IpAddr) -> Result<(), AppError> {
+    pub(crate) async fn charge_request(&self, ip: IpAddr) -> Result<(), AppError> {
         self.charge(&self.http_per_ip, &ip_key(ip)).await
     }
 
     /// One SHL data-plane request: by address, and by link when the link is known, so that
     /// neither many links from one address nor many addresses on one link get far.
-    pub async fn charge_shl(&self, ip: IpAddr, link: Option<&str>) -> Result<(), AppError> {
+    pub(crate) async fn charge_shl(&self, ip: IpAddr, link: Option<&str>) -> Result<(), AppError> {
         self.charge(&self.shl_per_ip, &ip_key(ip)).await?;
         match link {
             Some(link) => self.charge(&self.shl_per_link, link).await,

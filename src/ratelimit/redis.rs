@@ -29,7 +29,7 @@ const STALE_AFTER: Duration = Duration::from_secs(3);
 const FIRST_CONNECTION_GRACE: Duration = Duration::from_secs(1);
 
 /// GCRA quotas kept in Redis, shared by every replica that uses the same Redis and prefix.
-pub struct RedisQuotas {
+pub(crate) struct RedisQuotas {
     client: redis::Client,
     connection: RwLock<Connection>,
     script: redis::Script,
@@ -94,7 +94,11 @@ impl RedisQuotas {
     /// (a warning is logged), checks answer `Unavailable` until Redis is back, and [`Self::ping`]
     /// tells readiness. So a replica can start while Redis restarts, and recovers without help.
     /// Must run inside a Tokio runtime.
-    pub async fn connect(url: &str, prefix: String, timeout: Duration) -> Result<Self, QuotaError> {
+    pub(crate) async fn connect(
+        url: &str,
+        prefix: String,
+        timeout: Duration,
+    ) -> Result<Self, QuotaError> {
         let client = redis::Client::open(url).map_err(|_| QuotaError::InvalidRedisUrl)?;
         let manager = lazy_manager(&client, timeout)?;
         let now = Instant::now();
@@ -130,7 +134,7 @@ impl RedisQuotas {
     }
 
     /// Whether Redis answers a PING within the timeout (for readiness).
-    pub async fn ping(&self) -> bool {
+    pub(crate) async fn ping(&self) -> bool {
         let mut manager = self.manager();
         let command = redis::cmd("PING");
         let ping = command.query_async::<String>(&mut manager);

@@ -23,7 +23,7 @@ pub enum RedisFailurePolicy {
 ///
 /// Never panics and never waits longer than the Redis timeout (plus an in-memory check).
 #[derive(Debug)]
-pub struct SharedQuotas {
+pub(crate) struct SharedQuotas {
     redis: RedisQuotas,
     fallback: InProcessQuotas,
     policy: RedisFailurePolicy,
@@ -32,7 +32,11 @@ pub struct SharedQuotas {
 }
 
 impl SharedQuotas {
-    pub fn new(redis: RedisQuotas, fallback: InProcessQuotas, policy: RedisFailurePolicy) -> Self {
+    pub(crate) fn new(
+        redis: RedisQuotas,
+        fallback: InProcessQuotas,
+        policy: RedisFailurePolicy,
+    ) -> Self {
         Self {
             redis,
             fallback,
@@ -43,22 +47,14 @@ impl SharedQuotas {
 
     /// Whether Redis answers (for readiness; whether an outage should fail readiness depends on
     /// the policy, and is the caller's call).
-    pub async fn ping(&self) -> bool {
+    pub(crate) async fn ping(&self) -> bool {
         self.redis.ping().await
     }
 
-    pub fn policy(&self) -> RedisFailurePolicy {
-        self.policy
-    }
-
     /// The in-process store; clone it into the task that runs its housekeeping.
-    pub fn fallback(&self) -> &InProcessQuotas {
+    #[cfg(test)]
+    pub(crate) fn fallback(&self) -> &InProcessQuotas {
         &self.fallback
-    }
-
-    /// Housekeeping of the in-process fallback (Redis expires its own keys).
-    pub fn housekeeping(&self) {
-        self.fallback.housekeeping();
     }
 
     fn note_degraded(&self, degraded: bool) {

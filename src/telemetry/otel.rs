@@ -46,7 +46,7 @@ impl HttpClient for ReqwestClient {
 }
 
 /// A tracing layer exporting spans in batches to `endpoint` (e.g. `http://collector:4318/v1/traces`).
-pub fn layer<S>(endpoint: &str) -> anyhow::Result<impl Layer<S>>
+pub(crate) fn layer<S>(endpoint: &str) -> anyhow::Result<impl Layer<S>>
 where
     S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
 {

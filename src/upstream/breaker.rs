@@ -31,7 +31,7 @@ enum State {
 }
 
 #[derive(Debug)]
-pub struct CircuitBreaker {
+pub(crate) struct CircuitBreaker {
     state: Mutex<State>,
     failure_threshold: u32,
     cooldown: Duration,
@@ -40,10 +40,10 @@ pub struct CircuitBreaker {
 /// Permission to call the upstream; report the outcome with [`CircuitBreaker::record`].
 #[derive(Debug)]
 #[must_use]
-pub struct Permit(());
+pub(crate) struct Permit(());
 
 impl CircuitBreaker {
-    pub fn new(failure_threshold: u32, cooldown: Duration) -> Self {
+    pub(crate) fn new(failure_threshold: u32, cooldown: Duration) -> Self {
         Self {
             state: Mutex::new(State::Closed {
                 consecutive_failures: 0,
@@ -54,7 +54,7 @@ impl CircuitBreaker {
     }
 
     /// `Some` if the call may go ahead.
-    pub fn try_acquire(&self) -> Option<Permit> {
+    pub(crate) fn try_acquire(&self) -> Option<Permit> {
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => Some(Permit(())),
@@ -68,7 +68,7 @@ impl CircuitBreaker {
     }
 
     /// Reports how the permitted call went.
-    pub fn record(&self, _permit: Permit, outcome: &Result<(), Error>) {
+    pub(crate) fn record(&self, _permit: Permit, outcome: &Result<(), Error>) {
         let failed = matches!(
             outcome,
             Err(Error::Timeout | Error::Unavailable | Error::BadAnswer(_))

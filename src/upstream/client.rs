@@ -16,22 +16,22 @@ const MAX_RETRY_AFTER_SECONDS: u64 = 3_600;
 
 /// How the gateway talks to b.well.
 #[derive(Debug, Clone)]
-pub struct UpstreamSettings {
-    pub url: Url,
-    pub connect_timeout: Duration,
+pub(crate) struct UpstreamSettings {
+    pub(crate) url: Url,
+    pub(crate) connect_timeout: Duration,
     /// From sending the request to the last byte of the answer.
-    pub total_timeout: Duration,
-    pub max_response_bytes: usize,
+    pub(crate) total_timeout: Duration,
+    pub(crate) max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     http: reqwest::Client,
     settings: UpstreamSettings,
 }
 
 impl UpstreamClient {
-    pub fn new(settings: UpstreamSettings) -> Result<Self, reqwest::Error> {
+    pub(crate) fn new(settings: UpstreamSettings) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.total_timeout)
@@ -43,7 +43,7 @@ impl UpstreamClient {
     }
 
     /// Sends the fixed `CreateHealthLink` operation with the caller's credentials.
-    pub async fn create_health_link(
+    pub(crate) async fn create_health_link(
         &self,
         caller: &Caller,
         request: &CreateLinkRequest,

@@ -14,15 +14,15 @@ mod operation;
 
 use async_trait::async_trait;
 
-pub use breaker::CircuitBreaker;
-pub use client::{UpstreamClient, UpstreamSettings};
+pub(crate) use breaker::CircuitBreaker;
+pub(crate) use client::{UpstreamClient, UpstreamSettings};
 
 use crate::error::{AppError, ErrorCode};
 use crate::issuer::{Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, LinkMode};
 
 /// Why an upstream call failed, as far as the client may know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("upstream timed out")]
     Timeout,
     #[error("upstream unreachable (refused, reset or closed)")]
@@ -43,7 +43,7 @@ pub enum Error {
 
 impl Error {
     /// A short stable name for logs and metrics labels.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Error::Timeout => "timeout",
             Error::Unavailable => "unavailable",
@@ -58,13 +58,13 @@ impl Error {
 
 /// The [`Issuer`] of upstream mode: every link is created by b.well.
 #[derive(Debug)]
-pub struct UpstreamIssuer {
+pub(crate) struct UpstreamIssuer {
     client: UpstreamClient,
     breaker: CircuitBreaker,
 }
 
 impl UpstreamIssuer {
-    pub fn new(client: UpstreamClient, breaker: CircuitBreaker) -> Self {
+    pub(crate) fn new(client: UpstreamClient, breaker: CircuitBreaker) -> Self {
         Self { client, breaker }
     }
 }

@@ -7,7 +7,8 @@ use crate::issuer::{CreateLinkRequest, DocumentReference};
 
 /// b.well's documented mutation, selecting every field of `DocumentReference`. It is fixed so
 /// that a caller cannot make the gateway run anything else upstream with its credentials.
-pub const CREATE_HEALTH_LINK: &str = "mutation CreateHealthLink($input: CreateHealthLinkInput!) {
+pub(crate) const CREATE_HEALTH_LINK: &str =
+    "mutation CreateHealthLink($input: CreateHealthLinkInput!) {
   createHealthLink(input: $input) {
     id
     identifier { system value }
@@ -22,12 +23,12 @@ pub const CREATE_HEALTH_LINK: &str = "mutation CreateHealthLink($input: CreateHe
   }
 }";
 
-pub const OPERATION_NAME: &str = "CreateHealthLink";
+pub(crate) const OPERATION_NAME: &str = "CreateHealthLink";
 
 /// The request body: b.well's input shape, without the gateway-only `mode` field. Empty
 /// `resources` are left out so that b.well applies its own default (the whole IPS set).
 /// Serialized straight from borrowed fields: no intermediate JSON tree per request.
-pub fn request_body(request: &CreateLinkRequest) -> RequestBody<'_> {
+pub(crate) fn request_body(request: &CreateLinkRequest) -> RequestBody<'_> {
     RequestBody {
         query: CREATE_HEALTH_LINK,
         operation_name: OPERATION_NAME,
@@ -51,7 +52,7 @@ pub fn request_body(request: &CreateLinkRequest) -> RequestBody<'_> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct RequestBody<'a> {
+pub(crate) struct RequestBody<'a> {
     query: &'static str,
     operation_name: &'static str,
     variables: Variables<'a>,
@@ -109,7 +110,7 @@ struct ErrorExtensions {
 
 /// Reads a GraphQL answer body. Errors win over data: b.well's documented answer never mixes
 /// them for this mutation, and relaying half a link would be worse than refusing.
-pub fn parse_answer(
+pub(crate) fn parse_answer(
     body: &[u8],
     default_retry_after_seconds: u64,
 ) -> Result<DocumentReference, Error> {

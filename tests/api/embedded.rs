@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-pub const CREATE_WITH_GATEWAY_FIELDS: &str = MUTATION_WITH_GATEWAY_FIELDS;
+pub(crate) const CREATE_WITH_GATEWAY_FIELDS: &str = MUTATION_WITH_GATEWAY_FIELDS;
 
 /// The SHL payload inside a viewer URL (`...viewer.html#shlink:/<base64url JSON>`).
-pub fn shl_payload(viewer_url: &str) -> Value {
+pub(crate) fn shl_payload(viewer_url: &str) -> Value {
     let (_, encoded) = viewer_url
         .split_once("#shlink:/")
         .expect("viewer URL holds a shlink");
@@ -20,7 +20,7 @@ pub fn shl_payload(viewer_url: &str) -> Value {
 }
 
 /// Creates a link as the test patient and returns (createHealthLink answer, payload).
-pub async fn create_link(app: &TestApp, input: Value) -> (Value, Value) {
+pub(crate) async fn create_link(app: &TestApp, input: Value) -> (Value, Value) {
     let (status, body) = app
         .graphql(
             CREATE_WITH_GATEWAY_FIELDS,

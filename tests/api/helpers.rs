@@ -15,34 +15,34 @@ use tokio::task::JoinHandle;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-pub const TOKEN: &str = "Bearer test-token-0123456789";
-pub const SEED_MUTATION: &str = include_str!("../fixtures/seed-mutation.graphql");
-pub const SEED_VARIABLES: &str = include_str!("../fixtures/seed-variables.json");
-pub const SEED_RESPONSE: &str = include_str!("../fixtures/seed-response.json");
-pub const UPSTREAM_PATH: &str = "/v1/graphql";
+pub(crate) const TOKEN: &str = "Bearer test-token-0123456789";
+pub(crate) const SEED_MUTATION: &str = include_str!("../fixtures/seed-mutation.graphql");
+pub(crate) const SEED_VARIABLES: &str = include_str!("../fixtures/seed-variables.json");
+pub(crate) const SEED_RESPONSE: &str = include_str!("../fixtures/seed-response.json");
+pub(crate) const UPSTREAM_PATH: &str = "/v1/graphql";
 
-pub struct TestApp {
-    pub address: String,
-    pub upstream: MockServer,
-    pub http: reqwest::Client,
-    pub development_token: Option<String>,
+pub(crate) struct TestApp {
+    pub(crate) address: String,
+    pub(crate) upstream: MockServer,
+    pub(crate) http: reqwest::Client,
+    pub(crate) development_token: Option<String>,
     shutdown: ShutdownHandle,
     server: Option<JoinHandle<std::io::Result<()>>>,
     /// Temporary directories the app uses, kept alive as long as it runs (dropping one deletes it).
     _data_dirs: Vec<tempfile::TempDir>,
     /// The app's audit trail (a JSON-lines file).
-    pub audit_path: std::path::PathBuf,
+    pub(crate) audit_path: std::path::PathBuf,
     /// (server URL, schema) of a PostgreSQL test schema, dropped by [`TestApp::stop`].
     postgres_schema: Option<(String, String)>,
 }
 
-pub const GENEROUS: QuotaSpec = QuotaSpec {
+pub(crate) const GENEROUS: QuotaSpec = QuotaSpec {
     burst: 100_000,
     period: Duration::from_secs(60),
 };
 
 /// A configuration for tests: port 0, a fixed secret, and the given upstream.
-pub fn test_config(upstream: &MockServer) -> Config {
+pub(crate) fn test_config(upstream: &MockServer) -> Config {
     let defaults = Config::default();
     Config {
         listener: ListenerConfig {
@@ -87,19 +87,19 @@ pub fn test_config(upstream: &MockServer) -> Config {
 }
 
 /// The bearer token embedded-mode tests act with, mapped to the demo patient.
-pub const PATIENT_TOKEN: &str = "embedded-test-token-0123456789";
+pub(crate) const PATIENT_TOKEN: &str = "embedded-test-token-0123456789";
 
 /// Where an embedded-mode test keeps its links: a fresh SQLite file, or a fresh schema in the
 /// PostgreSQL database named by `SHL_GATEWAY_TEST_DATABASE_URL`.
 #[derive(Debug, Clone)]
-pub enum TestDatabase {
+pub(crate) enum TestDatabase {
     Sqlite,
     Postgres(String),
 }
 
 /// SQLite always; PostgreSQL too when `SHL_GATEWAY_TEST_DATABASE_URL` is set (and then it must
 /// be reachable: a set but unreachable database fails the test rather than skipping it).
-pub fn test_databases() -> Vec<TestDatabase> {
+pub(crate) fn test_databases() -> Vec<TestDatabase> {
     let mut databases = vec![TestDatabase::Sqlite];
     if let Ok(url) = std::env::var("SHL_GATEWAY_TEST_DATABASE_URL") {
         databases.push(TestDatabase::Postgres(url));
@@ -110,7 +110,7 @@ pub fn test_databases() -> Vec<TestDatabase> {
 impl TestDatabase {
     /// A database URL no other test (or test run) shares.
     /// Returns the URL and, for PostgreSQL, the schema to drop afterwards.
-    pub async fn fresh_url(
+    pub(crate) async fn fresh_url(
         &self,
         data_dir: &std::path::Path,
     ) -> (String, Option<(String, String)>) {
@@ -141,7 +141,7 @@ impl TestDatabase {
 }
 
 /// An embedded-mode gateway (no upstream) with the demo patient and [`PATIENT_TOKEN`].
-pub async fn spawn_embedded(
+pub(crate) async fn spawn_embedded(
     database: &TestDatabase,
     customize: impl FnOnce(Config) -> Config,
 ) -> TestApp {
@@ -174,11 +174,11 @@ pub async fn spawn_embedded(
     app
 }
 
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|config| config).await
 }
 
-pub async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> TestApp {
+pub(crate) async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> TestApp {
     let upstream = MockServer::start().await;
     // Every app gets its own data directory: its audit file, store and key stay its own.
     let data_dir = tempfile::tempdir().expect("tempdir");
@@ -222,7 +222,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> TestApp
 
 impl TestApp {
     /// POSTs a GraphQL request with `application/json`, with or without a bearer token.
-    pub async fn graphql(
+    pub(crate) async fn graphql(
         &self,
         query: &str,
         variables: Value,
@@ -241,13 +241,13 @@ impl TestApp {
     }
 
     /// The seed's mutation with the seed's variables, as a b.well client sends it.
-    pub async fn create_seed_link(&self) -> (StatusCode, Value) {
+    pub(crate) async fn create_seed_link(&self) -> (StatusCode, Value) {
         self.graphql(SEED_MUTATION, seed_variables(), Some(TOKEN))
             .await
     }
 
     /// Makes the fake b.well answer the seed's example response.
-    pub async fn upstream_answers_seed(&self) {
+    pub(crate) async fn upstream_answers_seed(&self) {
         Mock::given(method("POST"))
             .and(path(UPSTREAM_PATH))
             .respond_with(
@@ -258,7 +258,7 @@ impl TestApp {
     }
 
     /// Makes the fake b.well answer with `response` to every call.
-    pub async fn upstream_responds(&self, response: ResponseTemplate) {
+    pub(crate) async fn upstream_responds(&self, response: ResponseTemplate) {
         Mock::given(method("POST"))
             .and(path(UPSTREAM_PATH))
             .respond_with(response)
@@ -267,7 +267,7 @@ impl TestApp {
     }
 
     /// The audit records written so far, as JSON (checkpoints and recoveries excluded).
-    pub fn audit_records(&self) -> Vec<Value> {
+    pub(crate) fn audit_records(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.audit_path)
             .unwrap_or_default()
             .lines()
@@ -277,7 +277,7 @@ impl TestApp {
     }
 
     /// The JSON bodies the fake b.well received.
-    pub async fn upstream_bodies(&self) -> Vec<Value> {
+    pub(crate) async fn upstream_bodies(&self) -> Vec<Value> {
         self.upstream
             .received_requests()
             .await
@@ -287,7 +287,7 @@ impl TestApp {
             .collect()
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.shutdown();
         if let Some(server) = self.server.take() {
             server
@@ -298,23 +298,23 @@ impl TestApp {
     }
 }
 
-pub fn seed_variables() -> Value {
+pub(crate) fn seed_variables() -> Value {
     serde_json::from_str(SEED_VARIABLES).expect("seed variables are JSON")
 }
 
-pub fn seed_answer() -> Value {
+pub(crate) fn seed_answer() -> Value {
     serde_json::from_str::<Value>(SEED_RESPONSE).expect("seed answer is JSON")["data"]["createHealthLink"].clone()
 }
 
 /// `errors[0].extensions.code`, or a panic that shows the whole answer.
-pub fn error_code(body: &Value) -> &str {
+pub(crate) fn error_code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("no error code in {body}"))
 }
 
 /// The seed's mutation plus the gateway fields.
-pub const MUTATION_WITH_GATEWAY_FIELDS: &str =
+pub(crate) const MUTATION_WITH_GATEWAY_FIELDS: &str =
     "mutation CreateHealthLink($input: CreateHealthLinkInput!) {
   createHealthLink(input: $input) {
     id identifier { system value } description resourceType date status
@@ -328,11 +328,11 @@ pub const MUTATION_WITH_GATEWAY_FIELDS: &str =
 
 /// The real `shl-gateway` binary run as its own process on loopback, logging JSON, every line
 /// it writes (stdout and stderr) kept. Killed when dropped.
-pub struct GatewayChild {
+pub(crate) struct GatewayChild {
     child: std::process::Child,
     /// `http://127.0.0.1:PORT`, as the gateway reported it.
-    pub address: String,
-    pub data_dir: std::path::PathBuf,
+    pub(crate) address: String,
+    pub(crate) data_dir: std::path::PathBuf,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -340,14 +340,14 @@ impl GatewayChild {
     /// Starts the gateway with `args` after `--listen 127.0.0.1:0 --log-format json
     /// --log-filter LOG_FILTER --data-dir <temporary>`, in an empty environment (PATH only),
     /// and waits (at most 60 s) until it reports its address.
-    pub fn spawn(log_filter: &str, args: &[&str]) -> Self {
+    pub(crate) fn spawn(log_filter: &str, args: &[&str]) -> Self {
         let data_dir = tempfile::tempdir().expect("tempdir").keep();
         Self::spawn_in(data_dir, None, log_filter, args)
     }
 
     /// Like [`Self::spawn`], with a data directory of the caller's (which may not exist yet) and,
     /// when given, the umask the process starts with (set by `sh` before it execs the gateway).
-    pub fn spawn_in(
+    pub(crate) fn spawn_in(
         data_dir: std::path::PathBuf,
         umask: Option<&str>,
         log_filter: &str,
@@ -416,12 +416,12 @@ impl GatewayChild {
     }
 
     /// Every line written so far.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.lines.lock().expect("lock").clone()
     }
 
     /// Ends the process (killed if still running) and returns every line it wrote.
-    pub fn into_lines(mut self) -> Vec<String> {
+    pub(crate) fn into_lines(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // The reader threads drain what the process wrote last.
@@ -430,14 +430,14 @@ impl GatewayChild {
     }
 
     /// Sends SIGTERM (graceful shutdown).
-    pub fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
     }
 
     /// The exit status, if the process ends within `within`.
-    pub fn wait_for_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+    pub(crate) fn wait_for_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + within;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {

@@ -10,7 +10,7 @@ use crate::embedded::create_link;
 use crate::helpers::*;
 
 /// POSTs to the payload's manifest URL; returns the status and the JSON answer (or Null).
-pub async fn post_manifest(app: &TestApp, payload: &Value, body: Value) -> (u16, Value) {
+pub(crate) async fn post_manifest(app: &TestApp, payload: &Value, body: Value) -> (u16, Value) {
     let response = app
         .http
         .post(payload["url"].as_str().expect("url"))

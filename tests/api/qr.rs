@@ -29,7 +29,7 @@ const RASTER_SIDE: f32 = 800.0;
 ///
 /// If the SVG does not parse, or if the image does not hold exactly one QR
 /// code that decodes.
-pub fn decode_svg(svg: &str) -> String {
+pub(crate) fn decode_svg(svg: &str) -> String {
     let tree = Tree::from_str(svg, &Options::default()).expect("SVG should parse");
     let size = tree.size();
     let scale = RASTER_SIDE / size.width().max(size.height());

@@ -5,7 +5,8 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::audit::chain::{ChainState, GENESIS};
-use crate::audit::{FailureKind, verify_file, verify_file_against_head, verify_files};
+use crate::audit::verify::{FailureKind, VerifyReport};
+use crate::audit::{verify_file, verify_file_against_head, verify_files};
 
 const KEY: [u8; 32] = [0x5a; 32];
 
@@ -58,7 +59,7 @@ fn record_of(line: &str) -> Record {
 }
 
 /// Asserts the report names `line` as the first bad record, for `kind`.
-fn assert_fails_at(report: &crate::audit::VerifyReport, line: u64, kind: FailureKind) {
+fn assert_fails_at(report: &VerifyReport, line: u64, kind: FailureKind) {
     let failure = report
         .failure
         .as_ref()

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::audit::{AuditAction, FailureKind};
+use crate::audit::AuditAction;
+use crate::audit::verify::FailureKind;
 
 const KEY: [u8; 32] = [0x3c; 32];
 

@@ -86,7 +86,7 @@ impl Drop for InFlight {
 
 /// A handle on the connection a request came on, in the request's extensions.
 #[derive(Clone)]
-pub struct ConnectionControl(Arc<Activity>);
+pub(crate) struct ConnectionControl(Arc<Activity>);
 
 impl ConnectionControl {
     pub(super) fn new(activity: Arc<Activity>) -> Self {
@@ -95,7 +95,7 @@ impl ConnectionControl {
 
     /// Closes the connection once the answers in flight are out: GOAWAY on HTTP/2, where a
     /// `Connection: close` header is not allowed and would be dropped.
-    pub fn close_after_answer(&self) {
+    pub(crate) fn close_after_answer(&self) {
         self.0.close_requested.store(true, Ordering::SeqCst);
         self.0.wake.notify_one();
     }

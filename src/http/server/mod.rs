@@ -40,29 +40,29 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
-pub use activity::ConnectionControl;
+pub(crate) use activity::ConnectionControl;
 use activity::{Activity, Tracked};
 use admission::Admission;
 
 /// Limits on connections, each with a flag (see `Config`).
 #[derive(Debug, Clone)]
-pub struct ConnectionLimits {
+pub(crate) struct ConnectionLimits {
     /// Connections open at once, from everyone.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Connections open at once from one address (0: no per-address limit).
-    pub max_connections_per_ip: usize,
+    pub(crate) max_connections_per_ip: usize,
     /// Longest wait for a request's headers (and, on a new connection, the TLS handshake).
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// A connection without a request in flight for this long is closed.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// HTTP/2 streams one connection may have open at once.
-    pub http2_max_concurrent_streams: u32,
+    pub(crate) http2_max_concurrent_streams: u32,
     /// HTTP/2: streams a client may open and reset before the server sees them.
-    pub http2_max_pending_accept_reset_streams: usize,
+    pub(crate) http2_max_pending_accept_reset_streams: usize,
     /// HTTP/2 keep-alive ping interval; a ping unanswered for as long closes the connection.
-    pub http2_keep_alive_interval: Duration,
+    pub(crate) http2_keep_alive_interval: Duration,
     /// Peers exempt from the per-address limit (they forward for many clients).
-    pub trusted_proxies: Vec<IpNet>,
+    pub(crate) trusted_proxies: Vec<IpNet>,
 }
 
 /// Largest HTTP/2 header list (and HTTP/1 header count): the gateway's requests carry a few
@@ -77,7 +77,7 @@ const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 512 * 1024;
 
 /// Serves `router` on `listener` until `shutdown` resolves, then closes idle connections, lets
 /// requests in flight finish, and returns when every connection has closed.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,

@@ -26,23 +26,23 @@ pub enum StoreError {
 /// A link as the issuer keeps it. It holds no key: the issuer cannot rebuild the link's URL.
 #[derive(Clone, PartialEq, Eq)]
 pub struct LinkRecord {
-    pub id: String,
-    pub patient_id: String,
-    pub label: Option<String>,
+    pub(crate) id: String,
+    pub(crate) patient_id: String,
+    pub(crate) label: Option<String>,
     /// Stored as its word (`PASSCODE`, `DIRECT`) beside its SHL flag (`P`, `U`).
-    pub mode: LinkMode,
-    pub resource_types: Vec<String>,
+    pub(crate) mode: LinkMode,
+    pub(crate) resource_types: Vec<String>,
     /// PHC string of argon2id over the peppered passcode; `None` for direct links.
-    pub passcode_hash: Option<String>,
+    pub(crate) passcode_hash: Option<String>,
     /// Wrong passcodes the link may still take, not counting reservations in flight.
-    pub attempts_remaining: i64,
+    pub(crate) attempts_remaining: i64,
     /// Attempts reserved whose verdict is not in yet.
-    pub attempts_in_flight: i64,
+    pub(crate) attempts_in_flight: i64,
     /// Until when those reservations are presumed live; after it, they count as spent.
-    pub attempt_lease_until: i64,
-    pub created_at: i64,
-    pub expires_at: i64,
-    pub revoked_at: Option<i64>,
+    pub(crate) attempt_lease_until: i64,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: i64,
+    pub(crate) revoked_at: Option<i64>,
     /// The encrypted file; `None` once purged (expired or revoked).
     pub jwe: Option<String>,
 }
@@ -62,7 +62,7 @@ impl std::fmt::Debug for LinkRecord {
 
 /// What a link is, now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LinkState {
+pub(crate) enum LinkState {
     Active,
     Expired,
     Revoked,
@@ -71,7 +71,7 @@ pub enum LinkState {
 }
 
 impl LinkRecord {
-    pub fn state(&self, now_ms: i64) -> LinkState {
+    pub(crate) fn state(&self, now_ms: i64) -> LinkState {
         if self.revoked_at.is_some() {
             LinkState::Revoked
         } else if self.expires_at <= now_ms {
@@ -88,12 +88,12 @@ impl LinkRecord {
 
     /// Attempts are reserved and being verified: until their verdicts, a spent budget may
     /// still be given back.
-    pub fn has_pending_attempts(&self, now_ms: i64) -> bool {
+    pub(crate) fn has_pending_attempts(&self, now_ms: i64) -> bool {
         self.attempts_in_flight > 0 && self.attempt_lease_until > now_ms
     }
 
     /// Active and still holding its file: the only links whose data may be served.
-    pub fn is_servable(&self, now_ms: i64) -> bool {
+    pub(crate) fn is_servable(&self, now_ms: i64) -> bool {
         self.state(now_ms) == LinkState::Active && self.jwe.is_some()
     }
 }
@@ -101,16 +101,16 @@ impl LinkRecord {
 /// One access to a link (KTC: the patient can see who opened their data, and when).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessRecord {
-    pub link_id: String,
-    pub at: i64,
-    pub recipient: String,
-    pub action: AccessAction,
-    pub outcome: AccessOutcome,
+    pub(crate) link_id: String,
+    pub(crate) at: i64,
+    pub(crate) recipient: String,
+    pub(crate) action: AccessAction,
+    pub(crate) outcome: AccessOutcome,
 }
 
 /// How an access to a link went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessOutcome {
+pub(crate) enum AccessOutcome {
     /// The file (or its location) was handed out.
     Ok,
     /// A passcode link asked for without a passcode.
@@ -124,7 +124,7 @@ pub enum AccessOutcome {
 impl AccessOutcome {
     /// The stored and displayed word (`HealthLink.accesses.outcome`, the audit outcome, the
     /// metrics label).
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             AccessOutcome::Ok => "ok",
             AccessOutcome::NoPasscode => "no-passcode",
@@ -134,7 +134,7 @@ impl AccessOutcome {
     }
 
     /// The stored word back; `None` for anything else (a damaged row).
-    pub fn parse(word: &str) -> Option<Self> {
+    pub(crate) fn parse(word: &str) -> Option<Self> {
         [
             AccessOutcome::Ok,
             AccessOutcome::NoPasscode,
@@ -148,7 +148,7 @@ impl AccessOutcome {
 
 /// What an access to a link asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessAction {
+pub(crate) enum AccessAction {
     /// A manifest `POST` (flag `P`).
     Manifest,
     /// A file location handed out by a manifest.
@@ -159,7 +159,7 @@ pub enum AccessAction {
 
 impl AccessAction {
     /// The stored and displayed word (`HealthLink.accesses.action`, the metrics label).
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             AccessAction::Manifest => "manifest",
             AccessAction::File => "file",
@@ -168,7 +168,7 @@ impl AccessAction {
     }
 
     /// The stored word back; `None` for anything else (a damaged row).
-    pub fn parse(word: &str) -> Option<Self> {
+    pub(crate) fn parse(word: &str) -> Option<Self> {
         [
             AccessAction::Manifest,
             AccessAction::File,
