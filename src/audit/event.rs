@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What happened. The two last ones are written by the sink itself, never by handlers.
+/// What happened. The two last ones are written by the sink itself, never by the link service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AuditAction {

@@ -1,6 +1,6 @@
 //! An in-memory sink for tests of the code that records events.
 //!
-//! Handlers must fail closed when the sink fails; `set_failing` lets their tests prove it
+//! The link service must fail closed when the sink fails; `set_failing` lets its tests prove it
 //! without a broken disk.
 
 use std::sync::Mutex;

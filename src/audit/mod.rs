@@ -7,9 +7,9 @@
 //! whether it reached the disk, and it tends to carry whatever the handler had at hand
 //! (passcodes included). So:
 //!
-//! - Handlers `await` [`AuditSink::record`] *before* they disclose anything, and fail closed
-//!   (`AUDIT_UNAVAILABLE`) when it returns an error: a disclosure never happens without a
-//!   durable record. `record` returns only once the record is fsynced (file) or committed
+//! - The link service (`crate::links`, the one place that records) `await`s
+//!   [`AuditSink::record`] *before* anything is disclosed, and fails closed (`AUDIT_UNAVAILABLE`)
+//!   when it returns an error: a disclosure never happens without a durable record. `record` returns only once the record is fsynced (file) or committed
 //!   (PostgreSQL), and gives up after a bounded time rather than hanging a request.
 //! - [`AuditEvent`] has no field for a secret or for clinical content, and the sink caps and
 //!   escapes every string itself ([`sanitize`]).
@@ -132,7 +132,7 @@ pub use postgres::verify_postgres;
 pub use trail::AuditTrail;
 pub use verify::{verify_file, verify_file_against_head, verify_files};
 
-/// Where handlers send audit events. Shared as `Arc<dyn AuditSink>`.
+/// Where the link service sends audit events. Shared as `Arc<dyn AuditSink>`.
 #[async_trait::async_trait]
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
     /// Returns only when the record is durable (fsynced for the file sink, committed for

@@ -112,7 +112,7 @@ impl<T> Access<T> {
     }
 }
 
-/// A manifest request after validation (`protocol.rs` checks the JSON).
+/// A manifest request after validation (`crate::http` checks the JSON and the recipient).
 #[derive(Debug)]
 pub(crate) struct ManifestRequest {
     pub(crate) recipient: String,

@@ -1,10 +1,11 @@
-//! The seam between the GraphQL layer and whoever issues health links.
+//! The seam between the link service and whoever issues health links.
 //!
-//! The link service (`crate::links`) talks to an [`Issuer`] and never learns which mode it runs in: the upstream issuer
-//! (`crate::upstream`) relays to b.well, and the [`embedded`] issuer runs the SHL protocol itself:
-//! [`store`] keeps links and records, [`fhir`] and [`ips`] turn records into an IPS document,
-//! [`crate::crypto::jwe`] encrypts it, [`ticket`] signs file locations. Serving them over HTTP (the manifest
-//! endpoints, the viewer page) is the HTTP layer's: `crate::http`, built from the issuer.
+//! The link service (`crate::links`) talks to an [`Issuer`] and never learns which mode it runs
+//! in: the upstream issuer (`crate::upstream`) relays to b.well, and the `embedded` issuer runs
+//! the SHL protocol itself: [`store`] keeps links and records, [`fhir`] and [`ips`] turn records
+//! into an IPS document, [`crate::crypto::jwe`] encrypts it, [`ticket`] signs file locations. The
+//! service records what the issuers do; serving them over HTTP (the manifest endpoints, the viewer
+//! page) is `crate::http`'s.
 //! The request types here are already validated, so an issuer never sees a malformed label,
 //! resource type or passcode.
 
