@@ -605,7 +605,8 @@ pub struct KeyConfig {
     #[arg(long, env = "SHL_GATEWAY_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
 
-    /// Directory for state a single instance keeps (the generated secret key).
+    /// Directory for state a single instance keeps: the generated secret key, and by default
+    /// the SQLite store and the audit file.
     #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 }

@@ -9,8 +9,8 @@
 //!
 //! The stored answer holds the link URL and passcode, so it is never stored in the clear: it is
 //! encrypted (a JWE, AES-256-GCM, like the shared files, but with `cty: application/json`, for it
-//! is not FHIR) under a key derived from the secret key *and the caller's token*, and
-//! filed under an HMAC of both. A copy of Redis (or of this process's memory) alone opens
+//! is not FHIR) under a key derived from the secret key *and the caller's credential*
+//! (`Bearer <token>`), and filed under an HMAC of both. A copy of Redis (or of this process's memory) alone opens
 //! nothing, and one caller's key cannot reach another caller's answer. Stored through Redis when
 //! `--redis-url` is set (so a retry may land on any replica), else in process.
 
@@ -102,17 +102,17 @@ impl Idempotency {
     }
 
     /// The store id of (caller, key): an HMAC, so neither appears in the store.
-    fn id(&self, token: &str, idempotency_key: &str) -> String {
+    fn id(&self, credential: &str, idempotency_key: &str) -> String {
         let mut message = b"id\0".to_vec();
-        message.extend_from_slice(token.as_bytes());
+        message.extend_from_slice(credential.as_bytes());
         message.push(0);
         message.extend_from_slice(idempotency_key.as_bytes());
         hex::encode(self.key.mac(&message))
     }
 
-    fn sealing_key(&self, token: &str, idempotency_key: &str) -> ShlKey {
+    fn sealing_key(&self, credential: &str, idempotency_key: &str) -> ShlKey {
         let mut message = b"seal\0".to_vec();
-        message.extend_from_slice(token.as_bytes());
+        message.extend_from_slice(credential.as_bytes());
         message.push(0);
         message.extend_from_slice(idempotency_key.as_bytes());
         ShlKey::from_bytes(self.key.mac(&message))
@@ -121,10 +121,10 @@ impl Idempotency {
     /// Reserves the key, or returns the first answer (waiting for it while it is pending).
     pub(crate) async fn begin(
         &self,
-        token: &str,
+        credential: &str,
         idempotency_key: &str,
     ) -> Result<Option<StoredAnswer>, AppError> {
-        let id = self.id(token, idempotency_key);
+        let id = self.id(credential, idempotency_key);
         let deadline = Instant::now() + self.wait;
         loop {
             match self
@@ -134,7 +134,9 @@ impl Idempotency {
                 .map_err(|_| AppError::overloaded())?
             {
                 Slot::Reserved => return Ok(None),
-                Slot::Done(sealed) => return self.open(token, idempotency_key, &sealed).map(Some),
+                Slot::Done(sealed) => {
+                    return self.open(credential, idempotency_key, &sealed).map(Some);
+                }
                 Slot::Pending if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -146,12 +148,12 @@ impl Idempotency {
     /// Stores the answer of a reserved key.
     pub(crate) async fn complete(
         &self,
-        token: &str,
+        credential: &str,
         idempotency_key: &str,
         answer: &StoredAnswer,
     ) -> Result<(), AppError> {
-        let sealed = self.seal(token, idempotency_key, answer)?;
-        let id = self.id(token, idempotency_key);
+        let sealed = self.seal(credential, idempotency_key, answer)?;
+        let id = self.id(credential, idempotency_key);
         self.store
             .complete(&id, &sealed, self.window)
             .await
@@ -159,8 +161,8 @@ impl Idempotency {
     }
 
     /// Frees a reserved key after a failed creation, so a retry can create.
-    pub(crate) async fn release(&self, token: &str, idempotency_key: &str) {
-        let id = self.id(token, idempotency_key);
+    pub(crate) async fn release(&self, credential: &str, idempotency_key: &str) {
+        let id = self.id(credential, idempotency_key);
         if self.store.release(&id).await.is_err() {
             tracing::warn!("idempotency key could not be released; it expires with the window");
         }
@@ -168,14 +170,14 @@ impl Idempotency {
 
     fn seal(
         &self,
-        token: &str,
+        credential: &str,
         idempotency_key: &str,
         answer: &StoredAnswer,
     ) -> Result<String, AppError> {
         let plaintext = serde_json::to_vec(answer)
             .map_err(|_| AppError::internal_at("serializing an idempotent answer"))?;
         jwe::encrypt(
-            &self.sealing_key(token, idempotency_key),
+            &self.sealing_key(credential, idempotency_key),
             ContentType::Json,
             &plaintext,
         )
@@ -187,11 +189,11 @@ impl Idempotency {
     /// Redis, across a rolling upgrade).
     fn open(
         &self,
-        token: &str,
+        credential: &str,
         idempotency_key: &str,
         sealed: &str,
     ) -> Result<StoredAnswer, AppError> {
-        let plaintext = jwe::decrypt(&self.sealing_key(token, idempotency_key), sealed)
+        let plaintext = jwe::decrypt(&self.sealing_key(credential, idempotency_key), sealed)
             .map_err(|_| AppError::internal_at("opening a sealed idempotent answer"))?;
         serde_json::from_slice(&plaintext)
             .map_err(|_| AppError::internal_at("reading an opened idempotent answer"))

@@ -328,6 +328,9 @@ impl Application {
         };
         housekeeping.abort();
         metrics_upkeep.abort();
+        // Aborted at an await point; joined so neither outlives the application.
+        let _ = housekeeping.await;
+        let _ = metrics_upkeep.await;
         // The shutdown signal has stopped them; a purge in the middle of a query gets a moment
         // to end it before the store closes under it.
         for task in background {

@@ -343,9 +343,13 @@ impl AuditSink for FileAuditSink {
         )
         .await;
         match joined {
-            Ok(_) => {
+            Ok(Ok(Ok(()))) => {
                 let head = self.head().map(|head| head.to_string());
                 tracing::info!(target: "audit", path = %self.path.display(), head = head.as_deref().unwrap_or("none"), "audit file closed");
+            }
+            Ok(_) => {
+                // Not the panic's message: it could hold whatever the writer was handling.
+                tracing::error!(target: "audit", path = %self.path.display(), "audit writer failed before close; records still queued may be lost");
             }
             Err(_) => {
                 tracing::error!(target: "audit", path = %self.path.display(), "audit writer still busy at close; records still queued may be lost");

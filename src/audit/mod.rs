@@ -9,8 +9,9 @@
 //!
 //! - The link service (`crate::links`, the one place that records) `await`s
 //!   [`AuditSink::record`] *before* anything is disclosed, and fails closed (`AUDIT_UNAVAILABLE`)
-//!   when it returns an error: a disclosure never happens without a durable record. `record` returns only once the record is fsynced (file) or committed
-//!   (PostgreSQL), and gives up after a bounded time rather than hanging a request.
+//!   when it returns an error: a disclosure never happens without a durable record. `record`
+//!   returns only once the record is fsynced (file) or committed (PostgreSQL), and gives up
+//!   after a bounded time rather than hanging a request.
 //! - [`AuditEvent`] has no field for a secret or for clinical content, and the sink caps and
 //!   escapes every string itself ([`sanitize`]).
 //! - Records form an HMAC chain, so editing, deleting, inserting or reordering any record is
@@ -39,8 +40,9 @@
 //! independent verifier needs no JSON canonicalization: strip the suffix, append `}`, HMAC,
 //! compare. The writer produces *body* as compact `serde_json` of a struct with the fixed field
 //! order above (no whitespace, `None` fields skipped), then splices the MAC in before the final
-//! brace. The key is a per-purpose key derived from the gateway secret ([`AuditKey`](crate::crypto::AuditKey)), so the
-//! MAC cannot be replayed as any other gateway HMAC.
+//! brace. The key is a per-purpose key derived from the gateway secret
+//! ([`AuditKey`](crate::crypto::AuditKey)), so the MAC cannot be replayed as any other gateway
+//! HMAC.
 //!
 //! Verification, record by record, stops at the first failure and names its line (or seq):
 //! suffix and hex well-formed, MAC correct, body parses, same `chain` as the first record, `seq`
@@ -143,10 +145,10 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     /// Records an attempt whose outcome will be recorded with [`AuditSink::record`] by the
     /// same operation. The file sink returns once the record is written to the operating
     /// system, without its own `fdatasync`: it survives the gateway process dying, and the
-    /// outcome's sync (or the next durable record, a rotation or shutdown, when the operation
-    /// was cancelled before its outcome) makes it durable with everything before it. Only a machine crash inside that window can lose it, and then the outcome
-    /// was never made durable either, so nothing was disclosed. Sinks without a cheaper way
-    /// record it durably.
+    /// outcome's sync (or the next durable record, or shutdown, when the operation was
+    /// cancelled before its outcome) makes it durable with everything before it. Only a machine
+    /// crash inside that window can lose it, and then the outcome was never made durable either,
+    /// so nothing was disclosed. Sinks without a cheaper way record it durably.
     async fn record_attempt(&self, event: AuditEvent) -> Result<(), AuditError> {
         self.record(event).await
     }

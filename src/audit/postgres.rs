@@ -228,8 +228,15 @@ impl AuditSink for PostgresAuditSink {
         let Some(writer) = writer else {
             return;
         };
-        if tokio::time::timeout(self.timeout, writer).await.is_err() {
-            tracing::error!(target: "audit", chain = %self.chain, "audit writer still busy at close; records still queued may be lost");
+        match tokio::time::timeout(self.timeout, writer).await {
+            Ok(Ok(())) => {}
+            // Not the panic's message: it could hold whatever the writer was handling.
+            Ok(Err(_)) => {
+                tracing::error!(target: "audit", chain = %self.chain, "audit writer failed before close; records still queued may be lost");
+            }
+            Err(_) => {
+                tracing::error!(target: "audit", chain = %self.chain, "audit writer still busy at close; records still queued may be lost");
+            }
         }
         // Each connection is returned within the statement timeout, so this is bounded too.
         self.pool.close().await;

@@ -19,10 +19,10 @@ impl AuditTrail {
         Self { sink, actor_key }
     }
 
-    /// The actor id of a bearer token: a keyed hash, so records name a caller consistently
-    /// without holding anything that could be replayed as the token.
-    pub(crate) fn actor(&self, bearer_token: &str) -> String {
-        hex::encode(&self.actor_key.mac(bearer_token.as_bytes())[..16])
+    /// The actor id of a credential (`Bearer <token>`): a keyed hash, so records name a caller
+    /// consistently without holding anything that could be replayed as the token.
+    pub(crate) fn actor(&self, credential: &str) -> String {
+        hex::encode(&self.actor_key.mac(credential.as_bytes())[..16])
     }
 
     /// Records an event durably, or fails with `AUDIT_UNAVAILABLE`: nothing may be disclosed

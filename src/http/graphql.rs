@@ -367,7 +367,9 @@ impl ResponseFormat {
     fn respond(self, status: StatusCode, body: &impl Serialize) -> Response {
         let bytes = match serde_json::to_vec(body) {
             Ok(bytes) => bytes,
-            Err(_) => return AppError::internal().into_response(),
+            Err(_) => {
+                return AppError::internal_at("serializing a GraphQL response").into_response();
+            }
         };
         (
             status,

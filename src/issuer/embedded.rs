@@ -218,6 +218,17 @@ impl EmbeddedIssuer {
             .ok_or_else(unauthenticated)
     }
 
+    /// One of the caller's own links; another patient's link is as unknown as a made-up id.
+    async fn link_of(&self, caller: &Caller, link_id: &str) -> Result<LinkRecord, AppError> {
+        let patient_id = self.patient_of(caller).await?;
+        self.store
+            .link_by_id(link_id)
+            .await
+            .map_err(store_error)?
+            .filter(|link| link.patient_id == patient_id)
+            .ok_or_else(|| AppError::new(ErrorCode::NotFound, "no such health link"))
+    }
+
     fn manifest_url(&self, manifest_id: &str) -> String {
         format!("{}{MANIFEST_PATH}{manifest_id}", self.settings.base())
     }
@@ -529,7 +540,7 @@ impl Issuer for EmbeddedIssuer {
                 self.hasher
                     .hash(passcode)
                     .await
-                    .map_err(|_| AppError::internal())?,
+                    .map_err(|_| AppError::internal_at("hashing a link's passcode"))?,
             ),
             None => None,
         };
@@ -591,20 +602,8 @@ impl Issuer for EmbeddedIssuer {
         Ok(summaries)
     }
 
-    async fn revoke_health_link(
-        &self,
-        caller: &Caller,
-        link_id: &str,
-    ) -> Result<LinkSummary, AppError> {
-        let patient_id = self.patient_of(caller).await?;
-        let not_found = || AppError::new(ErrorCode::NotFound, "no such health link");
-        let link = self
-            .store
-            .link_by_id(link_id)
-            .await
-            .map_err(store_error)?
-            .filter(|link| link.patient_id == patient_id)
-            .ok_or_else(not_found)?;
+    async fn revoke_health_link(&self, caller: &Caller, link_id: &str) -> Result<(), AppError> {
+        let link = self.link_of(caller, link_id).await?;
         if self
             .store
             .revoke_link(&link.id, now_ms())
@@ -613,13 +612,12 @@ impl Issuer for EmbeddedIssuer {
         {
             tracing::info!(link.id = %link.id, "health link revoked");
         }
-        let revoked = self
-            .store
-            .link_by_id(&link.id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(not_found)?;
-        self.summary(revoked).await
+        Ok(())
+    }
+
+    async fn health_link(&self, caller: &Caller, link_id: &str) -> Result<LinkSummary, AppError> {
+        let link = self.link_of(caller, link_id).await?;
+        self.summary(link).await
     }
 
     async fn is_ready(&self) -> bool {

@@ -6,6 +6,7 @@
 //! into an IPS document, [`crate::crypto::jwe`] encrypts it, [`ticket`] signs file locations. The
 //! service records what the issuers do; serving them over HTTP (the manifest endpoints, the viewer
 //! page) is `crate::http`'s.
+//!
 //! The request types here are already validated, so an issuer never sees a malformed label,
 //! resource type or passcode.
 
@@ -68,13 +69,19 @@ pub trait Issuer: Send + Sync + std::fmt::Debug {
     }
 
     /// Revokes one of the caller's links: its file is dropped and every later access is a 404.
-    async fn revoke_health_link(
-        &self,
-        _caller: &Caller,
-        _link_id: &str,
-    ) -> Result<LinkSummary, AppError> {
+    /// Revoking a revoked link is no error. The link service records the revocation as soon as
+    /// this returns, before reading the link back with [`Issuer::health_link`].
+    async fn revoke_health_link(&self, _caller: &Caller, _link_id: &str) -> Result<(), AppError> {
         Err(AppError::not_supported_in_mode(
             "revokeHealthLink",
+            self.mode().as_str(),
+        ))
+    }
+
+    /// One of the caller's links, as `healthLinks` lists it. Embedded mode only.
+    async fn health_link(&self, _caller: &Caller, _link_id: &str) -> Result<LinkSummary, AppError> {
+        Err(AppError::not_supported_in_mode(
+            "healthLinks",
             self.mode().as_str(),
         ))
     }

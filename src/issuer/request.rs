@@ -162,9 +162,19 @@ impl BearerToken {
             .then(|| Self(SecretString::from(token.to_owned())))
     }
 
-    /// The token itself, for the HMACs keyed on it and the upstream call.
+    /// The token itself: the key of the caller's quota and of the embedded issuer's token
+    /// lookup.
     pub(crate) fn expose(&self) -> &str {
         self.0.expose_secret()
+    }
+
+    /// The credential in its canonical spelling, `Bearer <token>`: what the upstream receives,
+    /// and what the audit actor and the idempotency scope are keyed on. Those two hashed the
+    /// header as sent before this type existed; the canonical spelling keeps their values for
+    /// every caller who spelled it the usual way (a stored answer is still found across an
+    /// upgrade), and makes other spellings of one token the same caller. Wiped when dropped.
+    pub(crate) fn credential(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(format!("Bearer {}", self.expose()))
     }
 }
 

@@ -1,10 +1,11 @@
 //! `createHealthLink`: credentials, input, idempotency, quotas, the attempt record, the issuer,
-//! the outcome record, metrics; in that order.
+//! the outcome record, metrics; judged in that order (the input arrives already parsed, and its
+//! verdict is looked at only once the credentials pass).
 
 use std::time::Instant;
 
 use super::events::CallerEvents;
-use super::{CreatedLink, LinkService};
+use super::{CreatedLink, LinkService, require_bearer};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::StoredAnswer;
@@ -80,7 +81,7 @@ impl LinkService {
         // A retry: the first answer again, not a second link (and no quota spent on it).
         if let Some(stored) = self
             .idempotency
-            .begin(token.expose(), key)
+            .begin(&token.credential(), key)
             .await
             .map_err(Refusal::BeforeAttempt)?
         {
@@ -130,13 +131,13 @@ impl LinkService {
                 };
                 if let Err(error) = self
                     .idempotency
-                    .complete(token.expose(), key, &answer)
+                    .complete(&token.credential(), key, &answer)
                     .await
                 {
                     tracing::warn!(error = ?error.code(), "idempotent answer not stored; a retry would create again");
                 }
             }
-            Err(_) => self.idempotency.release(token.expose(), key).await,
+            Err(_) => self.idempotency.release(&token.credential(), key).await,
         }
     }
 
@@ -207,14 +208,4 @@ impl LinkService {
             passcode: request.passcode,
         })
     }
-}
-
-/// Refuses a caller without a bearer token before anything is sent anywhere.
-pub(super) fn require_bearer(caller: &Caller) -> Result<&BearerToken, AppError> {
-    caller.bearer.as_ref().ok_or_else(|| {
-        AppError::new(
-            ErrorCode::Unauthenticated,
-            "an Authorization: Bearer <token> header is required",
-        )
-    })
 }

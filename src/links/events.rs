@@ -19,7 +19,7 @@ impl<'a> CallerEvents<'a> {
             actor: caller
                 .bearer
                 .as_ref()
-                .map(|token| audit.actor(token.expose())),
+                .map(|token| audit.actor(&token.credential())),
             client_ip: caller.client_ip.map(|ip| ip.to_string()),
             mode,
         }

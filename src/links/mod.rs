@@ -27,8 +27,9 @@ use std::sync::Arc;
 pub(crate) use access::{AccessContext, LinkAccesses};
 
 use crate::audit::AuditTrail;
+use crate::error::{AppError, ErrorCode};
 use crate::idempotency::Idempotency;
-use crate::issuer::{DocumentReference, Issuer};
+use crate::issuer::{BearerToken, Caller, DocumentReference, Issuer};
 use crate::passcode::Passcode;
 use crate::ratelimit::RatePolicy;
 
@@ -63,4 +64,14 @@ impl LinkService {
             idempotency,
         }
     }
+}
+
+/// Refuses a caller without a bearer token before anything is sent anywhere.
+fn require_bearer(caller: &Caller) -> Result<&BearerToken, AppError> {
+    caller.bearer.as_ref().ok_or_else(|| {
+        AppError::new(
+            ErrorCode::Unauthenticated,
+            "an Authorization: Bearer <token> header is required",
+        )
+    })
 }

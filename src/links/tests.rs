@@ -138,15 +138,23 @@ impl Issuer for FakeIssuer {
             .map_err(|code| AppError::new(code, "the fake issuer refused"))
     }
 
-    async fn revoke_health_link(
-        &self,
-        _caller: &Caller,
-        link_id: &str,
-    ) -> Result<LinkSummary, AppError> {
+    async fn revoke_health_link(&self, _caller: &Caller, _link_id: &str) -> Result<(), AppError> {
         self.records_seen_at_calls
             .lock()
             .expect("lock")
             .push(actions(&self.sink));
+        Ok(())
+    }
+
+    /// Fails when `answer` is an error, as a store that cannot read the link back.
+    async fn health_link(&self, _caller: &Caller, link_id: &str) -> Result<LinkSummary, AppError> {
+        self.records_seen_at_calls
+            .lock()
+            .expect("lock")
+            .push(actions(&self.sink));
+        if let Err(code) = &self.answer {
+            return Err(AppError::new(*code, "the fake issuer cannot read the link"));
+        }
         Ok(LinkSummary {
             id: link_id.to_owned(),
             label: None,
@@ -534,11 +542,31 @@ async fn a_revocation_is_recorded_after_the_issuer_revokes() {
         .expect("revoked");
 
     assert_eq!(revoked.id, "link-1");
-    assert_eq!(issuer.calls(), vec![Vec::<AuditAction>::new()]);
+    assert_eq!(
+        issuer.calls(),
+        vec![vec![], vec![AuditAction::LinkRevoked]],
+        "revoked with nothing recorded yet, read back once recorded"
+    );
     let events = sink.events();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].action, AuditAction::LinkRevoked);
     assert_eq!(events[0].link_id.as_deref(), Some("link-1"));
+}
+
+#[tokio::test]
+async fn a_revocation_is_recorded_even_when_the_link_cannot_be_read_back() {
+    let Fixture { sink, service, .. } = fixture_with(
+        |issuer| issuer.answer = Err(ErrorCode::InternalServerError),
+        100,
+    );
+
+    let error = service
+        .revoke(&bearer_caller(), "link-1")
+        .await
+        .expect_err("the read back fails");
+
+    assert_eq!(error.code(), ErrorCode::InternalServerError);
+    assert_eq!(actions(&sink), vec![AuditAction::LinkRevoked]);
 }
 
 #[tokio::test]

@@ -113,7 +113,7 @@ impl UpstreamClient {
 fn forwarded_headers(caller: &Caller) -> HeaderMap {
     let mut headers = HeaderMap::new();
     if let Some(token) = &caller.bearer
-        && let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        && let Ok(mut value) = HeaderValue::from_str(&token.credential())
     {
         // Keeps the token out of HTTP/2 header compression tables and hyper's debug output.
         value.set_sensitive(true);

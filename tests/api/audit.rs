@@ -340,7 +340,20 @@ async fn a_gateway_shut_down_leaves_a_closed_trail_holding_its_last_request() {
             .await
             .expect("json")
     });
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Shutdown starts once the request has reached the upstream, so it is surely in flight.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app
+        .upstream
+        .received_requests()
+        .await
+        .is_none_or(|requests| requests.is_empty())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request never reached the upstream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     app.stop().await;
     let answer = in_flight.await.expect("task");
     assert_eq!(
