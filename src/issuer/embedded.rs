@@ -14,12 +14,14 @@ use async_graphql::ID;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use url::Url;
 use uuid::Uuid;
 
+use super::fhir::PatientRecord;
 use super::ips::{IpsOptions, build_ips};
+use super::patient_shared::{NothingToShare, SharedBundleOptions, build_patient_shared_bundle};
 use super::store::{
     AccessAction, AccessOutcome, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord,
     LinkStore, StoreError,
@@ -483,6 +485,41 @@ impl EmbeddedIssuer {
     }
 }
 
+/// What a link shares: b.well's IPS document for a passcode link (its viewer reads one), the
+/// Kill the Clipboard PatientSharedBundle for a direct one (its receivers reject a document).
+fn shared_bundle(
+    record: &PatientRecord,
+    request: &CreateLinkRequest,
+    timestamp: &str,
+) -> Result<Value, AppError> {
+    let bundle_id = Uuid::new_v4().to_string();
+    match request.mode {
+        LinkMode::Passcode => Ok(build_ips(
+            record,
+            &IpsOptions {
+                selected: &request.resources,
+                bundle_id: &bundle_id,
+                timestamp,
+                title: "Patient summary",
+            },
+        )),
+        LinkMode::Direct => build_patient_shared_bundle(
+            record,
+            &SharedBundleOptions {
+                selected: &request.resources,
+                bundle_id: &bundle_id,
+                timestamp,
+            },
+        )
+        .map_err(|NothingToShare| {
+            AppError::bad_user_input(
+                "a DIRECT link needs a record on file besides the Patient in the selected \
+                 resources (the Kill the Clipboard profile asks for one)",
+            )
+        }),
+    }
+}
+
 fn random_manifest_id() -> Result<String, AppError> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|_| {
@@ -521,15 +558,7 @@ impl Issuer for EmbeddedIssuer {
         let link_id = Uuid::new_v4();
         let manifest_id = random_manifest_id()?;
 
-        let bundle = build_ips(
-            &record,
-            &IpsOptions {
-                selected: &request.resources,
-                bundle_id: &Uuid::new_v4().to_string(),
-                timestamp: &format_instant(now),
-                title: "Patient summary",
-            },
-        );
+        let bundle = shared_bundle(&record, request, &format_instant(now))?;
         let key = ShlKey::generate().map_err(|_| {
             AppError::internal_at("drawing an SHL key from the OS random number generator")
         })?;

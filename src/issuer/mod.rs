@@ -12,9 +12,11 @@
 
 mod document_reference;
 pub(crate) mod embedded;
+mod entries;
 pub mod fhir;
 pub mod ips;
 mod link_summary;
+pub(crate) mod patient_shared;
 mod request;
 pub mod store;
 pub mod ticket;

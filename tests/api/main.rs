@@ -12,6 +12,7 @@ mod helpers;
 mod http_transport;
 mod idempotency;
 mod import_bundle;
+mod ktc_conformance;
 mod manifest_protocol;
 mod metrics;
 mod operation_limits;

@@ -264,7 +264,8 @@ async fn direct_links_are_fetched_with_get_and_a_recipient() {
     assert_eq!(response.headers()["content-type"], "application/jose");
     assert_eq!(
         decrypt_file(&payload, &response.text().await.expect("jwe"))["type"],
-        "document"
+        "collection",
+        "a PatientSharedBundle, not a document"
     );
 
     assert_eq!(

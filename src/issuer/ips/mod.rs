@@ -7,22 +7,18 @@
 //! can be rebuilt and compared.
 //!
 //! Choices the guide leaves open, made here:
-//! - Every included resource gets a new `id`, the UUID of its `urn:uuid:` fullUrl, derived from the
-//!   bundle id and the stored `Type/id`. Two links to the same record thus cannot be correlated by
-//!   resource ids, and the store's own ids (which can be meaningful) do not leave the gateway.
-//! - References between included resources are rewritten to the target's fullUrl. A reference to a
-//!   stored resource that this document leaves out (a type the patient did not select, or one that
-//!   fits no section) is removed with its `display`, which could name what was withheld. References
-//!   to anything else the record does not hold (a Practitioner, a Medication) are kept as they are.
+//! - Resources are copied as `super::entries` copies them for any shared Bundle: new ids,
+//!   references rewritten to fullUrls (a reference to a stored resource this document leaves out,
+//!   such as a type the patient did not select or one that fits no section, is removed with its
+//!   `display`), imported narrative dropped. References to anything else the record does not hold
+//!   (a Practitioner, a Medication) are kept as they are.
 //! - Coverage has no IPS section: it is an entry that no section references.
 //! - Resources marked `entered-in-error` are left out, and so are Observations that are neither
 //!   `laboratory` nor `vital-signs` (the two sections Observations can go to).
-//! - Imported narrative is never trusted: `text` is removed from every included resource and its
-//!   contained resources, and the Composition and section narratives are generated from structured
-//!   fields (see `narrative`).
+//! - The Composition and section narratives are generated from structured fields (see
+//!   `narrative`).
 
 mod narrative;
-mod references;
 
 use std::collections::HashSet;
 
@@ -32,7 +28,7 @@ use uuid::Uuid;
 use crate::issuer::ResourceType;
 use crate::issuer::fhir::PatientRecord;
 
-use references::Targets;
+use super::entries::{Targets, entered_in_error, entry, entry_uuid, identify, namespace, urn};
 
 /// What the patient chose and what names this document.
 #[derive(Debug, Clone, Copy)]
@@ -181,10 +177,7 @@ struct Included<'r> {
 
 /// Builds the IPS `document` Bundle for `record`, sharing only the types in `options.selected`.
 pub fn build_ips(record: &PatientRecord, options: &IpsOptions<'_>) -> Value {
-    let namespace = Uuid::new_v5(
-        &Uuid::NAMESPACE_URL,
-        format!("urn:uuid:{}", options.bundle_id).as_bytes(),
-    );
+    let namespace = namespace(options.bundle_id);
     let selected = selection(options.selected);
     let patient_uuid = entry_uuid(&namespace, "Patient", record.patient_id());
     let mut targets = Targets::new();
@@ -226,15 +219,6 @@ fn selection(selected: &[ResourceType]) -> HashSet<ResourceType> {
     }
 }
 
-fn entry_uuid(namespace: &Uuid, type_name: &str, id: &str) -> Uuid {
-    // Ids hold no `/` (checked at import), so `Type/id` names one resource unambiguously.
-    Uuid::new_v5(namespace, format!("{type_name}/{id}").as_bytes())
-}
-
-fn urn(uuid: Uuid) -> String {
-    format!("urn:uuid:{uuid}")
-}
-
 /// The record's resources that go into the document, in document order, and every stored
 /// resource's fate in `targets` (its fullUrl, or `None` when left out).
 fn choose<'r>(
@@ -273,13 +257,6 @@ fn choose<'r>(
     included
 }
 
-/// A non-Patient shareable resource and its id; anything else in `resources` is ignored.
-fn identify(resource: &Value) -> Option<(ResourceType, &str)> {
-    let resource_type = ResourceType::parse(resource["resourceType"].as_str()?)?;
-    let id = resource["id"].as_str()?;
-    (resource_type != ResourceType::Patient).then_some((resource_type, id))
-}
-
 fn placement(resource_type: ResourceType, resource: &Value) -> Option<Placement> {
     if entered_in_error(resource) {
         return None;
@@ -296,18 +273,6 @@ fn placement(resource_type: ResourceType, resource: &Value) -> Option<Placement>
         ResourceType::CarePlan => Section::PlanOfCare,
     };
     Some(Placement::In(section))
-}
-
-/// A summary must not repeat what its source has retracted.
-fn entered_in_error(resource: &Value) -> bool {
-    resource["status"] == "entered-in-error"
-        || resource["verificationStatus"]["coding"]
-            .as_array()
-            .is_some_and(|codings| {
-                codings
-                    .iter()
-                    .any(|coding| coding["code"] == "entered-in-error")
-            })
 }
 
 /// Vital signs first: an Observation tagged with both categories is a vital sign measured by a lab.
@@ -434,25 +399,6 @@ fn summary_line(content: &Content<'_, '_>) -> narrative::Line {
         Content::Entries(members) => narrative::Line::Entries(members.len()),
         Content::Empty(reason) => narrative::Line::Empty(*reason),
     }
-}
-
-/// A copy of `source` fit for the document: new id, no imported narrative, references rewritten.
-fn entry(uuid: Uuid, source: &Value, targets: &Targets) -> Value {
-    let mut resource = source.clone();
-    if let Some(fields) = resource.as_object_mut() {
-        fields.remove("text");
-        fields.insert("id".to_owned(), Value::String(uuid.to_string()));
-        if let Some(Value::Array(contained)) = fields.get_mut("contained") {
-            contained
-                .iter_mut()
-                .filter_map(Value::as_object_mut)
-                .for_each(|inner| {
-                    inner.remove("text");
-                });
-        }
-    }
-    references::rewrite(&mut resource, targets);
-    json!({ "fullUrl": urn(uuid), "resource": resource })
 }
 
 #[cfg(test)]

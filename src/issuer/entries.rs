@@ -1,15 +1,80 @@
-//! Reference rewriting inside the resources copied into the document.
+//! Stored resources copied into a shared Bundle (the IPS document of passcode links, the
+//! PatientSharedBundle of direct ones): their new ids, and reference rewriting inside them.
 //!
-//! A document is read without the server it came from, so a reference is useful only if it names
-//! another entry by its fullUrl. A reference to a stored resource that the document leaves out is
-//! removed, element and all: keeping it would say that a withheld resource exists, and its
-//! `display` could say what it is.
+//! - Every included resource gets a new `id`, the UUID of its `urn:uuid:` fullUrl, derived from
+//!   the bundle id and the stored `Type/id`. Two links to the same record thus cannot be
+//!   correlated by resource ids, and the store's own ids (which can be meaningful) do not leave
+//!   the gateway.
+//! - A Bundle is read without the server it came from, so a reference is useful only if it names
+//!   another entry by its fullUrl. A reference to a stored resource that the Bundle leaves out is
+//!   removed, element and all: keeping it would say that a withheld resource exists, and its
+//!   `display` could say what it is.
+//! - Imported narrative is never trusted: `text` is removed from every copy and its contained
+//!   resources.
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use uuid::Uuid;
 
+use crate::issuer::ResourceType;
 use crate::issuer::fhir::MAX_DEPTH;
+
+/// The namespace of one Bundle's entry UUIDs, from the UUID that names the Bundle.
+pub(super) fn namespace(bundle_id: &str) -> Uuid {
+    Uuid::new_v5(
+        &Uuid::NAMESPACE_URL,
+        format!("urn:uuid:{bundle_id}").as_bytes(),
+    )
+}
+
+pub(super) fn entry_uuid(namespace: &Uuid, type_name: &str, id: &str) -> Uuid {
+    // Ids hold no `/` (checked at import), so `Type/id` names one resource unambiguously.
+    Uuid::new_v5(namespace, format!("{type_name}/{id}").as_bytes())
+}
+
+pub(super) fn urn(uuid: Uuid) -> String {
+    format!("urn:uuid:{uuid}")
+}
+
+/// A non-Patient stored resource and its id; anything else in a record is ignored.
+pub(super) fn identify(resource: &Value) -> Option<(ResourceType, &str)> {
+    let resource_type = ResourceType::parse(resource["resourceType"].as_str()?)?;
+    let id = resource["id"].as_str()?;
+    (resource_type != ResourceType::Patient).then_some((resource_type, id))
+}
+
+/// A Bundle must not repeat what its source has retracted.
+pub(super) fn entered_in_error(resource: &Value) -> bool {
+    resource["status"] == "entered-in-error"
+        || resource["verificationStatus"]["coding"]
+            .as_array()
+            .is_some_and(|codings| {
+                codings
+                    .iter()
+                    .any(|coding| coding["code"] == "entered-in-error")
+            })
+}
+
+/// A copy of `source` fit to share: new id, no imported narrative, references rewritten; the
+/// entry with its fullUrl.
+pub(super) fn entry(uuid: Uuid, source: &Value, targets: &Targets) -> Value {
+    let mut resource = source.clone();
+    if let Some(fields) = resource.as_object_mut() {
+        fields.remove("text");
+        fields.insert("id".to_owned(), Value::String(uuid.to_string()));
+        if let Some(Value::Array(contained)) = fields.get_mut("contained") {
+            contained
+                .iter_mut()
+                .filter_map(Value::as_object_mut)
+                .for_each(|inner| {
+                    inner.remove("text");
+                });
+        }
+    }
+    rewrite(&mut resource, targets);
+    json!({ "fullUrl": urn(uuid), "resource": resource })
+}
 
 /// Every stored resource by `Type/id`: its fullUrl in the document, or `None` when left out.
 pub(super) type Targets = HashMap<String, Option<String>>;

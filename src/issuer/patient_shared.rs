@@ -1,0 +1,130 @@
+//! The PatientSharedBundle that a direct (`U`) link shares: the Bundle the CMS Kill the Clipboard
+//! profile asks EHRs to accept (`https://cms.gov/fhir/StructureDefinition/patient-shared-bundle`).
+//!
+//! A receiver of that profile rejects an IPS `document` Bundle, so direct links carry this one:
+//! - `type` `collection` with a `timestamp`; the Patient first, then every stored resource of the
+//!   selected types in the record's order. No Composition: nothing here is a document.
+//! - Resources are copied as every shared Bundle copies them (`super::entries`): `urn:uuid:`
+//!   fullUrls, references rewritten to them, a reference to a withheld resource removed, imported
+//!   narrative dropped.
+//! - No `meta.profile`: the profile says resources should not carry one (receivers must not
+//!   require it), and a stored profile claim (an IPS one, say) would be wrong here.
+//! - Resources marked `entered-in-error` are left out; everything else of a selected type goes in
+//!   (unlike the IPS, which has no section for an Observation that is neither a lab result nor a
+//!   vital sign).
+//! - The profile requires a content entry besides the Patient: with none, there is no Bundle.
+//!
+//! Like the IPS builder, this has no I/O: the same inputs always give the same bytes.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use super::ResourceType;
+use super::entries::{Targets, entered_in_error, entry, entry_uuid, identify, namespace, urn};
+use super::fhir::PatientRecord;
+
+/// What the patient chose and what names this Bundle.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SharedBundleOptions<'a> {
+    /// The types to share; empty means every shareable type. The Patient is always included.
+    pub(crate) selected: &'a [ResourceType],
+    /// A UUID naming the Bundle (`Bundle.identifier` is `urn:uuid:<bundle_id>`); it also seeds
+    /// every fullUrl, so a new id gives unlinkable resource ids.
+    pub(crate) bundle_id: &'a str,
+    /// A FHIR instant, e.g. `2025-12-19T19:42:02.887Z`: `Bundle.timestamp`.
+    pub(crate) timestamp: &'a str,
+}
+
+/// The selected types hold nothing on file to share besides the Patient, and a
+/// PatientSharedBundle needs at least one more entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NothingToShare;
+
+/// Builds the PatientSharedBundle of `record`, sharing only the types in `options.selected`.
+pub(crate) fn build_patient_shared_bundle(
+    record: &PatientRecord,
+    options: &SharedBundleOptions<'_>,
+) -> Result<Value, NothingToShare> {
+    let namespace = namespace(options.bundle_id);
+    let selected: HashSet<ResourceType> = if options.selected.is_empty() {
+        ResourceType::SHAREABLE.into_iter().collect()
+    } else {
+        options.selected.iter().copied().collect()
+    };
+    let patient_uuid = entry_uuid(&namespace, "Patient", record.patient_id());
+    let mut targets = Targets::new();
+    targets.insert(
+        format!("Patient/{}", record.patient_id()),
+        Some(urn(patient_uuid)),
+    );
+    // Every stored resource's fate first, so that a reference to a later one is rewritten too.
+    let mut included = Vec::new();
+    for source in &record.resources {
+        let Some((resource_type, id)) = identify(source) else {
+            continue;
+        };
+        let key = format!("{}/{id}", resource_type.as_str());
+        if targets.contains_key(&key) {
+            continue; // A repeated `Type/id`: the first one stands, as a reference would find it.
+        }
+        if !selected.contains(&resource_type) || entered_in_error(source) {
+            targets.insert(key, None);
+            continue;
+        }
+        let uuid = entry_uuid(&namespace, resource_type.as_str(), id);
+        targets.insert(key, Some(urn(uuid)));
+        included.push((uuid, source));
+    }
+    if included.is_empty() {
+        return Err(NothingToShare);
+    }
+    let mut entries = Vec::with_capacity(included.len() + 1);
+    entries.push(without_profiles(entry(
+        patient_uuid,
+        &record.patient,
+        &targets,
+    )));
+    entries.extend(
+        included
+            .into_iter()
+            .map(|(uuid, source)| without_profiles(entry(uuid, source, &targets))),
+    );
+    Ok(json!({
+        "resourceType": "Bundle",
+        "identifier": { "system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", options.bundle_id) },
+        "type": "collection",
+        "timestamp": options.timestamp,
+        "entry": entries,
+    }))
+}
+
+/// The entry with `meta.profile` removed from its resource and the resources it contains, and a
+/// `meta` left empty by that removed too (FHIR forbids empty elements).
+fn without_profiles(mut entry: Value) -> Value {
+    let resource = &mut entry["resource"];
+    drop_profile(resource);
+    if let Some(Value::Array(contained)) = resource.get_mut("contained") {
+        contained.iter_mut().for_each(drop_profile);
+    }
+    entry
+}
+
+fn drop_profile(resource: &mut Value) {
+    let Some(fields) = resource.as_object_mut() else {
+        return;
+    };
+    let now_empty = match fields.get_mut("meta").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.remove("profile");
+            meta.is_empty()
+        }
+        None => false,
+    };
+    if now_empty {
+        fields.remove("meta");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+//! Direct links judged as a Kill the Clipboard receiver judges them (CMS "Patient-Shared Health
+//! Documents via SMART Health Links"): the payload's rules, retrieval with `?recipient=`,
+//! decryption, and the PatientSharedBundle's rules.
+//!
+//! The checks share no code with the gateway: the payload is decoded, the JWE decrypted with the
+//! `aes-gcm` crate directly, and the Bundle read as plain JSON, so a mistake in the builder cannot
+//! hide in a helper it shares with its test.
+
+use std::collections::HashSet;
+
+use aes_gcm::aead::Nonce;
+use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit, Tag};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Value, json};
+
+use crate::embedded::create_link;
+use crate::helpers::*;
+
+/// Section 1 of the profile: what a receiver checks before it fetches.
+fn check_payload(payload: &Value) {
+    assert_eq!(payload["flag"], "U", "flag is exactly U: {payload}");
+    let exp = payload["exp"].as_i64().expect("exp is required");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(exp > now, "not expired");
+    let key = payload["key"].as_str().expect("key");
+    assert_eq!(key.len(), 43, "key is 43 base64url characters");
+    assert_eq!(URL_SAFE_NO_PAD.decode(key).expect("base64url").len(), 32);
+    let url = payload["url"].as_str().expect("url");
+    assert!(url.len() <= 128, "url at most 128 characters");
+    if let Some(label) = payload.get("label") {
+        assert!(label.as_str().expect("label text").chars().count() <= 80);
+    }
+    assert!(payload.get("passcode").is_none());
+}
+
+/// `GET {url}?recipient=`: the compact JWE, as a browser on another origin may fetch it.
+async fn fetch(app: &TestApp, payload: &Value) -> String {
+    let response = app
+        .http
+        .get(payload["url"].as_str().expect("url"))
+        .query(&[("recipient", "Springfield Clinic")])
+        .header("origin", "https://reader.example")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/jose");
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    response.text().await.expect("body")
+}
+
+/// `dir` + `A256GCM`, `cty: application/fhir+json`, not compressed; decrypted here by hand.
+fn decrypt(payload: &Value, jwe: &str) -> Value {
+    let parts: Vec<&str> = jwe.split('.').collect();
+    assert_eq!(parts.len(), 5, "compact JWE");
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("header")).expect("json");
+    assert_eq!(header["alg"], "dir");
+    assert_eq!(header["enc"], "A256GCM");
+    assert_eq!(header["cty"], "application/fhir+json");
+    assert!(
+        header.get("zip").is_none(),
+        "receivers without inflate exist"
+    );
+    assert!(parts[1].is_empty(), "no encrypted key with dir");
+    let key = URL_SAFE_NO_PAD
+        .decode(payload["key"].as_str().expect("key"))
+        .expect("key");
+    let iv: [u8; 12] = URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .expect("iv")
+        .try_into()
+        .expect("a 96-bit IV");
+    let tag: [u8; 16] = URL_SAFE_NO_PAD
+        .decode(parts[4])
+        .expect("tag")
+        .try_into()
+        .expect("a 128-bit tag");
+    let mut plaintext = URL_SAFE_NO_PAD.decode(parts[3]).expect("ciphertext");
+    Aes256Gcm::new_from_slice(&key)
+        .expect("a 256-bit key")
+        .decrypt_inout_detached(
+            &Nonce::<Aes256Gcm>::from(iv),
+            parts[0].as_bytes(),
+            plaintext.as_mut_slice().into(),
+            &Tag::from(tag),
+        )
+        .expect("decrypts");
+    serde_json::from_slice(&plaintext).expect("a JSON Bundle")
+}
+
+fn collect_references<'v>(value: &'v Value, found: &mut Vec<&'v str>) {
+    match value {
+        Value::Object(fields) => {
+            if let Some(reference) = fields.get("reference").and_then(Value::as_str) {
+                found.push(reference);
+            }
+            fields
+                .values()
+                .for_each(|child| collect_references(child, found));
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|child| collect_references(child, found)),
+        _ => {}
+    }
+}
+
+/// Section 2: the PatientSharedBundle.
+fn check_bundle(bundle: &Value) {
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(bundle["type"], "collection", "a document is rejected");
+    assert!(
+        bundle["timestamp"].as_str().is_some_and(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).is_ok()
+        }),
+        "timestamp required"
+    );
+    let entries = bundle["entry"].as_array().expect("entries");
+    assert!(
+        entries.len() >= 2,
+        "a Patient and at least one content entry"
+    );
+    let patients: Vec<&Value> = entries
+        .iter()
+        .map(|entry| &entry["resource"])
+        .filter(|resource| resource["resourceType"] == "Patient")
+        .collect();
+    assert_eq!(patients.len(), 1, "exactly one Patient");
+    let patient = patients[0];
+    assert!(
+        patient["name"]
+            .as_array()
+            .is_some_and(|names| !names.is_empty())
+    );
+    assert!(patient["birthDate"].is_string());
+    assert!(patient["gender"].is_string());
+
+    let mut full_urls = HashSet::new();
+    for entry in entries {
+        let full_url = entry["fullUrl"].as_str().expect("fullUrl");
+        let uuid = full_url
+            .strip_prefix("urn:uuid:")
+            .expect("urn:uuid fullUrl");
+        assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{full_url}");
+        assert!(full_urls.insert(full_url), "fullUrls are unique");
+        let resource = &entry["resource"];
+        assert_ne!(resource["resourceType"], "Composition");
+        assert!(
+            resource["meta"].get("profile").is_none(),
+            "no meta.profile: {resource}"
+        );
+    }
+    let mut references = Vec::new();
+    collect_references(bundle, &mut references);
+    for reference in references {
+        let resolvable = full_urls.contains(reference)
+            || reference.starts_with('#')
+            || reference.starts_with("http://")
+            || reference.starts_with("https://");
+        let points_into_bundle = reference.starts_with("urn:uuid:")
+            || reference.starts_with("Patient/")
+            || ["Condition/", "Procedure/", "Observation/", "Immunization/"]
+                .iter()
+                .any(|prefix| reference.starts_with(prefix));
+        assert!(
+            resolvable || !points_into_bundle,
+            "an unresolved reference to the patient's data: {reference}"
+        );
+    }
+}
+
+/// Everything a receiver checks, end to end; returns the Bundle.
+async fn receive(app: &TestApp, input: Value) -> Value {
+    let (_, payload) = create_link(app, input).await;
+    check_payload(&payload);
+    let jwe = fetch(app, &payload).await;
+    let bundle = decrypt(&payload, &jwe);
+    check_bundle(&bundle);
+    bundle
+}
+
+#[tokio::test]
+async fn direct_links_pass_a_kill_the_clipboard_receivers_checks() {
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+
+    let everything = receive(&app, json!({"mode": "DIRECT"})).await;
+    let labelled = receive(
+        &app,
+        json!({"mode": "DIRECT", "label": "For my new doctor",
+               "resources": [{"resourceType": "Immunization"}]}),
+    )
+    .await;
+
+    let types = |bundle: &Value| -> HashSet<String> {
+        bundle["entry"]
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|entry| {
+                entry["resource"]["resourceType"]
+                    .as_str()
+                    .expect("type")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let shared = types(&everything);
+    for expected in [
+        "Patient",
+        "Condition",
+        "AllergyIntolerance",
+        "Immunization",
+        "Coverage",
+    ] {
+        assert!(shared.contains(expected), "{expected} in {shared:?}");
+    }
+    assert_eq!(
+        types(&labelled),
+        HashSet::from(["Patient".to_owned(), "Immunization".to_owned()])
+    );
+}
+
+#[tokio::test]
+async fn a_direct_link_with_nothing_to_share_is_refused_before_it_exists() {
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+
+    let (status, body) = app
+        .graphql(
+            "mutation($input: CreateHealthLinkInput!) { createHealthLink(input: $input) { id } }",
+            json!({"input": {"mode": "DIRECT", "resources": [{"resourceType": "Patient"}]}}),
+            Some(&format!("Bearer {PATIENT_TOKEN}")),
+        )
+        .await;
+
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    assert!(body["data"].is_null() || body["data"]["createHealthLink"].is_null());
+}
