@@ -16,7 +16,8 @@ use shl_gateway::idempotency::{Idempotency, InProcessStore};
 use shl_gateway::issuer::fhir::PatientRecord;
 use shl_gateway::issuer::ips::{IpsOptions, build_ips};
 use shl_gateway::issuer::{
-    BearerToken, Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, TraceContext,
+    BearerToken, Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, ResourceType,
+    TraceContext,
 };
 use shl_gateway::links::LinkService;
 use shl_gateway::passcode::{Passcode, PasscodeHasher};
@@ -34,6 +35,10 @@ struct InstantIssuer(DocumentReference);
 impl Issuer for InstantIssuer {
     fn mode(&self) -> IssuerMode {
         IssuerMode::Upstream
+    }
+
+    fn shareable_resource_types(&self) -> &'static [ResourceType] {
+        &ResourceType::UPSTREAM
     }
 
     async fn create_health_link(

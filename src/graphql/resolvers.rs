@@ -6,17 +6,20 @@ use super::Services;
 use super::health_link::CreatedHealthLink;
 use super::health_links::HealthLink;
 use super::inputs::CreateHealthLinkInput;
-use crate::issuer::{Caller, ResourceType};
+use crate::issuer::Caller;
 
 #[derive(Debug, Default)]
 pub(crate) struct QueryRoot;
 
 #[Object(name = "Query")]
 impl QueryRoot {
-    /// The resource types a patient may choose from (the IPS set in b.well's workflow), for
-    /// step 2 of the workflow. Omitting `resources` shares all of them.
-    async fn shareable_resource_types(&self) -> Vec<&'static str> {
-        ResourceType::SHAREABLE
+    /// The resource types a patient may choose from, for step 2 of the workflow: b.well's IPS
+    /// set in upstream mode, and `MedicationRequest` too in embedded mode. Omitting `resources`
+    /// shares all of them.
+    async fn shareable_resource_types(&self, ctx: &Context<'_>) -> Vec<&'static str> {
+        Services::of(ctx)
+            .links
+            .shareable_resource_types()
             .iter()
             .map(|resource_type| resource_type.as_str())
             .collect()

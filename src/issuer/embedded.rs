@@ -29,7 +29,7 @@ use super::store::{
 use super::{
     Attachment, Caller, CodeableConcept, Coding, CreateLinkRequest, DocumentReference,
     DocumentReferenceContent, DocumentReferenceContext, Identifier, Issuer, IssuerMode, LinkMode,
-    LinkSummary, Period, Reference, SHL_CONTENT_TYPE, ticket,
+    LinkSummary, Period, Reference, ResourceType, SHL_CONTENT_TYPE, ticket,
 };
 use crate::clock::now_ms;
 use crate::crypto::Keys;
@@ -532,6 +532,10 @@ fn random_manifest_id() -> Result<String, AppError> {
 impl Issuer for EmbeddedIssuer {
     fn mode(&self) -> IssuerMode {
         IssuerMode::Embedded
+    }
+
+    fn shareable_resource_types(&self) -> &'static [ResourceType] {
+        &ResourceType::EMBEDDED
     }
 
     async fn create_health_link(

@@ -55,6 +55,16 @@ impl IssuerMode {
 pub trait Issuer: Send + Sync + std::fmt::Debug {
     fn mode(&self) -> IssuerMode;
 
+    /// The resource types this mode may share: `shareableResourceTypes`, and the types a
+    /// request may select.
+    fn shareable_resource_types(&self) -> &'static [ResourceType];
+
+    /// This mode's own rules on a request whose fields are each valid, checked before anything
+    /// runs (no quota spent, no attempt recorded). Nothing by default.
+    fn check_request(&self, _request: &CreateLinkRequest) -> Result<(), AppError> {
+        Ok(())
+    }
+
     /// Creates one link. The passcode in `request` is final (generated or validated by the caller).
     async fn create_health_link(
         &self,

@@ -48,7 +48,7 @@ pub(crate) fn build_patient_shared_bundle(
 ) -> Result<Value, NothingToShare> {
     let namespace = namespace(options.bundle_id);
     let selected: HashSet<ResourceType> = if options.selected.is_empty() {
-        ResourceType::SHAREABLE.into_iter().collect()
+        ResourceType::EMBEDDED.into_iter().collect()
     } else {
         options.selected.iter().copied().collect()
     };

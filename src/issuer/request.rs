@@ -47,7 +47,8 @@ impl fmt::Debug for ValidatedLabel {
     }
 }
 
-/// The FHIR resource types a patient may share (b.well's IPS set, in the seed's order).
+/// The FHIR resource types a patient may share: b.well's IPS set, and `MedicationRequest` where
+/// the gateway issues links itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResourceType {
     Patient,
@@ -59,10 +60,14 @@ pub enum ResourceType {
     Procedure,
     Observation,
     Coverage,
+    /// Embedded mode only: part of the Kill the Clipboard profile's "persistence core" (with
+    /// Condition, AllergyIntolerance and Immunization), which b.well's set lacks.
+    MedicationRequest,
 }
 
 impl ResourceType {
-    pub(crate) const SHAREABLE: [ResourceType; 9] = [
+    /// b.well's IPS set, in the seed's order: what upstream mode may share.
+    pub const UPSTREAM: [ResourceType; 9] = [
         ResourceType::Patient,
         ResourceType::CarePlan,
         ResourceType::Condition,
@@ -74,7 +79,21 @@ impl ResourceType {
         ResourceType::Coverage,
     ];
 
-    pub(crate) fn as_str(self) -> &'static str {
+    /// What embedded mode may import and share: b.well's set and `MedicationRequest`.
+    pub const EMBEDDED: [ResourceType; 10] = [
+        ResourceType::Patient,
+        ResourceType::CarePlan,
+        ResourceType::Condition,
+        ResourceType::AllergyIntolerance,
+        ResourceType::MedicationStatement,
+        ResourceType::MedicationRequest,
+        ResourceType::Immunization,
+        ResourceType::Procedure,
+        ResourceType::Observation,
+        ResourceType::Coverage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
         match self {
             ResourceType::Patient => "Patient",
             ResourceType::CarePlan => "CarePlan",
@@ -85,12 +104,14 @@ impl ResourceType {
             ResourceType::Procedure => "Procedure",
             ResourceType::Observation => "Observation",
             ResourceType::Coverage => "Coverage",
+            ResourceType::MedicationRequest => "MedicationRequest",
         }
     }
 
-    /// Exact, case-sensitive match: FHIR resource type names are case-sensitive.
-    pub(crate) fn parse(name: &str) -> Option<Self> {
-        Self::SHAREABLE
+    /// Exact, case-sensitive match against every type either mode knows: FHIR resource type
+    /// names are case-sensitive. Whether this mode may share it is the issuer's to say.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::EMBEDDED
             .into_iter()
             .find(|resource_type| resource_type.as_str() == name)
     }

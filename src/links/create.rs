@@ -9,7 +9,7 @@ use super::{CreatedLink, LinkService, require_bearer};
 use crate::audit::{AuditAction, AuditEvent};
 use crate::error::{AppError, ErrorCode};
 use crate::idempotency::StoredAnswer;
-use crate::issuer::{BearerToken, Caller, CreateLinkRequest, IssuerMode};
+use crate::issuer::{BearerToken, Caller, CreateLinkRequest, IssuerMode, ResourceType};
 use crate::passcode::Passcode;
 
 /// How a creation failed: before its attempt record (the refusal still needs one) or after
@@ -47,6 +47,29 @@ impl LinkService {
             .await;
     }
 
+    /// The resource types this mode shares (`shareableResourceTypes`).
+    pub(crate) fn shareable_resource_types(&self) -> &'static [ResourceType] {
+        self.issuer.shareable_resource_types()
+    }
+
+    /// The mode's rules on a request each of whose fields is valid: the types it may share,
+    /// then the issuer's own.
+    fn check_request(&self, request: &CreateLinkRequest) -> Result<(), AppError> {
+        let shareable = self.issuer.shareable_resource_types();
+        if let Some(refused) = request
+            .resources
+            .iter()
+            .find(|resource_type| !shareable.contains(resource_type))
+        {
+            return Err(AppError::bad_user_input(format!(
+                "resources: {} is not shareable in {} mode (see shareableResourceTypes)",
+                refused.as_str(),
+                self.issuer.mode().as_str()
+            )));
+        }
+        self.issuer.check_request(request)
+    }
+
     pub(super) fn events<'a>(&self, caller: &'a Caller) -> CallerEvents<'a> {
         CallerEvents::new(&self.audit, caller, self.issuer.mode())
     }
@@ -69,6 +92,8 @@ impl LinkService {
     ) -> Result<CreatedLink, Refusal> {
         let token = require_bearer(caller).map_err(Refusal::BeforeAttempt)?;
         let request = request.map_err(Refusal::BeforeAttempt)?;
+        self.check_request(&request)
+            .map_err(Refusal::BeforeAttempt)?;
         let idempotency_key = caller
             .idempotency_key
             .as_deref()

@@ -18,7 +18,8 @@ use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, ManifestAnswer, 
 use crate::issuer::fhir::PatientRecord;
 use crate::issuer::store::{LinkStore, SqlStore};
 use crate::issuer::{
-    BearerToken, Caller, CreateLinkRequest, IssuerMode, LinkMode, LinkSummary, TraceContext,
+    BearerToken, Caller, CreateLinkRequest, IssuerMode, LinkMode, LinkSummary, ResourceType,
+    TraceContext,
 };
 use crate::passcode::{Passcode, PasscodeHasher};
 use crate::ratelimit::{InProcessQuotas, QuotaSpec, QuotaSpecs};
@@ -98,6 +99,8 @@ fn trail(sink: &Arc<MemoryAuditSink>) -> AuditTrail {
 struct FakeIssuer {
     sink: Arc<MemoryAuditSink>,
     answer: Result<DocumentReference, ErrorCode>,
+    /// What `check_request` answers.
+    request_rule: Result<(), ErrorCode>,
     break_trail_when_called: bool,
     records_seen_at_calls: Mutex<Vec<Vec<AuditAction>>>,
 }
@@ -107,6 +110,7 @@ impl FakeIssuer {
         Self {
             sink: Arc::clone(sink),
             answer: Ok(seed_document()),
+            request_rule: Ok(()),
             break_trail_when_called: false,
             records_seen_at_calls: Mutex::new(Vec::new()),
         }
@@ -121,6 +125,15 @@ impl FakeIssuer {
 impl Issuer for FakeIssuer {
     fn mode(&self) -> IssuerMode {
         IssuerMode::Upstream
+    }
+
+    fn shareable_resource_types(&self) -> &'static [ResourceType] {
+        &ResourceType::UPSTREAM
+    }
+
+    fn check_request(&self, _request: &CreateLinkRequest) -> Result<(), AppError> {
+        self.request_rule
+            .map_err(|code| AppError::new(code, "the fake issuer's rule"))
     }
 
     async fn create_health_link(
@@ -368,6 +381,46 @@ async fn an_issuer_failure_is_recorded_after_the_attempt_with_its_code() {
         ]
     );
     assert!(sink.events()[1].upstream_latency_ms.is_some());
+}
+
+#[tokio::test]
+async fn the_modes_rules_refuse_before_the_quota_and_the_attempt() {
+    let Fixture {
+        sink,
+        issuer,
+        service,
+    } = fixture_with(
+        |issuer| issuer.request_rule = Err(ErrorCode::NotSupportedInMode),
+        1,
+    );
+    let not_shared_upstream = CreateLinkRequest {
+        resources: vec![ResourceType::MedicationRequest],
+        ..passcode_request()
+    };
+
+    let by_type = service
+        .create(&bearer_caller(), Ok(not_shared_upstream))
+        .await
+        .expect_err("not a type this mode shares");
+    let by_rule = service
+        .create(&bearer_caller(), Ok(passcode_request()))
+        .await
+        .expect_err("the issuer's own rule");
+    let again = service
+        .create(&bearer_caller(), Ok(passcode_request()))
+        .await
+        .expect_err("the same rule, and still no quota spent");
+
+    assert_eq!(by_type.code(), ErrorCode::BadUserInput);
+    assert!(by_type.message().contains("MedicationRequest"));
+    assert_eq!(by_rule.code(), ErrorCode::NotSupportedInMode);
+    assert_eq!(again.code(), ErrorCode::NotSupportedInMode, "not RATE_LIMITED");
+    assert!(issuer.calls().is_empty());
+    assert_eq!(
+        actions(&sink),
+        vec![AuditAction::CreationRefused; 3],
+        "refused before any attempt"
+    );
 }
 
 #[tokio::test]

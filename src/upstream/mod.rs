@@ -18,7 +18,9 @@ pub(crate) use breaker::CircuitBreaker;
 pub(crate) use client::{UpstreamClient, UpstreamSettings};
 
 use crate::error::{AppError, ErrorCode};
-use crate::issuer::{Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, LinkMode};
+use crate::issuer::{
+    Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, LinkMode, ResourceType,
+};
 
 /// Why an upstream call failed, as far as the client may know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,17 +77,26 @@ impl Issuer for UpstreamIssuer {
         IssuerMode::Upstream
     }
 
-    async fn create_health_link(
-        &self,
-        caller: &Caller,
-        request: &CreateLinkRequest,
-    ) -> Result<DocumentReference, AppError> {
+    fn shareable_resource_types(&self) -> &'static [ResourceType] {
+        &ResourceType::UPSTREAM
+    }
+
+    /// b.well makes passcode links only.
+    fn check_request(&self, request: &CreateLinkRequest) -> Result<(), AppError> {
         if request.mode == LinkMode::Direct {
             return Err(AppError::not_supported_in_mode(
                 "mode DIRECT",
                 IssuerMode::Upstream.as_str(),
             ));
         }
+        Ok(())
+    }
+
+    async fn create_health_link(
+        &self,
+        caller: &Caller,
+        request: &CreateLinkRequest,
+    ) -> Result<DocumentReference, AppError> {
         let Some(permit) = self.breaker.try_acquire() else {
             tracing::warn!(
                 upstream.error = "breaker_open",

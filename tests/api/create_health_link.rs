@@ -239,6 +239,28 @@ async fn qr_code_is_null_when_the_answer_has_no_link_attachment() {
 }
 
 #[tokio::test]
+async fn a_type_only_embedded_mode_shares_is_refused_upstream_before_anything_runs() {
+    let app = spawn_app().await;
+    app.upstream_answers_seed().await;
+
+    let (_, body) = app
+        .graphql(
+            SEED_MUTATION,
+            json!({"input": {"resources": [{"resourceType": "MedicationRequest"}]}}),
+            Some(TOKEN),
+        )
+        .await;
+
+    assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    let message = body["errors"][0]["message"].as_str().expect("message");
+    assert!(
+        message.contains("MedicationRequest") && message.contains("upstream"),
+        "{message}"
+    );
+    assert!(app.upstream_bodies().await.is_empty());
+}
+
+#[tokio::test]
 async fn shareable_resource_types_lists_the_ips_set() {
     let app = spawn_app().await;
 

@@ -406,3 +406,22 @@ async fn the_purge_task_drops_the_ciphertext_of_ended_links() {
         "metadata and history stay"
     );
 }
+
+#[tokio::test]
+async fn embedded_mode_shares_medication_requests_too() {
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+
+    let (_, body) = app
+        .graphql("{ shareableResourceTypes }", json!({}), None)
+        .await;
+
+    let types: Vec<&str> = body["data"]["shareableResourceTypes"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|name| name.as_str().expect("a name"))
+        .collect();
+    assert_eq!(types.len(), 10, "{types:?}");
+    assert!(types.contains(&"MedicationRequest"));
+    assert!(types.contains(&"MedicationStatement"));
+}

@@ -207,11 +207,14 @@ async fn direct_links_pass_a_kill_the_clipboard_receivers_checks() {
             .collect()
     };
     let shared = types(&everything);
+    // The profile's persistence core, and the rest of the demo record.
     for expected in [
         "Patient",
         "Condition",
         "AllergyIntolerance",
         "Immunization",
+        "MedicationRequest",
+        "MedicationStatement",
         "Coverage",
     ] {
         assert!(shared.contains(expected), "{expected} in {shared:?}");

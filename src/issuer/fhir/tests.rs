@@ -46,7 +46,7 @@ fn demo_record_has_every_shareable_type() {
     PatientRecord::from_bundle(&bundle).expect("demo bundle imports");
     let record = PatientRecord::demo();
     assert_eq!(record.patient_id(), "demo-alex");
-    for resource_type in ResourceType::SHAREABLE {
+    for resource_type in ResourceType::EMBEDDED {
         if resource_type == ResourceType::Patient {
             continue;
         }

@@ -213,7 +213,7 @@ pub fn build_ips(record: &PatientRecord, options: &IpsOptions<'_>) -> Value {
 
 fn selection(selected: &[ResourceType]) -> HashSet<ResourceType> {
     if selected.is_empty() {
-        ResourceType::SHAREABLE.into_iter().collect()
+        ResourceType::EMBEDDED.into_iter().collect()
     } else {
         selected.iter().copied().collect()
     }
@@ -267,7 +267,7 @@ fn placement(resource_type: ResourceType, resource: &Value) -> Option<Placement>
         ResourceType::Observation => observation_section(resource)?,
         ResourceType::Condition => Section::Problems,
         ResourceType::AllergyIntolerance => Section::Allergies,
-        ResourceType::MedicationStatement => Section::Medications,
+        ResourceType::MedicationStatement | ResourceType::MedicationRequest => Section::Medications,
         ResourceType::Immunization => Section::Immunizations,
         ResourceType::Procedure => Section::Procedures,
         ResourceType::CarePlan => Section::PlanOfCare,

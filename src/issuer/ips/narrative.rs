@@ -172,17 +172,21 @@ fn allergy(allergy: &Value) -> Vec<Option<String>> {
     ]
 }
 
-fn medication(statement: &Value) -> Vec<Option<String>> {
+/// A MedicationStatement, or a MedicationRequest (`dosageInstruction`, and `authoredOn` for
+/// "Since").
+fn medication(medication: &Value) -> Vec<Option<String>> {
     let dosage = joined(
-        items(&statement["dosage"]).filter_map(|dosage| text(&dosage["text"])),
+        items(&medication["dosage"])
+            .chain(items(&medication["dosageInstruction"]))
+            .filter_map(|dosage| text(&dosage["text"])),
         "; ",
     );
     vec![
-        concept(&statement["medicationCodeableConcept"])
-            .or_else(|| text(&statement["medicationReference"]["display"])),
-        text(&statement["status"]),
+        concept(&medication["medicationCodeableConcept"])
+            .or_else(|| text(&medication["medicationReference"]["display"])),
+        text(&medication["status"]),
         dosage,
-        when(statement, "effective"),
+        when(medication, "effective").or_else(|| text(&medication["authoredOn"])),
     ]
 }
 

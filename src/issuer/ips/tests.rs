@@ -261,8 +261,15 @@ fn demo_document_is_a_complete_ips() {
             .iter()
             .any(|reference| coverage_url == *reference)
     );
-    // 16 stored resources, plus the Composition.
-    assert_eq!(bundle["entry"].as_array().map(Vec::len), Some(17));
+    // A MedicationRequest sits in the medication summary beside the statements.
+    assert_eq!(
+        section(&bundle, "10160-0").expect("medications")["entry"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    // 17 stored resources, plus the Composition.
+    assert_eq!(bundle["entry"].as_array().map(Vec::len), Some(18));
 }
 
 #[test]
@@ -452,6 +459,7 @@ fn entries_follow_section_order() {
             "AllergyIntolerance",
             "MedicationStatement",
             "MedicationStatement",
+            "MedicationRequest",
             "Immunization",
             "Immunization",
             "Procedure",
