@@ -413,6 +413,15 @@ pub struct EmbeddedConfig {
     #[arg(long, env = "SHL_GATEWAY_DIRECT_LINK_VALIDITY", default_value = "10m", value_parser = parse_duration)]
     pub direct_link_validity: Duration,
 
+    /// Longest validity a caller may ask for a PASSCODE link (`input.expiresInSeconds`).
+    #[arg(long, env = "SHL_GATEWAY_MAX_LINK_VALIDITY", default_value = "48h", value_parser = parse_duration)]
+    pub max_link_validity: Duration,
+
+    /// Longest validity a caller may ask for a DIRECT link (`input.expiresInSeconds`; the Kill
+    /// the Clipboard profile suggests 24 to 48 hours for a printed QR code).
+    #[arg(long, env = "SHL_GATEWAY_MAX_DIRECT_LINK_VALIDITY", default_value = "48h", value_parser = parse_duration)]
+    pub max_direct_link_validity: Duration,
+
     /// Wrong passcodes a link tolerates in its lifetime before it locks.
     #[arg(long, env = "SHL_GATEWAY_PASSCODE_ATTEMPTS", default_value_t = 5)]
     pub passcode_attempts: u32,
@@ -811,6 +820,12 @@ impl EmbeddedConfig {
                 "--link-validity, --direct-link-validity and --purge-interval must be longer than 0"
             );
         }
+        if self.link_validity > self.max_link_validity {
+            bail!("--link-validity must not be longer than --max-link-validity");
+        }
+        if self.direct_link_validity > self.max_direct_link_validity {
+            bail!("--direct-link-validity must not be longer than --max-direct-link-validity");
+        }
         Ok(())
     }
 
@@ -822,6 +837,8 @@ impl EmbeddedConfig {
             identifier_system: self.identifier_system.clone(),
             passcode_link_validity: self.link_validity,
             direct_link_validity: self.direct_link_validity,
+            max_passcode_link_validity: self.max_link_validity,
+            max_direct_link_validity: self.max_direct_link_validity,
             passcode_attempts: self.passcode_attempts,
             location_ticket_lifetime: self.location_ticket_lifetime,
         }
@@ -1189,6 +1206,26 @@ mod tests {
             config.graphql.max_value_depth = depth;
             assert_eq!(config.validate().is_ok(), accepted, "{depth}");
         }
+    }
+
+    #[test]
+    fn a_default_validity_fits_within_its_bound() {
+        let mut config = Config::default();
+        assert_eq!(
+            config.embedded.max_link_validity,
+            Duration::from_secs(48 * 3600)
+        );
+        assert_eq!(
+            config.embedded.max_direct_link_validity,
+            Duration::from_secs(48 * 3600)
+        );
+        config.embedded.max_direct_link_validity = Duration::from_secs(60);
+        let error = config.validate().expect_err("10m default over a 1m bound");
+        assert!(error.to_string().contains("--max-direct-link-validity"));
+        let mut config = Config::default();
+        config.embedded.link_validity = Duration::from_secs(49 * 3600);
+        let error = config.validate().expect_err("over the 48h bound");
+        assert!(error.to_string().contains("--max-link-validity"));
     }
 
     #[test]

@@ -17,6 +17,10 @@ pub(crate) struct CreateHealthLinkInput {
     /// How the link is protected (a gateway field, not sent upstream). `DIRECT` is embedded mode only.
     #[graphql(default_with = "Some(HealthLinkMode::Passcode)")]
     pub(crate) mode: Option<HealthLinkMode>,
+    /// How long the link is valid, in seconds (a gateway field, not sent upstream). Embedded
+    /// mode only: at most `--max-link-validity` (PASSCODE) or `--max-direct-link-validity`
+    /// (DIRECT), both 48 hours by default. Omitted: 5 minutes (PASSCODE) or 10 minutes (DIRECT).
+    pub(crate) expires_in_seconds: Option<i32>,
 }
 
 #[derive(Debug, InputObject)]
@@ -90,11 +94,24 @@ impl CreateHealthLinkInput {
             HealthLinkMode::Direct => (LinkMode::Direct, None),
         };
 
+        let expires_in = match self.expires_in_seconds {
+            None => None,
+            Some(seconds) => match u64::try_from(seconds) {
+                Ok(seconds) if seconds > 0 => Some(std::time::Duration::from_secs(seconds)),
+                _ => {
+                    return Err(AppError::bad_user_input(
+                        "expiresInSeconds must be a positive number of seconds",
+                    ));
+                }
+            },
+        };
+
         Ok(CreateLinkRequest {
             label,
             resources,
             passcode,
             mode,
+            expires_in,
         })
     }
 }
@@ -119,6 +136,7 @@ mod tests {
                 passcode: passcode.map(str::to_owned),
             }),
             mode: None,
+            expires_in_seconds: None,
         }
     }
 
@@ -131,6 +149,24 @@ mod tests {
             .expect_err("too long");
         assert_eq!(error.code(), ErrorCode::BadUserInput);
         assert!(error.message().contains("80"));
+    }
+
+    #[test]
+    fn a_validity_is_a_positive_number_of_seconds() {
+        let with = |seconds: Option<i32>| CreateHealthLinkInput {
+            expires_in_seconds: seconds,
+            ..input(None, &[], None)
+        };
+        assert_eq!(with(None).validate().expect("default").expires_in, None);
+        assert_eq!(
+            with(Some(3600)).validate().expect("an hour").expires_in,
+            Some(std::time::Duration::from_secs(3600))
+        );
+        for refused in [0, -1, i32::MIN] {
+            let error = with(Some(refused)).validate().expect_err("not positive");
+            assert_eq!(error.code(), ErrorCode::BadUserInput);
+            assert!(error.message().contains("expiresInSeconds"));
+        }
     }
 
     #[test]

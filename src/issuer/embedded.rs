@@ -55,6 +55,9 @@ pub(crate) struct EmbeddedSettings {
     pub(crate) identifier_system: String,
     pub(crate) passcode_link_validity: Duration,
     pub(crate) direct_link_validity: Duration,
+    /// The longest validity a request may ask for (`expiresInSeconds`), per mode.
+    pub(crate) max_passcode_link_validity: Duration,
+    pub(crate) max_direct_link_validity: Duration,
     /// Lifetime budget of wrong passcodes per link.
     pub(crate) passcode_attempts: u32,
     pub(crate) location_ticket_lifetime: Duration,
@@ -538,6 +541,31 @@ impl Issuer for EmbeddedIssuer {
         &ResourceType::EMBEDDED
     }
 
+    /// A requested validity within this mode's bound.
+    fn check_request(&self, request: &CreateLinkRequest) -> Result<(), AppError> {
+        let Some(asked) = request.expires_in else {
+            return Ok(());
+        };
+        let (longest, flag) = match request.mode {
+            LinkMode::Passcode => (
+                self.settings.max_passcode_link_validity,
+                "--max-link-validity",
+            ),
+            LinkMode::Direct => (
+                self.settings.max_direct_link_validity,
+                "--max-direct-link-validity",
+            ),
+        };
+        if asked > longest {
+            return Err(AppError::bad_user_input(format!(
+                "expiresInSeconds must be at most {} for mode {} ({flag})",
+                longest.as_secs(),
+                request.mode.as_str()
+            )));
+        }
+        Ok(())
+    }
+
     async fn create_health_link(
         &self,
         caller: &Caller,
@@ -554,10 +582,10 @@ impl Issuer for EmbeddedIssuer {
             })?;
 
         let now = now_ms();
-        let validity = match request.mode {
+        let validity = request.expires_in.unwrap_or(match request.mode {
             LinkMode::Passcode => self.settings.passcode_link_validity,
             LinkMode::Direct => self.settings.direct_link_validity,
-        };
+        });
         let expires_at = now + duration_ms(validity);
         let link_id = Uuid::new_v4();
         let manifest_id = random_manifest_id()?;

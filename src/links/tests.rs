@@ -56,6 +56,7 @@ fn passcode_request() -> CreateLinkRequest {
         resources: Vec::new(),
         passcode: Some(Passcode::parse("123456").expect("passcode")),
         mode: LinkMode::Passcode,
+        expires_in: None,
     }
 }
 
@@ -414,7 +415,11 @@ async fn the_modes_rules_refuse_before_the_quota_and_the_attempt() {
     assert_eq!(by_type.code(), ErrorCode::BadUserInput);
     assert!(by_type.message().contains("MedicationRequest"));
     assert_eq!(by_rule.code(), ErrorCode::NotSupportedInMode);
-    assert_eq!(again.code(), ErrorCode::NotSupportedInMode, "not RATE_LIMITED");
+    assert_eq!(
+        again.code(),
+        ErrorCode::NotSupportedInMode,
+        "not RATE_LIMITED"
+    );
     assert!(issuer.calls().is_empty());
     assert_eq!(
         actions(&sink),
@@ -682,6 +687,8 @@ async fn data_plane() -> DataPlane {
         identifier_system: "urn:test".to_owned(),
         passcode_link_validity: Duration::from_secs(300),
         direct_link_validity: Duration::from_secs(600),
+        max_passcode_link_validity: Duration::from_secs(3600),
+        max_direct_link_validity: Duration::from_secs(3600),
         passcode_attempts: 5,
         location_ticket_lifetime: Duration::from_secs(60),
     };
@@ -718,6 +725,7 @@ async fn direct_link(plane: &DataPlane) -> String {
         resources: Vec::new(),
         passcode: None,
         mode: LinkMode::Direct,
+        expires_in: None,
     };
     let document = plane
         .issuer

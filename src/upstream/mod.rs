@@ -81,12 +81,18 @@ impl Issuer for UpstreamIssuer {
         &ResourceType::UPSTREAM
     }
 
-    /// b.well makes passcode links only.
+    /// b.well makes passcode links only, and decides how long they are valid.
     fn check_request(&self, request: &CreateLinkRequest) -> Result<(), AppError> {
         if request.mode == LinkMode::Direct {
             return Err(AppError::not_supported_in_mode(
                 "mode DIRECT",
                 IssuerMode::Upstream.as_str(),
+            ));
+        }
+        if request.expires_in.is_some() {
+            return Err(AppError::bad_user_input(
+                "expiresInSeconds is not accepted in upstream mode: b.well decides how long its \
+                 links are valid",
             ));
         }
         Ok(())

@@ -156,6 +156,7 @@ mod tests {
             resources,
             passcode: Some(Passcode::parse("743730").expect("valid")),
             mode: LinkMode::Passcode,
+            expires_in: None,
         }
     }
 

@@ -261,6 +261,25 @@ async fn a_type_only_embedded_mode_shares_is_refused_upstream_before_anything_ru
 }
 
 #[tokio::test]
+async fn upstream_mode_leaves_the_validity_to_b_well() {
+    let app = spawn_app().await;
+    app.upstream_answers_seed().await;
+
+    let (_, body) = app
+        .graphql(
+            SEED_MUTATION,
+            json!({"input": {"expiresInSeconds": 3600}}),
+            Some(TOKEN),
+        )
+        .await;
+
+    assert_eq!(error_code(&body), "BAD_USER_INPUT");
+    let message = body["errors"][0]["message"].as_str().expect("message");
+    assert!(message.contains("b.well"), "{message}");
+    assert!(app.upstream_bodies().await.is_empty());
+}
+
+#[tokio::test]
 async fn shareable_resource_types_lists_the_ips_set() {
     let app = spawn_app().await;
 

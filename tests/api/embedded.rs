@@ -425,3 +425,69 @@ async fn embedded_mode_shares_medication_requests_too() {
     assert!(types.contains(&"MedicationRequest"));
     assert!(types.contains(&"MedicationStatement"));
 }
+
+#[tokio::test]
+async fn a_caller_chooses_the_validity_within_the_modes_bound() {
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+
+    let (_, passcode) = create_link(&app, json!({"expiresInSeconds": 3600})).await;
+    let (link, direct) =
+        create_link(&app, json!({"mode": "DIRECT", "expiresInSeconds": 172_800})).await;
+
+    let exp = |payload: &Value| payload["exp"].as_i64().expect("exp");
+    assert!((exp(&passcode) - (now + 3600)).abs() <= 5, "{passcode}");
+    assert!((exp(&direct) - (now + 172_800)).abs() <= 5, "{direct}");
+    let end = time::OffsetDateTime::parse(
+        link["context"]["period"]["end"].as_str().expect("end"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("an instant");
+    assert_eq!(
+        end.unix_timestamp(),
+        exp(&direct),
+        "the period ends with the link"
+    );
+}
+
+#[tokio::test]
+async fn a_validity_out_of_bounds_is_refused_before_anything_runs() {
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+
+    for (input, says) in [
+        (
+            json!({"mode": "DIRECT", "expiresInSeconds": 172_801}),
+            "--max-direct-link-validity",
+        ),
+        (json!({"expiresInSeconds": 172_801}), "--max-link-validity"),
+        (json!({"expiresInSeconds": 0}), "positive"),
+        (
+            json!({"mode": "DIRECT", "expiresInSeconds": -60}),
+            "positive",
+        ),
+    ] {
+        let (status, body) = app
+            .graphql(
+                "mutation($input: CreateHealthLinkInput!) { createHealthLink(input: $input) { id } }",
+                json!({ "input": input }),
+                Some(&format!("Bearer {PATIENT_TOKEN}")),
+            )
+            .await;
+
+        assert_eq!(status, 200);
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}"
+        );
+        let message = body["errors"][0]["message"].as_str().expect("message");
+        assert!(message.contains(says), "{message}");
+    }
+    let (_, links) = app
+        .graphql(
+            "{ healthLinks { id } }",
+            json!({}),
+            Some(&format!("Bearer {PATIENT_TOKEN}")),
+        )
+        .await;
+    assert_eq!(links["data"]["healthLinks"], json!([]), "no link was made");
+}
