@@ -3,7 +3,7 @@
 use async_graphql::{Enum, InputObject};
 
 use crate::error::AppError;
-use crate::issuer::{CreateLinkRequest, LinkMode, ResourceType, ValidatedLabel};
+use crate::issuer::{CreateLinkRequest, LinkMode, PatientStory, ResourceType, ValidatedLabel};
 use crate::passcode::Passcode;
 
 #[derive(Debug, InputObject)]
@@ -21,6 +21,15 @@ pub(crate) struct CreateHealthLinkInput {
     /// mode only: at most `--max-link-validity` (PASSCODE) or `--max-direct-link-validity`
     /// (DIRECT), both 48 hours by default. Omitted: 5 minutes (PASSCODE) or 10 minutes (DIRECT).
     pub(crate) expires_in_seconds: Option<i32>,
+    /// DIRECT links: add a PDF that renders every shared resource as readable text, for an EHR
+    /// that files documents rather than data. Default `true` for DIRECT; PASSCODE links carry an
+    /// IPS document and take no PDF (giving it is `BAD_USER_INPUT`).
+    pub(crate) rendered_summary: Option<bool>,
+    /// DIRECT links: the patient's own story, in their words (priorities, concerns, goals,
+    /// corrections), shared as a PDF note. Plain text, at most 10,000 characters, paragraphs kept.
+    /// Never logged and never in audit records.
+    #[graphql(secret)]
+    pub(crate) patient_story: Option<String>,
 }
 
 #[derive(Debug, InputObject)]
@@ -106,12 +115,32 @@ impl CreateHealthLinkInput {
             },
         };
 
+        let direct_only = |field: &str| {
+            AppError::bad_user_input(format!(
+                "{field} applies to mode DIRECT only (a PASSCODE link carries an IPS document)"
+            ))
+        };
+        let rendered_summary = match (mode, self.rendered_summary) {
+            (LinkMode::Direct, choice) => choice.unwrap_or(true),
+            (LinkMode::Passcode, None) => false,
+            (LinkMode::Passcode, Some(_)) => return Err(direct_only("renderedSummary")),
+        };
+        let story = match (mode, self.patient_story.as_deref()) {
+            (_, None) => None,
+            (LinkMode::Passcode, Some(_)) => return Err(direct_only("patientStory")),
+            (LinkMode::Direct, Some(story)) => {
+                Some(PatientStory::parse(story).map_err(AppError::bad_user_input)?)
+            }
+        };
+
         Ok(CreateLinkRequest {
             label,
             resources,
             passcode,
             mode,
             expires_in,
+            rendered_summary,
+            story,
         })
     }
 }
@@ -137,6 +166,8 @@ mod tests {
             }),
             mode: None,
             expires_in_seconds: None,
+            rendered_summary: None,
+            patient_story: None,
         }
     }
 
@@ -167,6 +198,83 @@ mod tests {
             assert_eq!(error.code(), ErrorCode::BadUserInput);
             assert!(error.message().contains("expiresInSeconds"));
         }
+    }
+
+    fn direct(story: Option<&str>, rendered: Option<bool>) -> CreateHealthLinkInput {
+        CreateHealthLinkInput {
+            mode: Some(HealthLinkMode::Direct),
+            security_config: None,
+            patient_story: story.map(str::to_owned),
+            rendered_summary: rendered,
+            ..input(None, &[], None)
+        }
+    }
+
+    #[test]
+    fn direct_links_render_a_summary_unless_told_not_to() {
+        assert!(
+            direct(None, None)
+                .validate()
+                .expect("valid")
+                .rendered_summary
+        );
+        assert!(
+            !direct(None, Some(false))
+                .validate()
+                .expect("valid")
+                .rendered_summary
+        );
+        assert!(
+            !input(None, &[], None)
+                .validate()
+                .expect("valid")
+                .rendered_summary
+        );
+    }
+
+    #[test]
+    fn the_story_and_the_summary_are_for_direct_links_only() {
+        for passcode_link in [
+            CreateHealthLinkInput {
+                patient_story: Some("My story".to_owned()),
+                ..input(None, &[], None)
+            },
+            CreateHealthLinkInput {
+                rendered_summary: Some(true),
+                ..input(None, &[], None)
+            },
+        ] {
+            let error = passcode_link.validate().expect_err("PASSCODE");
+            assert_eq!(error.code(), ErrorCode::BadUserInput);
+            assert!(error.message().contains("DIRECT"), "{}", error.message());
+        }
+    }
+
+    #[test]
+    fn a_story_keeps_its_paragraphs_and_is_never_repeated_in_an_error() {
+        let story = "I ran a marathon in May.\r\n\r\nMy knee still hurts when I climb stairs.";
+        let parsed = direct(Some(story), None).validate().expect("valid");
+        assert_eq!(
+            parsed.story.as_ref().map(PatientStory::as_str),
+            Some("I ran a marathon in May.\n\nMy knee still hurts when I climb stairs.")
+        );
+        assert_eq!(
+            format!("{:?}", parsed.story),
+            "Some(PatientStory([REDACTED]))"
+        );
+        let secret = "knee-secret ";
+        for bad in [
+            secret.repeat(1000),
+            format!("{secret}\u{7}"),
+            format!("{secret}\u{202E}"),
+            "   \n ".to_owned(),
+        ] {
+            let error = direct(Some(&bad), None).validate().expect_err("refused");
+            assert_eq!(error.code(), ErrorCode::BadUserInput);
+            assert!(!error.message().contains("knee"), "{}", error.message());
+        }
+        let longest = "é".repeat(10_000);
+        assert!(direct(Some(&longest), None).validate().is_ok());
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub use document_reference::{
 };
 pub(crate) use link_summary::{AccessSummary, LinkSummary};
 pub use request::{
-    BearerToken, Caller, CreateLinkRequest, LinkMode, ResourceType, TraceContext, ValidatedLabel,
+    BearerToken, Caller, CreateLinkRequest, LinkMode, PatientStory, ResourceType, TraceContext,
+    ValidatedLabel,
 };
 
 use crate::error::AppError;

@@ -41,6 +41,69 @@ pub(crate) struct SharedBundleOptions<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NothingToShare;
 
+/// A PDF the patient shares in the Bundle, as a PatientSharedDocumentReference
+/// (`https://cms.gov/fhir/StructureDefinition/patient-shared-document-reference`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SharedDocument {
+    /// LOINC 60591-5: the FHIR-rendered summary of every other resource in the Bundle.
+    RenderedSummary,
+    /// LOINC 51855-5: the patient's own story, in their words.
+    PatientStory,
+}
+
+impl SharedDocument {
+    /// LOINC code and display, and the title the attachment carries.
+    fn coding(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            SharedDocument::RenderedSummary => {
+                ("60591-5", "Patient summary Document", "Patient summary")
+            }
+            SharedDocument::PatientStory => ("51855-5", "Patient Note", "My story"),
+        }
+    }
+}
+
+/// The profile's category of what a patient shares.
+const PATIENT_SHARED_CATEGORY: &str = "https://cms.gov/fhir/CodeSystem/patient-shared-category";
+/// `PATAST`, "patient asserted": the patient, not a clinician, stands behind the document.
+const OBSERVATION_VALUE: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue";
+
+/// Appends `pdf` to a Bundle made by [`build_patient_shared_bundle`] as a
+/// PatientSharedDocumentReference: subject and author the Bundle's Patient, dated `date`, the PDF
+/// inline (base64 `data`, never a `url`: the Bundle must stand alone).
+pub(crate) fn add_document(bundle: &mut Value, document: SharedDocument, pdf: &[u8], date: &str) {
+    use base64::Engine as _;
+    let bundle_id = bundle["identifier"]["value"]
+        .as_str()
+        .and_then(|value| value.strip_prefix("urn:uuid:"))
+        .unwrap_or_default()
+        .to_owned();
+    let patient = bundle["entry"][0]["fullUrl"].clone();
+    let (code, display, title) = document.coding();
+    let uuid = entry_uuid(&namespace(&bundle_id), "DocumentReference", code);
+    let resource = json!({
+        "resourceType": "DocumentReference",
+        "id": uuid.to_string(),
+        "meta": { "security": [{ "system": OBSERVATION_VALUE, "code": "PATAST", "display": "patient asserted" }] },
+        "status": "current",
+        "type": { "coding": [{ "system": "http://loinc.org", "code": code, "display": display }] },
+        "category": [{ "coding": [{ "system": PATIENT_SHARED_CATEGORY, "code": "patient-shared", "display": "Patient Shared" }] }],
+        "subject": { "reference": patient },
+        "author": [{ "reference": patient }],
+        "date": date,
+        "description": title,
+        "content": [{ "attachment": {
+            "contentType": "application/pdf",
+            "data": base64::engine::general_purpose::STANDARD.encode(pdf),
+            "title": title,
+            "creation": date,
+        } }],
+    });
+    if let Some(entries) = bundle["entry"].as_array_mut() {
+        entries.push(json!({ "fullUrl": urn(uuid), "resource": resource }));
+    }
+}
+
 /// Builds the PatientSharedBundle of `record`, sharing only the types in `options.selected`.
 pub(crate) fn build_patient_shared_bundle(
     record: &PatientRecord,

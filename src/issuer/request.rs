@@ -47,6 +47,53 @@ impl fmt::Debug for ValidatedLabel {
     }
 }
 
+/// At most this many Unicode scalar values in a patient's story (`input.patientStory`).
+pub(crate) const STORY_MAX_CHARS: usize = 10_000;
+
+/// The patient's own story, checked: plain text of at most [`STORY_MAX_CHARS`] Unicode scalar
+/// values, paragraphs and line breaks kept (`\r\n` read as `\n`). It is health data in the
+/// patient's words: no `Debug`, log line, metric or audit record may show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PatientStory(String);
+
+impl PatientStory {
+    /// Error messages never repeat the story.
+    pub fn parse(story: &str) -> Result<Self, &'static str> {
+        let story = story.replace("\r\n", "\n");
+        if story.trim().is_empty() {
+            return Err("patientStory must not be blank");
+        }
+        if story.chars().count() > STORY_MAX_CHARS {
+            return Err("patientStory must be at most 10000 characters");
+        }
+        if story
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(
+                "patientStory must not contain control characters (line breaks and tabs are fine)",
+            );
+        }
+        if story.chars().any(crate::text::is_invisible_format_char) {
+            return Err(
+                "patientStory must not contain invisible formatting characters (Unicode category \
+                 Cf, such as bidi controls and zero-width spaces)",
+            );
+        }
+        Ok(Self(story))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PatientStory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PatientStory([REDACTED])")
+    }
+}
+
 /// The FHIR resource types a patient may share: b.well's IPS set, and `MedicationRequest` where
 /// the gateway issues links itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,6 +208,10 @@ pub struct CreateLinkRequest {
     /// The validity the caller asked for (`expiresInSeconds`, at least a second); `None` means
     /// the mode's default. Whether the mode allows it is the issuer's to say.
     pub(crate) expires_in: Option<std::time::Duration>,
+    /// Direct links: add the FHIR-rendered summary PDF (`renderedSummary`, on by default).
+    pub(crate) rendered_summary: bool,
+    /// Direct links: the patient's story, shared as a PDF note.
+    pub(crate) story: Option<PatientStory>,
 }
 
 /// W3C trace context headers, relayed to the upstream so its spans join the caller's trace.

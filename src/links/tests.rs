@@ -57,6 +57,8 @@ fn passcode_request() -> CreateLinkRequest {
         passcode: Some(Passcode::parse("123456").expect("passcode")),
         mode: LinkMode::Passcode,
         expires_in: None,
+        rendered_summary: false,
+        story: None,
     }
 }
 
@@ -726,6 +728,8 @@ async fn direct_link(plane: &DataPlane) -> String {
         passcode: None,
         mode: LinkMode::Direct,
         expires_in: None,
+        rendered_summary: false,
+        story: None,
     };
     let document = plane
         .issuer

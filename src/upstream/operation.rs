@@ -157,6 +157,8 @@ mod tests {
             passcode: Some(Passcode::parse("743730").expect("valid")),
             mode: LinkMode::Passcode,
             expires_in: None,
+            rendered_summary: false,
+            story: None,
         }
     }
 
