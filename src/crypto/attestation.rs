@@ -196,6 +196,11 @@ impl AppAttestation {
         &self.active.kid
     }
 
+    /// How many retired keys the JWKS publishes.
+    pub(crate) fn retired_keys(&self) -> usize {
+        self.retired.len()
+    }
+
     /// The JWK Set (`application/json`) the gateway serves at `/.well-known/jwks.json`.
     pub(crate) fn jwks(&self) -> &str {
         &self.jwks
