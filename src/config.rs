@@ -5,7 +5,7 @@
 //! `Debug` (and therefore any log of the config) prints `[REDACTED]`.
 //!
 //! [`Config`] is a set of groups, one per concern ([`ListenerConfig`], [`UpstreamConfig`],
-//! [`EmbeddedConfig`], [`GraphqlConfig`], [`QuotaConfig`], [`RedisConfig`], [`AuditConfig`],
+//! [`EmbeddedConfig`], [`AttestationConfig`], [`GraphqlConfig`], [`QuotaConfig`], [`RedisConfig`], [`AuditConfig`],
 //! [`KeyConfig`], [`TelemetryConfig`]), each shown under its own heading by `--help`. A group
 //! converts into the settings its module takes (`From` or a method here), so startup hands each
 //! module its part without copying fields; the modules never import `config`.
@@ -24,7 +24,11 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
+use zeroize::Zeroizing;
 
+use crate::crypto::attestation::{
+    AppAttestation, new_private_key_pem, parse_private_key, parse_retired_key,
+};
 use crate::graphql::{OperationLimits, SchemaOptions};
 use crate::http::server::ConnectionLimits;
 use crate::http::{HttpSettings, WorkSlots};
@@ -70,6 +74,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// App attestation keys (Kill the Clipboard): see --attestation-key-file.
+    Attestation {
+        #[command(subcommand)]
+        command: AttestationCommand,
+    },
     /// Exit 0 if the gateway at `--listen` answers `/healthz` (for images without curl).
     Healthcheck {
         #[arg(long, env = "SHL_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
@@ -105,6 +114,17 @@ pub enum AuditCommand {
         /// Where to write the Bundle (JSON); default stdout.
         #[arg(long)]
         output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttestationCommand {
+    /// Write a fresh EC P-256 private key (PKCS#8 PEM, mode 0600) for --attestation-key-file and
+    /// print its kid (never the key). Refuses to overwrite an existing file.
+    NewKey {
+        /// The key file to create.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -219,6 +239,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     #[command(flatten)]
     pub embedded: EmbeddedConfig,
+    #[command(flatten)]
+    pub attestation: AttestationConfig,
     #[command(flatten)]
     pub graphql: GraphqlConfig,
     #[command(flatten)]
@@ -447,6 +469,38 @@ pub struct EmbeddedConfig {
     pub max_concurrent_passcode_hashes: usize,
 }
 
+/// Embedded mode's app attestation (Kill the Clipboard, optional): the key that signs the JWT
+/// every DIRECT link's Bundle carries, the app's URL it names, and the retired keys the JWKS
+/// still publishes. Becomes an `AppAttestation` ([`AttestationConfig::load`]).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "App attestation")]
+pub struct AttestationConfig {
+    /// Embedded mode: EC P-256 private key (PKCS#8 PEM) that signs the app attestation of
+    /// every DIRECT link's Bundle; also serves /.well-known/jwks.json. Narrowed to 0600 at
+    /// start if wider. Make one with `shl-gateway attestation new-key --out FILE`.
+    #[arg(long, env = "SHL_GATEWAY_ATTESTATION_KEY_FILE")]
+    pub attestation_key_file: Option<PathBuf>,
+
+    /// The app's canonical https URL, the attestation's `iss`; receivers fetch
+    /// `{iss}/.well-known/jwks.json`. Default: --public-url.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_ATTESTATION_ISSUER",
+        requires = "attestation_key_file"
+    )]
+    pub attestation_issuer: Option<Url>,
+
+    /// A former attestation key (PKCS#8 private or SPKI public PEM), published in the JWKS but
+    /// never used to sign; repeat the flag (or comma-separate in the variable) for several.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_ATTESTATION_RETIRED_KEY_FILE",
+        value_delimiter = ',',
+        requires = "attestation_key_file"
+    )]
+    pub attestation_retired_key_file: Vec<PathBuf>,
+}
+
 /// The GraphQL API: operation limits, introspection, the playground, QR rendering and
 /// idempotent retries. Becomes [`SchemaOptions`].
 #[derive(Debug, Clone, Args)]
@@ -666,6 +720,7 @@ impl Config {
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         self.upstream.validate()?;
         self.embedded.validate()?;
+        self.attestation.validate()?;
         if self.embedded.public_url.is_none()
             && self.upstream.upstream_url.is_none()
             && self.listener.listen.ip().is_unspecified()
@@ -845,6 +900,92 @@ impl EmbeddedConfig {
     }
 }
 
+impl AttestationConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.attestation_issuer {
+            let local = url.host().is_some_and(|host| match host {
+                url::Host::Domain(name) => name == "localhost",
+                url::Host::Ipv4(address) => address.is_loopback(),
+                url::Host::Ipv6(address) => address.is_loopback(),
+            });
+            let secure = url.scheme() == "https" || (url.scheme() == "http" && local);
+            if !secure || url.query().is_some() || url.fragment().is_some() {
+                bail!(
+                    "--attestation-issuer (SHL_GATEWAY_ATTESTATION_ISSUER) must be an https URL \
+                     without query or fragment (http only on loopback)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The attestation of embedded mode's DIRECT links, or `None` without
+    /// `--attestation-key-file`. `public_url` (the embedded issuer's) is the default `iss`.
+    /// Errors name the flag and the file, never the key.
+    pub(crate) fn load(&self, public_url: &Url) -> anyhow::Result<Option<AppAttestation>> {
+        const ACTIVE: &str = "--attestation-key-file (SHL_GATEWAY_ATTESTATION_KEY_FILE)";
+        const RETIRED: &str =
+            "--attestation-retired-key-file (SHL_GATEWAY_ATTESTATION_RETIRED_KEY_FILE)";
+        let Some(path) = &self.attestation_key_file else {
+            return Ok(None);
+        };
+        let pem = read_key_pem(path, ACTIVE)?;
+        let key = parse_private_key(&pem)
+            .map_err(|error| anyhow::anyhow!("{ACTIVE}: {}: {error}", path.display()))?;
+        let mut retired = Vec::with_capacity(self.attestation_retired_key_file.len());
+        for path in &self.attestation_retired_key_file {
+            let pem = read_key_pem(path, RETIRED)?;
+            retired.push(
+                parse_retired_key(&pem)
+                    .map_err(|error| anyhow::anyhow!("{RETIRED}: {}: {error}", path.display()))?,
+            );
+        }
+        let issuer = self.attestation_issuer.as_ref().unwrap_or(public_url);
+        if issuer.scheme() != "https" {
+            tracing::warn!(
+                issuer = %issuer,
+                "the attestation issuer is not https: receivers expect the app's canonical https \
+                 URL (--attestation-issuer or --public-url)"
+            );
+        }
+        let attestation = AppAttestation::new(issuer.as_str(), key, &retired)
+            .map_err(|error| anyhow::anyhow!("{RETIRED}: {error}"))?;
+        Ok(Some(attestation))
+    }
+}
+
+/// A PEM key file's text, wiped when dropped. A file holding a private key is narrowed to
+/// `0600` first if group or others may use it (with a warning), as the data directory's key is.
+fn read_key_pem(path: &Path, flag: &str) -> anyhow::Result<Zeroizing<String>> {
+    let bytes = Zeroizing::new(
+        std::fs::read(path).with_context(|| format!("{flag}: cannot read {}", path.display()))?,
+    );
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow::anyhow!("{flag}: {} is not a PEM file", path.display()))?;
+    if text.contains("PRIVATE KEY-----") {
+        crate::files::tighten(path)
+            .with_context(|| format!("{flag}: cannot narrow {} to 0600", path.display()))?;
+    }
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+/// `attestation new-key --out FILE`: a fresh P-256 key, written `0600` to a file that must not
+/// exist yet. Returns the key's `kid`.
+pub fn write_new_attestation_key(path: &Path) -> anyhow::Result<String> {
+    let (pem, kid) = new_private_key_pem().map_err(|error| anyhow::anyhow!("{error}"))?;
+    write_private_file(path, pem.as_bytes()).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::anyhow!(
+                "{} already exists: new-key never overwrites a key",
+                path.display()
+            )
+        } else {
+            anyhow::anyhow!("cannot write {}: {error}", path.display())
+        }
+    })?;
+    Ok(kid)
+}
+
 impl GraphqlConfig {
     fn validate(&self) -> anyhow::Result<()> {
         if self.max_depth == 0 || self.max_complexity == 0 {
@@ -989,7 +1130,13 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 #[cfg(not(unix))]
 fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, contents)
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 #[cfg(test)]
@@ -998,10 +1145,11 @@ mod tests {
     use clap::CommandFactory;
 
     /// The headings `--help` groups `serve`'s flags under, in order.
-    const HEADINGS: [&str; 9] = [
+    const HEADINGS: [&str; 10] = [
         "Listener",
         "Upstream mode (b.well)",
         "Embedded issuer",
+        "App attestation",
         "GraphQL",
         "Rate limits",
         "Redis",
@@ -1240,6 +1388,73 @@ mod tests {
             Config::default().validate().is_ok(),
             "loopback default works as is"
         );
+    }
+
+    #[test]
+    fn the_attestation_issuer_is_an_https_url() {
+        for (issuer, accepted) in [
+            ("https://app.example.org", true),
+            ("https://app.example.org/shl", true),
+            ("http://127.0.0.1:8080", true),
+            ("http://localhost:8080", true),
+            ("http://app.example.org", false),
+            ("https://app.example.org/?a=b", false),
+            ("ftp://app.example.org", false),
+        ] {
+            let mut config = Config::default();
+            config.attestation.attestation_key_file = Some(PathBuf::from("key.pem"));
+            config.attestation.attestation_issuer = Some(Url::parse(issuer).expect("url"));
+            assert_eq!(config.validate().is_ok(), accepted, "{issuer}");
+        }
+    }
+
+    #[test]
+    fn attestation_flags_need_the_key() {
+        for flag in ["--attestation-issuer", "--attestation-retired-key-file"] {
+            let value = if flag == "--attestation-issuer" {
+                "https://app.example.org"
+            } else {
+                "old.pem"
+            };
+            assert!(
+                Cli::try_parse_from(["shl-gateway", flag, value]).is_err(),
+                "{flag}"
+            );
+            let cli = Cli::try_parse_from([
+                "shl-gateway",
+                "--attestation-key-file",
+                "key.pem",
+                flag,
+                value,
+            ])
+            .expect(flag);
+            assert!(cli.serve.attestation.attestation_key_file.is_some());
+        }
+        let cli = Cli::try_parse_from([
+            "shl-gateway",
+            "--attestation-key-file",
+            "key.pem",
+            "--attestation-retired-key-file",
+            "a.pem",
+            "--attestation-retired-key-file",
+            "b.pem",
+        ])
+        .expect("repeatable");
+        assert_eq!(cli.serve.attestation.attestation_retired_key_file.len(), 2);
+    }
+
+    #[test]
+    fn new_key_takes_an_output_file() {
+        let cli = Cli::try_parse_from(["shl-gateway", "attestation", "new-key", "--out", "k.pem"])
+            .expect("parses");
+        let Some(Command::Attestation {
+            command: AttestationCommand::NewKey { out },
+        }) = cli.command
+        else {
+            panic!("attestation new-key");
+        };
+        assert_eq!(out, PathBuf::from("k.pem"));
+        assert!(Cli::try_parse_from(["shl-gateway", "attestation", "new-key"]).is_err());
     }
 
     #[test]

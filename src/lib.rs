@@ -12,8 +12,8 @@
 //!   [`config`]: the command line by concern, each group converting into its module's settings;
 //!   [`telemetry`]: the tracing subscriber (text or JSON lines), the optional OTLP exporter.
 //! - [`http`]: everything HTTP: the connection loop and its limits, routes and middleware,
-//!   GraphQL over HTTP, the SHL data plane and viewer of embedded mode, health, GraphiQL, the
-//!   client address, work slots.
+//!   GraphQL over HTTP, the SHL data plane, viewer and attestation JWKS of embedded mode, health,
+//!   GraphiQL, the client address, work slots.
 //! - [`graphql`]: the schema, resolvers (adapters over [`links`]), operation limits; knows
 //!   nothing of HTTP.
 //! - [`links`]: the link service, the workflow of every operation on links (create, list,
@@ -26,7 +26,8 @@
 //!   [`ratelimit`]: GCRA quotas in process (governor) and across replicas (Redis), the policy of
 //!   which quota applies to what; [`passcode`]: CSPRNG passcodes, peppered argon2id hashing;
 //!   [`qr`]: QR encoding, compact SVG and the bounded renderer.
-//! - [`crypto`]: the keys (the secret, per-purpose keys, SHL and audit keys), HMAC and JWE.
+//! - [`crypto`]: the keys (the secret, per-purpose keys, SHL and audit keys), HMAC and JWE, and
+//!   the app attestation of DIRECT links (P-256 keys, the ES256 JWT, the JWKS).
 //! - Leaves: [`error`] (`AppError` and the closed list of codes clients see), [`clock`] (the one
 //!   clock), [`text`] (text rules for inputs), `metrics` (the recorder and every metric's name),
 //!   `readiness` (bounded probes, transitions logged once), `files` (the data directory `0700`,

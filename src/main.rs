@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use secrecy::ExposeSecret as _;
-use shl_gateway::config::{AuditCommand, Cli, Command, Config};
+use shl_gateway::config::{AttestationCommand, AuditCommand, Cli, Command, Config};
 use shl_gateway::startup::Application;
 
 /// mimalloc instead of glibc's allocator: a request allocates and frees thousands of small
@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
             data_dir,
         }) => import_bundle(&file, database_url.as_ref(), &data_dir).await,
         Some(Command::Audit { command }) => audit(command),
+        Some(Command::Attestation { command }) => attestation(command),
         Some(Command::Healthcheck { listen, tls_cert }) => {
             healthcheck(listen, tls_cert.is_some()).await
         }
@@ -126,6 +127,18 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+        }
+    }
+}
+
+/// `attestation new-key`: the key goes to its file only; the kid is the output.
+#[expect(clippy::print_stdout, reason = "the kid is the command's output")]
+fn attestation(command: AttestationCommand) -> anyhow::Result<()> {
+    match command {
+        AttestationCommand::NewKey { out } => {
+            let kid = shl_gateway::config::write_new_attestation_key(&out)?;
+            println!("{kid}");
+            Ok(())
         }
     }
 }

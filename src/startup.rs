@@ -128,7 +128,15 @@ impl Application {
         let mut purge = None;
         let mut embedded_routes = None;
         let issuer: Arc<dyn Issuer> = match upstream {
-            Some(settings) => build_upstream_issuer(&config, settings)?,
+            Some(settings) => {
+                if config.attestation.attestation_key_file.is_some() {
+                    tracing::warn!(
+                        "--attestation-key-file is ignored in upstream mode: b.well makes no \
+                         DIRECT links here"
+                    );
+                }
+                build_upstream_issuer(&config, settings)?
+            }
             None => {
                 let default_public_url = format!("{scheme}://{local_addr}");
                 let embedded =
@@ -144,6 +152,7 @@ impl Application {
                 embedded_routes = Some(crate::http::embedded_routes(
                     LinkAccesses::new(Arc::clone(&embedded), audit.clone()),
                     rate_policy.clone(),
+                    embedded.attestation_jwks().map(str::to_owned),
                 ));
                 embedded
             }
@@ -475,17 +484,25 @@ async fn build_embedded_issuer(
          the SHL limit is {MAX_SHL_URL_LEN}",
         longest.len()
     );
+    // Before the store: a bad key file stops the start before anything is created.
+    let attestation = config.attestation.load(&settings.public_url)?;
+    if let Some(attestation) = &attestation {
+        tracing::info!(
+            kid = attestation.kid(),
+            issuer = attestation.issuer(),
+            retired_keys = attestation.retired_keys(),
+            "app attestation on: DIRECT links are attested, /.well-known/jwks.json served"
+        );
+    }
     let store = open_store(config.embedded.database_url.as_ref(), &config.key.data_dir).await?;
     let hasher = PasscodeHasher::new(
         keys.passcode_pepper.clone(),
         config.embedded.max_concurrent_passcode_hashes,
     );
-    Ok(EmbeddedIssuer::new(
-        Arc::new(store),
-        keys.clone(),
-        hasher,
-        settings,
-    ))
+    Ok(
+        EmbeddedIssuer::new(Arc::new(store), keys.clone(), hasher, settings)
+            .with_attestation(attestation),
+    )
 }
 
 /// Opens (and migrates) the embedded store: `--database-url`, or a SQLite file in `--data-dir`.

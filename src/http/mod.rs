@@ -12,6 +12,7 @@ mod graphiql;
 mod graphql;
 mod health;
 mod json_errors;
+mod jwks;
 mod metrics;
 mod request_body;
 mod request_id;
@@ -44,12 +45,18 @@ pub(crate) use metrics::router as metrics_router;
 pub(crate) use work_slots::{WorkSlot, WorkSlots, to_completion};
 
 /// Embedded mode's SHL data plane (manifest, file and direct endpoints) and viewer, built from
-/// the accesses to its links; merged into [`router`].
+/// the accesses to its links, and with app attestation on, the JWK Set of its keys (`jwks`,
+/// serialized); merged into [`router`].
 pub(crate) fn embedded_routes(
     accesses: crate::links::LinkAccesses,
     rate_policy: RatePolicy,
+    jwks: Option<String>,
 ) -> Router {
-    shl::router(accesses, rate_policy).merge(viewer::router())
+    let routes = shl::router(accesses, rate_policy).merge(viewer::router());
+    match jwks {
+        Some(jwks) => routes.merge(jwks::router(jwks)),
+        None => routes,
+    }
 }
 
 use crate::error::AppError;

@@ -33,6 +33,7 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::crypto::Keys;
+use crate::crypto::attestation::AppAttestation;
 use crate::crypto::jwe::{self, ContentType, ShlKey};
 use crate::error::{AppError, ErrorCode};
 use crate::passcode::PasscodeHasher;
@@ -85,6 +86,8 @@ pub(crate) struct EmbeddedIssuer {
     keys: Keys,
     hasher: PasscodeHasher,
     settings: EmbeddedSettings,
+    /// Set: every DIRECT link's Bundle carries the app attestation.
+    attestation: Option<AppAttestation>,
 }
 
 /// What one access to a link decided: the record it owes and the answer it may give once that
@@ -205,6 +208,35 @@ impl EmbeddedIssuer {
             keys,
             hasher,
             settings,
+            attestation: None,
+        }
+    }
+
+    /// Attests every DIRECT link's Bundle with `attestation`, when given.
+    pub(crate) fn with_attestation(mut self, attestation: Option<AppAttestation>) -> Self {
+        self.attestation = attestation;
+        self
+    }
+
+    /// The JWK Set of the attestation keys, when attestation is on.
+    pub(crate) fn attestation_jwks(&self) -> Option<&str> {
+        self.attestation.as_ref().map(AppAttestation::jwks)
+    }
+
+    /// The app attestation (Kill the Clipboard) in a DIRECT link's `Bundle.meta.extension`,
+    /// after any extension already there; PASSCODE links' IPS documents get none.
+    fn attest(&self, mode: LinkMode, bundle: &mut Value, now: i64) {
+        let Some(attestation) = &self.attestation else {
+            return;
+        };
+        if mode != LinkMode::Direct {
+            return;
+        }
+        let extension = attestation.extension(now.div_euclid(1000));
+        let extensions = &mut bundle["meta"]["extension"];
+        match extensions.as_array_mut() {
+            Some(list) => list.push(extension),
+            None => *extensions = json!([extension]),
         }
     }
 
@@ -590,7 +622,8 @@ impl Issuer for EmbeddedIssuer {
         let link_id = Uuid::new_v4();
         let manifest_id = random_manifest_id()?;
 
-        let bundle = shared_bundle(&record, request, &format_instant(now))?;
+        let mut bundle = shared_bundle(&record, request, &format_instant(now))?;
+        self.attest(request.mode, &mut bundle, now);
         let key = ShlKey::generate().map_err(|_| {
             AppError::internal_at("drawing an SHL key from the OS random number generator")
         })?;

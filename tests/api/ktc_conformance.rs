@@ -1,6 +1,7 @@
 //! Direct links judged as a Kill the Clipboard receiver judges them (CMS "Patient-Shared Health
 //! Documents via SMART Health Links"): the payload's rules, retrieval with `?recipient=`,
-//! decryption, and the PatientSharedBundle's rules.
+//! decryption, the PatientSharedBundle's rules, and the app attestation's shape when there is one
+//! (`attestation.rs` verifies its signature against the gateway's JWKS).
 //!
 //! The checks share no code with the gateway: the payload is decoded, the JWE decrypted with the
 //! `aes-gcm` crate directly, and the Bundle read as plain JSON, so a mistake in the builder cannot
@@ -35,7 +36,7 @@ fn check_payload(payload: &Value) {
 }
 
 /// `GET {url}?recipient=`: the compact JWE, as a browser on another origin may fetch it.
-async fn fetch(app: &TestApp, payload: &Value) -> String {
+pub(crate) async fn fetch(app: &TestApp, payload: &Value) -> String {
     let response = app
         .http
         .get(payload["url"].as_str().expect("url"))
@@ -51,7 +52,7 @@ async fn fetch(app: &TestApp, payload: &Value) -> String {
 }
 
 /// `dir` + `A256GCM`, `cty: application/fhir+json`, not compressed; decrypted here by hand.
-fn decrypt(payload: &Value, jwe: &str) -> Value {
+pub(crate) fn decrypt(payload: &Value, jwe: &str) -> Value {
     let parts: Vec<&str> = jwe.split('.').collect();
     assert_eq!(parts.len(), 5, "compact JWE");
     let header: Value =
@@ -152,6 +153,13 @@ fn check_bundle(bundle: &Value) {
             "no meta.profile: {resource}"
         );
     }
+    if let Some(extensions) = bundle["meta"].get("extension") {
+        for extension in extensions.as_array().expect("an array of extensions") {
+            if extension["url"] == APP_ATTESTATION {
+                check_attestation_shape(extension);
+            }
+        }
+    }
     let mut references = Vec::new();
     collect_references(bundle, &mut references);
     for reference in references {
@@ -171,8 +179,51 @@ fn check_bundle(bundle: &Value) {
     }
 }
 
+/// `Bundle.meta.extension[].url` of the app attestation.
+pub(crate) const APP_ATTESTATION: &str = "https://cms.gov/fhir/StructureDefinition/app-attestation";
+
+/// Section 4: a compact JWS, `alg` ES256 with a `kid`, claims exactly `iss` (https, or http on
+/// loopback in these tests), `iat` in seconds and `jti` a UUID; no PHI, no `exp`.
+fn check_attestation_shape(extension: &Value) {
+    let fields = extension.as_object().expect("an extension object");
+    assert_eq!(fields.len(), 2, "url and valueString: {extension}");
+    let jwt = extension["valueString"].as_str().expect("valueString");
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "a compact JWS");
+    let part = |index: usize| -> Value {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[index]).expect("base64url"))
+            .expect("JSON")
+    };
+    let header = part(0);
+    assert_eq!(header["alg"], "ES256");
+    assert!(header["kid"].as_str().is_some_and(|kid| !kid.is_empty()));
+    let claims = part(1);
+    let mut names: Vec<&str> = claims
+        .as_object()
+        .expect("claims")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["iat", "iss", "jti"], "exactly these claims");
+    let iss = claims["iss"].as_str().expect("iss");
+    assert!(
+        iss.starts_with("https://") || iss.starts_with("http://127.0.0.1:"),
+        "{iss}"
+    );
+    let iat = claims["iat"].as_i64().expect("iat in seconds");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!((now - 300..=now + 5).contains(&iat), "iat {iat}, now {now}");
+    assert!(uuid::Uuid::parse_str(claims["jti"].as_str().expect("jti")).is_ok());
+    assert_eq!(
+        URL_SAFE_NO_PAD.decode(parts[2]).expect("signature").len(),
+        64,
+        "ES256 is r || s"
+    );
+}
+
 /// Everything a receiver checks, end to end; returns the Bundle.
-async fn receive(app: &TestApp, input: Value) -> Value {
+pub(crate) async fn receive(app: &TestApp, input: Value) -> Value {
     let (_, payload) = create_link(app, input).await;
     check_payload(&payload);
     let jwe = fetch(app, &payload).await;

@@ -1,5 +1,6 @@
 //! Integration tests: the real application on 127.0.0.1:0, b.well played by wiremock over HTTP.
 
+mod attestation;
 mod audit;
 mod browser;
 mod create_health_link;
