@@ -17,6 +17,7 @@ pub mod fhir;
 pub mod ips;
 mod link_summary;
 pub(crate) mod patient_shared;
+mod pdf;
 mod request;
 pub mod store;
 pub mod ticket;
