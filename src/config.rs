@@ -467,6 +467,15 @@ pub struct EmbeddedConfig {
         default_value_t = 2
     )]
     pub max_concurrent_passcode_hashes: usize,
+
+    /// PDFs (a DIRECT link's rendered summary and story) rendered at once; more wait. Default:
+    /// one fewer than the cores, like QR codes.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_MAX_CONCURRENT_PDF_RENDERS",
+        default_value_t = crate::qr::default_concurrent_renders()
+    )]
+    pub max_concurrent_pdf_renders: usize,
 }
 
 /// Embedded mode's app attestation (Kill the Clipboard, optional): the key that signs the JWT
@@ -894,6 +903,7 @@ impl EmbeddedConfig {
             direct_link_validity: self.direct_link_validity,
             max_passcode_link_validity: self.max_link_validity,
             max_direct_link_validity: self.max_direct_link_validity,
+            max_concurrent_pdf_renders: self.max_concurrent_pdf_renders,
             passcode_attempts: self.passcode_attempts,
             location_ticket_lifetime: self.location_ticket_lifetime,
         }

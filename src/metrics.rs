@@ -17,6 +17,7 @@ pub(crate) const UPSTREAM_REQUESTS: &str = "shl_gateway_upstream_requests_total"
 pub(crate) const UPSTREAM_DURATION: &str = "shl_gateway_upstream_request_duration_seconds";
 pub(crate) const UPSTREAM_BREAKER_STATE: &str = "shl_gateway_upstream_breaker_state";
 pub(crate) const QR_RENDER_DURATION: &str = "shl_gateway_qr_render_duration_seconds";
+pub(crate) const PDF_RENDER_DURATION: &str = "shl_gateway_pdf_render_duration_seconds";
 pub(crate) const LINKS_CREATED: &str = "shl_gateway_links_created_total";
 pub(crate) const SHL_ACCESSES: &str = "shl_gateway_shl_accesses_total";
 pub(crate) const SHED_REQUESTS: &str = "shl_gateway_shed_requests_total";
@@ -97,6 +98,11 @@ fn describe() {
         QR_RENDER_DURATION,
         metrics::Unit::Seconds,
         "QR encoding and SVG rendering time."
+    );
+    describe_histogram!(
+        PDF_RENDER_DURATION,
+        metrics::Unit::Seconds,
+        "PDF rendering time of a DIRECT link's summary or story, by document."
     );
     describe_counter!(
         LINKS_CREATED,

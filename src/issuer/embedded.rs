@@ -21,7 +21,10 @@ use uuid::Uuid;
 
 use super::fhir::PatientRecord;
 use super::ips::{IpsOptions, build_ips};
-use super::patient_shared::{NothingToShare, SharedBundleOptions, build_patient_shared_bundle};
+use super::patient_shared::{
+    SharedBundleOptions, SharedDocument, add_document, build_patient_shared_bundle, has_content,
+};
+use super::pdf::{PdfError, PdfRenderer};
 use super::store::{
     AccessAction, AccessOutcome, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord,
     LinkStore, StoreError,
@@ -59,6 +62,8 @@ pub(crate) struct EmbeddedSettings {
     /// The longest validity a request may ask for (`expiresInSeconds`), per mode.
     pub(crate) max_passcode_link_validity: Duration,
     pub(crate) max_direct_link_validity: Duration,
+    /// PDFs rendered at once (a direct link's summary and story).
+    pub(crate) max_concurrent_pdf_renders: usize,
     /// Lifetime budget of wrong passcodes per link.
     pub(crate) passcode_attempts: u32,
     pub(crate) location_ticket_lifetime: Duration,
@@ -88,6 +93,8 @@ pub(crate) struct EmbeddedIssuer {
     settings: EmbeddedSettings,
     /// Set: every DIRECT link's Bundle carries the app attestation.
     attestation: Option<AppAttestation>,
+    /// Renders a DIRECT link's PDFs off the async workers, a bounded number at once.
+    pdf: PdfRenderer,
 }
 
 /// What one access to a link decided: the record it owes and the answer it may give once that
@@ -203,12 +210,14 @@ impl EmbeddedIssuer {
         hasher: PasscodeHasher,
         settings: EmbeddedSettings,
     ) -> Self {
+        let pdf = PdfRenderer::new(settings.max_concurrent_pdf_renders);
         Self {
             store,
             keys,
             hasher,
             settings,
             attestation: None,
+            pdf,
         }
     }
 
@@ -253,6 +262,80 @@ impl EmbeddedIssuer {
             .await
             .map_err(store_error)?
             .ok_or_else(unauthenticated)
+    }
+
+    /// What a link shares: b.well's IPS document for a passcode link (its viewer reads one), the
+    /// Kill the Clipboard PatientSharedBundle for a direct one (its receivers reject a document),
+    /// with the PDFs the request asks for.
+    async fn shared_bundle(
+        &self,
+        record: &PatientRecord,
+        request: &CreateLinkRequest,
+        timestamp: &str,
+    ) -> Result<Value, AppError> {
+        let bundle_id = Uuid::new_v4().to_string();
+        if request.mode == LinkMode::Passcode {
+            return Ok(build_ips(
+                record,
+                &IpsOptions {
+                    selected: &request.resources,
+                    bundle_id: &bundle_id,
+                    timestamp,
+                    title: "Patient summary",
+                },
+            ));
+        }
+        let mut bundle = build_patient_shared_bundle(
+            record,
+            &SharedBundleOptions {
+                selected: &request.resources,
+                bundle_id: &bundle_id,
+                timestamp,
+            },
+        );
+        // Rendered from the resources alone: the summary shows no DocumentReference.
+        let summary = if request.rendered_summary {
+            let label = request
+                .label
+                .as_ref()
+                .map(|label| label.as_str().to_owned());
+            Some(
+                self.pdf
+                    .summary(Arc::new(bundle.clone()), label, timestamp.to_owned())
+                    .await
+                    .map_err(pdf_error)?,
+            )
+        } else {
+            None
+        };
+        let story = match &request.story {
+            Some(story) => Some(
+                self.pdf
+                    .story(story.as_str().to_owned(), timestamp.to_owned())
+                    .await
+                    .map_err(pdf_error)?,
+            ),
+            None => None,
+        };
+        if let Some(pdf) = summary {
+            add_document(
+                &mut bundle,
+                SharedDocument::RenderedSummary,
+                &pdf,
+                timestamp,
+            );
+        }
+        if let Some(pdf) = story {
+            add_document(&mut bundle, SharedDocument::PatientStory, &pdf, timestamp);
+        }
+        if !has_content(&bundle) {
+            return Err(AppError::bad_user_input(
+                "a DIRECT link needs something besides the Patient: a resource on file of the \
+                 selected types, the rendered summary (renderedSummary) or the patient's story \
+                 (the Kill the Clipboard profile asks for one)",
+            ));
+        }
+        Ok(bundle)
     }
 
     /// One of the caller's own links; another patient's link is as unknown as a made-up id.
@@ -520,38 +603,13 @@ impl EmbeddedIssuer {
     }
 }
 
-/// What a link shares: b.well's IPS document for a passcode link (its viewer reads one), the
-/// Kill the Clipboard PatientSharedBundle for a direct one (its receivers reject a document).
-fn shared_bundle(
-    record: &PatientRecord,
-    request: &CreateLinkRequest,
-    timestamp: &str,
-) -> Result<Value, AppError> {
-    let bundle_id = Uuid::new_v4().to_string();
-    match request.mode {
-        LinkMode::Passcode => Ok(build_ips(
-            record,
-            &IpsOptions {
-                selected: &request.resources,
-                bundle_id: &bundle_id,
-                timestamp,
-                title: "Patient summary",
-            },
-        )),
-        LinkMode::Direct => build_patient_shared_bundle(
-            record,
-            &SharedBundleOptions {
-                selected: &request.resources,
-                bundle_id: &bundle_id,
-                timestamp,
-            },
-        )
-        .map_err(|NothingToShare| {
-            AppError::bad_user_input(
-                "a DIRECT link needs a record on file besides the Patient in the selected \
-                 resources (the Kill the Clipboard profile asks for one)",
-            )
-        }),
+/// A render that failed is the gateway's fault, never the input's; its words are fixed.
+fn pdf_error(error: PdfError) -> AppError {
+    match error {
+        PdfError::NotRun(step) => AppError::internal_at(step),
+        PdfError::Font | PdfError::Write | PdfError::StoryTooLong => {
+            AppError::internal_at("rendering a direct link's PDF")
+        }
     }
 }
 
@@ -622,7 +680,9 @@ impl Issuer for EmbeddedIssuer {
         let link_id = Uuid::new_v4();
         let manifest_id = random_manifest_id()?;
 
-        let mut bundle = shared_bundle(&record, request, &format_instant(now))?;
+        let mut bundle = self
+            .shared_bundle(&record, request, &format_instant(now))
+            .await?;
         self.attest(request.mode, &mut bundle, now);
         let key = ShlKey::generate().map_err(|_| {
             AppError::internal_at("drawing an SHL key from the OS random number generator")

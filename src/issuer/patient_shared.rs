@@ -12,7 +12,8 @@
 //! - Resources marked `entered-in-error` are left out; everything else of a selected type goes in
 //!   (unlike the IPS, which has no section for an Observation that is neither a lab result nor a
 //!   vital sign).
-//! - The profile requires a content entry besides the Patient: with none, there is no Bundle.
+//! - The profile requires a content entry besides the Patient; [`has_content`] tells whether a
+//!   Bundle has one (the issuer adds the PDFs, which count, before it asks).
 //!
 //! Like the IPS builder, this has no I/O: the same inputs always give the same bytes.
 
@@ -35,11 +36,6 @@ pub(crate) struct SharedBundleOptions<'a> {
     /// A FHIR instant, e.g. `2025-12-19T19:42:02.887Z`: `Bundle.timestamp`.
     pub(crate) timestamp: &'a str,
 }
-
-/// The selected types hold nothing on file to share besides the Patient, and a
-/// PatientSharedBundle needs at least one more entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct NothingToShare;
 
 /// A PDF the patient shares in the Bundle, as a PatientSharedDocumentReference
 /// (`https://cms.gov/fhir/StructureDefinition/patient-shared-document-reference`).
@@ -108,7 +104,7 @@ pub(crate) fn add_document(bundle: &mut Value, document: SharedDocument, pdf: &[
 pub(crate) fn build_patient_shared_bundle(
     record: &PatientRecord,
     options: &SharedBundleOptions<'_>,
-) -> Result<Value, NothingToShare> {
+) -> Value {
     let namespace = namespace(options.bundle_id);
     let selected: HashSet<ResourceType> = if options.selected.is_empty() {
         ResourceType::EMBEDDED.into_iter().collect()
@@ -139,9 +135,6 @@ pub(crate) fn build_patient_shared_bundle(
         targets.insert(key, Some(urn(uuid)));
         included.push((uuid, source));
     }
-    if included.is_empty() {
-        return Err(NothingToShare);
-    }
     let mut entries = Vec::with_capacity(included.len() + 1);
     entries.push(without_profiles(entry(
         patient_uuid,
@@ -153,13 +146,20 @@ pub(crate) fn build_patient_shared_bundle(
             .into_iter()
             .map(|(uuid, source)| without_profiles(entry(uuid, source, &targets))),
     );
-    Ok(json!({
+    json!({
         "resourceType": "Bundle",
         "identifier": { "system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", options.bundle_id) },
         "type": "collection",
         "timestamp": options.timestamp,
         "entry": entries,
-    }))
+    })
+}
+
+/// Whether the Bundle has an entry besides the Patient, as the profile requires.
+pub(crate) fn has_content(bundle: &Value) -> bool {
+    bundle["entry"]
+        .as_array()
+        .is_some_and(|entries| entries.len() > 1)
 }
 
 /// The entry with `meta.profile` removed from its resource and the resources it contains, and a

@@ -691,6 +691,7 @@ async fn data_plane() -> DataPlane {
         direct_link_validity: Duration::from_secs(600),
         max_passcode_link_validity: Duration::from_secs(3600),
         max_direct_link_validity: Duration::from_secs(3600),
+        max_concurrent_pdf_renders: 1,
         passcode_attempts: 5,
         location_ticket_lifetime: Duration::from_secs(60),
     };

@@ -177,6 +177,119 @@ fn check_bundle(bundle: &Value) {
             "an unresolved reference to the patient's data: {reference}"
         );
     }
+    let patient_url = entries
+        .iter()
+        .find(|entry| entry["resource"]["resourceType"] == "Patient")
+        .map(|entry| entry["fullUrl"].clone())
+        .expect("the Patient");
+    for entry in entries {
+        if entry["resource"]["resourceType"] == "DocumentReference" {
+            check_document(&entry["resource"], &patient_url, bundle);
+        }
+    }
+}
+
+const PATIENT_SUMMARY: &str = "60591-5";
+const PATIENT_NOTE: &str = "51855-5";
+
+/// Section 3: a PatientSharedDocumentReference, and its PDF read back by an independent reader.
+fn check_document(document: &Value, patient_url: &Value, bundle: &Value) {
+    assert_eq!(document["status"], "current");
+    let security = document["meta"]["security"]
+        .as_array()
+        .expect("meta.security");
+    assert!(security.iter().any(|coding| coding["code"] == "PATAST"
+        && coding["system"] == "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"));
+    let code = document["type"]["coding"]
+        .as_array()
+        .expect("type")
+        .iter()
+        .find(|coding| coding["system"] == "http://loinc.org")
+        .and_then(|coding| coding["code"].as_str())
+        .expect("a LOINC type");
+    assert!([PATIENT_SUMMARY, PATIENT_NOTE].contains(&code), "{code}");
+    assert!(
+        document["category"]
+            .as_array()
+            .expect("category")
+            .iter()
+            .any(|category| {
+                category["coding"].as_array().is_some_and(|codings| {
+                    codings.iter().any(|coding| {
+                        coding["system"]
+                            == "https://cms.gov/fhir/CodeSystem/patient-shared-category"
+                            && coding["code"] == "patient-shared"
+                    })
+                })
+            }),
+        "category patient-shared"
+    );
+    assert_eq!(document["subject"]["reference"], *patient_url);
+    assert_eq!(document["author"][0]["reference"], *patient_url);
+    assert!(document["date"].is_string());
+    let attachment = &document["content"][0]["attachment"];
+    assert_eq!(attachment["contentType"], "application/pdf");
+    assert!(attachment.get("url").is_none(), "inline data, never a url");
+    let pdf = base64::engine::general_purpose::STANDARD
+        .decode(attachment["data"].as_str().expect("data"))
+        .expect("standard base64");
+    let text = pdf_text(&pdf);
+    if code == PATIENT_SUMMARY {
+        // Every resource but DocumentReferences, in words an EHR can file.
+        for entry in bundle["entry"].as_array().expect("entries") {
+            let resource = &entry["resource"];
+            if resource["resourceType"] == "DocumentReference" {
+                continue;
+            }
+            for name in names_of(resource) {
+                assert!(
+                    text.contains(&name),
+                    "{name:?} missing from the summary PDF"
+                );
+            }
+        }
+    }
+}
+
+/// The PDF's text as `lopdf` extracts it, whitespace runs made one space.
+pub(crate) fn pdf_text(pdf: &[u8]) -> String {
+    assert!(pdf.starts_with(b"%PDF-"));
+    let document = lopdf::Document::load_mem(pdf).expect("the PDF parses");
+    let pages: Vec<u32> = document.get_pages().keys().copied().collect();
+    let text = document.extract_text(&pages).expect("its text extracts");
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// What a reader of the summary must find for a resource: the patient's name, or the text of its
+/// main concept (falling back to its codings' displays).
+fn names_of(resource: &Value) -> Vec<String> {
+    let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if resource["resourceType"] == "Patient" {
+        return resource["name"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|name| name["text"].as_str())
+            .map(words)
+            .collect();
+    }
+    for field in ["code", "vaccineCode", "medicationCodeableConcept", "type"] {
+        let concept = &resource[field];
+        if let Some(text) = concept["text"].as_str() {
+            return vec![words(text)];
+        }
+        let displays: Vec<String> = concept["coding"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|coding| coding["display"].as_str())
+            .map(words)
+            .collect();
+        if !displays.is_empty() {
+            return displays;
+        }
+    }
+    resource["title"].as_str().map(words).into_iter().collect()
 }
 
 /// `Bundle.meta.extension[].url` of the app attestation.
@@ -272,8 +385,78 @@ async fn direct_links_pass_a_kill_the_clipboard_receivers_checks() {
     }
     assert_eq!(
         types(&labelled),
-        HashSet::from(["Patient".to_owned(), "Immunization".to_owned()])
+        HashSet::from([
+            "Patient".to_owned(),
+            "Immunization".to_owned(),
+            "DocumentReference".to_owned()
+        ]),
+        "the selected type and the rendered summary"
     );
+}
+
+fn documents(bundle: &Value) -> Vec<&Value> {
+    bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .map(|entry| &entry["resource"])
+        .filter(|resource| resource["resourceType"] == "DocumentReference")
+        .collect()
+}
+
+fn loinc(document: &Value) -> &str {
+    document["type"]["coding"][0]["code"]
+        .as_str()
+        .expect("a code")
+}
+
+#[tokio::test]
+async fn the_rendered_summary_and_the_story_travel_as_pdfs() {
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+    let story = "Πρώτα: I run marathons, and my knee has hurt since May.\n\n\
+                 Я хочу вернуться к бегу. Please ask me before changing my inhaler.";
+
+    let with_both = receive(&app, json!({"mode": "DIRECT", "patientStory": story})).await;
+    let summary_only = receive(&app, json!({"mode": "DIRECT"})).await;
+    let data_only = receive(&app, json!({"mode": "DIRECT", "renderedSummary": false})).await;
+    let just_the_summary = receive(
+        &app,
+        json!({"mode": "DIRECT", "resources": [{"resourceType": "Patient"}]}),
+    )
+    .await;
+
+    let codes = |bundle: &Value| -> Vec<String> {
+        documents(bundle)
+            .iter()
+            .map(|document| loinc(document).to_owned())
+            .collect()
+    };
+    assert_eq!(codes(&with_both), [PATIENT_SUMMARY, PATIENT_NOTE]);
+    assert_eq!(codes(&summary_only), [PATIENT_SUMMARY]);
+    assert!(codes(&data_only).is_empty());
+    assert_eq!(
+        codes(&just_the_summary),
+        [PATIENT_SUMMARY],
+        "the summary is the content entry"
+    );
+    let note = documents(&with_both)
+        .into_iter()
+        .find(|document| loinc(document) == PATIENT_NOTE)
+        .expect("the story");
+    let pdf = base64::engine::general_purpose::STANDARD
+        .decode(
+            note["content"][0]["attachment"]["data"]
+                .as_str()
+                .expect("data"),
+        )
+        .expect("base64");
+    let text = pdf_text(&pdf);
+    for paragraph in [
+        "Πρώτα: I run marathons, and my knee has hurt since May.",
+        "Я хочу вернуться к бегу. Please ask me before changing my inhaler.",
+    ] {
+        assert!(text.contains(paragraph), "{paragraph:?} in {text:?}");
+    }
 }
 
 #[tokio::test]
@@ -283,7 +466,8 @@ async fn a_direct_link_with_nothing_to_share_is_refused_before_it_exists() {
     let (status, body) = app
         .graphql(
             "mutation($input: CreateHealthLinkInput!) { createHealthLink(input: $input) { id } }",
-            json!({"input": {"mode": "DIRECT", "resources": [{"resourceType": "Patient"}]}}),
+            json!({"input": {"mode": "DIRECT", "renderedSummary": false,
+                             "resources": [{"resourceType": "Patient"}]}}),
             Some(&format!("Bearer {PATIENT_TOKEN}")),
         )
         .await;

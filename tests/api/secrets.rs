@@ -13,6 +13,8 @@ use crate::helpers::{GatewayChild, SEED_MUTATION};
 const PASSCODE: &str = "731906";
 const TOKEN: &str = "Bearer canary-token-b7e2c94f0d";
 const LABEL: &str = "CanaryLabel-e41d9";
+/// Inside a patient's story (health data in their words), which goes into a PDF and nowhere else.
+const STORY_CANARY: &str = "CanaryStory-7f2a1";
 const MANIFEST_ID: &str = "canaryManifestId8c1f0a77d2b94e3aa51c6f0e9d8b7a6c5f4e3d2c1b0";
 const SHL_KEY: &str = "canaryKeyZq3Xw9Lp0Rt7Yu2Io5Pa8Sd1Fg4Hj6Kl3Zx";
 const UPSTREAM_TEXT: &str = "canary-upstream-detail-PatientJaneRoe";
@@ -425,7 +427,8 @@ async fn embedded_mode_canaries_never_reach_logs_or_error_bodies() {
             &gateway.0.address,
             Some(&authorization),
             json!({"query": create,
-            "variables": {"input": {"label": LABEL, "mode": "DIRECT"}}}),
+            "variables": {"input": {"label": LABEL, "mode": "DIRECT",
+                "patientStory": format!("My knee hurts. {STORY_CANARY}\n\nMore of my story.")}}}),
         )
         .await,
     )
@@ -441,6 +444,19 @@ async fn embedded_mode_canaries_never_reach_logs_or_error_bodies() {
     let manifest_url = passcode_payload["url"].as_str().expect("url").to_owned();
 
     let mut error_bodies = Vec::new();
+    // A story refused (too long, a control character) is not repeated in the error.
+    for story in [STORY_CANARY.repeat(1000), format!("{STORY_CANARY}\u{7}")] {
+        error_bodies.push(
+            post(
+                &http,
+                &gateway.0.address,
+                Some(&authorization),
+                json!({"query": create,
+                    "variables": {"input": {"mode": "DIRECT", "patientStory": story}}}),
+            )
+            .await,
+        );
+    }
     let manifest = |body: Value| http.post(&manifest_url).json(&body).send();
     error_bodies.push(
         manifest(json!({"recipient": "canary-recipient", "passcode": "000001"}))
@@ -540,6 +556,7 @@ async fn embedded_mode_canaries_never_reach_logs_or_error_bodies() {
         ("passcode", PASSCODE.to_owned()),
         ("token", patient_token.to_owned()),
         ("label", LABEL.to_owned()),
+        ("story", STORY_CANARY.to_owned()),
         ("manifest id", manifest_id),
         (
             "direct manifest id",

@@ -62,7 +62,7 @@ fn a_collection_with_the_patient_first_and_no_composition() {
                "occurrenceDateTime": "2025-10-01"}),
     ]);
 
-    let bundle = build_patient_shared_bundle(&record, &options(&[])).expect("a bundle");
+    let bundle = build_patient_shared_bundle(&record, &options(&[]));
 
     assert_eq!(bundle["resourceType"], "Bundle");
     assert_eq!(bundle["type"], "collection");
@@ -97,8 +97,7 @@ fn references_point_at_full_urls_and_withheld_ones_are_removed() {
     let bundle = build_patient_shared_bundle(
         &record,
         &options(&[ResourceType::Procedure, ResourceType::Observation]),
-    )
-    .expect("a bundle");
+    );
 
     assert_eq!(
         resource_types(&bundle),
@@ -125,7 +124,7 @@ fn no_resource_keeps_a_profile_or_imported_narrative() {
         "meta": {"profile": ["http://example.org/p"]}, "text": {"status": "generated", "div": "<div/>"}}]);
     let record = record(vec![with_contained]);
 
-    let bundle = build_patient_shared_bundle(&record, &options(&[])).expect("a bundle");
+    let bundle = build_patient_shared_bundle(&record, &options(&[]));
 
     let text = bundle.to_string();
     assert!(!text.contains("\"profile\""), "{text}");
@@ -158,40 +157,106 @@ fn every_observation_is_shared_but_retracted_resources_are_not() {
                "code": {"text": "Retracted too"}}),
     ]);
 
-    let bundle = build_patient_shared_bundle(&record, &options(&[])).expect("a bundle");
+    let bundle = build_patient_shared_bundle(&record, &options(&[]));
 
     assert_eq!(resource_types(&bundle), ["Patient", "Observation"]);
     assert!(!bundle.to_string().contains("Retracted"));
 }
 
 #[test]
-fn nothing_but_the_patient_is_no_bundle() {
+fn nothing_but_the_patient_has_no_content_until_a_document_is_added() {
     let record = record(vec![condition("c1")]);
 
-    assert_eq!(
-        build_patient_shared_bundle(&record, &options(&[ResourceType::Immunization])),
-        Err(NothingToShare)
+    for selected in [[ResourceType::Immunization], [ResourceType::Patient]] {
+        let mut bundle = build_patient_shared_bundle(&record, &options(&selected));
+        assert_eq!(resource_types(&bundle), ["Patient"]);
+        assert!(!has_content(&bundle));
+        add_document(
+            &mut bundle,
+            SharedDocument::PatientStory,
+            b"%PDF-1.7",
+            TIMESTAMP,
+        );
+        assert!(has_content(&bundle));
+    }
+    assert!(has_content(&build_patient_shared_bundle(
+        &record,
+        &options(&[])
+    )));
+}
+
+#[test]
+fn a_shared_pdf_is_a_patient_shared_document_reference() {
+    let record = record(vec![condition("c1")]);
+    let mut bundle = build_patient_shared_bundle(&record, &options(&[]));
+
+    add_document(
+        &mut bundle,
+        SharedDocument::RenderedSummary,
+        b"%PDF-summary",
+        TIMESTAMP,
     );
-    assert_eq!(
-        build_patient_shared_bundle(&record, &options(&[ResourceType::Patient])),
-        Err(NothingToShare)
+    add_document(
+        &mut bundle,
+        SharedDocument::PatientStory,
+        b"%PDF-story",
+        TIMESTAMP,
     );
+
+    let patient_url = bundle["entry"][0]["fullUrl"].clone();
+    let documents: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter(|entry| entry["resource"]["resourceType"] == "DocumentReference")
+        .collect();
+    assert_eq!(documents.len(), 2);
+    for (entry, (code, pdf)) in documents
+        .iter()
+        .zip([("60591-5", "%PDF-summary"), ("51855-5", "%PDF-story")])
+    {
+        let document = &entry["resource"];
+        assert_eq!(
+            entry["fullUrl"],
+            format!("urn:uuid:{}", document["id"].as_str().expect("id"))
+        );
+        assert_eq!(document["status"], "current");
+        assert_eq!(document["type"]["coding"][0]["system"], "http://loinc.org");
+        assert_eq!(document["type"]["coding"][0]["code"], code);
+        assert_eq!(document["meta"]["security"][0]["code"], "PATAST");
+        assert_eq!(
+            document["category"][0]["coding"][0],
+            json!({"system": "https://cms.gov/fhir/CodeSystem/patient-shared-category",
+                   "code": "patient-shared", "display": "Patient Shared"})
+        );
+        assert_eq!(document["subject"]["reference"], patient_url);
+        assert_eq!(document["author"][0]["reference"], patient_url);
+        assert_eq!(document["date"], TIMESTAMP);
+        let attachment = &document["content"][0]["attachment"];
+        assert_eq!(attachment["contentType"], "application/pdf");
+        assert!(attachment.get("url").is_none(), "inline, never a url");
+        use base64::Engine as _;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(attachment["data"].as_str().expect("data"))
+            .expect("standard base64");
+        assert_eq!(data, pdf.as_bytes());
+    }
+    assert_ne!(documents[0]["fullUrl"], documents[1]["fullUrl"]);
 }
 
 #[test]
 fn the_same_inputs_give_the_same_bytes_and_a_new_id_new_resource_ids() {
     let record = record(vec![condition("c1")]);
 
-    let first = build_patient_shared_bundle(&record, &options(&[])).expect("a bundle");
-    let again = build_patient_shared_bundle(&record, &options(&[])).expect("a bundle");
+    let first = build_patient_shared_bundle(&record, &options(&[]));
+    let again = build_patient_shared_bundle(&record, &options(&[]));
     let other = build_patient_shared_bundle(
         &record,
         &SharedBundleOptions {
             bundle_id: "5a0f9e8d-7c6b-4a3e-8d2c-1b0a9f8e7d6c",
             ..options(&[])
         },
-    )
-    .expect("a bundle");
+    );
 
     assert_eq!(first.to_string(), again.to_string());
     assert_ne!(first["entry"][1]["fullUrl"], other["entry"][1]["fullUrl"]);

@@ -12,10 +12,6 @@
 //! with a bound on how many run at once, as it does QR codes.
 //!
 //! Nothing from the Bundle or the story reaches an error: [`PdfError`]s are fixed words.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "wired into direct links by the issuer next")
-)]
 
 mod layout;
 mod summary;
@@ -26,8 +22,8 @@ use serde_json::Value;
 
 use layout::{BODY, Block, META, Page, TITLE};
 
-/// The longest story accepted, in Unicode scalar values.
-pub(crate) const MAX_STORY_CHARS: usize = 10_000;
+// The longest story accepted, in Unicode scalar values: the input's own limit, checked again.
+use super::request::STORY_MAX_CHARS as MAX_STORY_CHARS;
 
 /// Why no PDF came out. The messages are fixed: they never quote the record or the story.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -138,8 +134,10 @@ impl PdfRenderer {
         label: Option<String>,
         shared_at: String,
     ) -> Result<Vec<u8>, PdfError> {
-        self.run(move || render_summary(&bundle, label.as_deref(), &shared_at))
-            .await
+        self.run("summary", move || {
+            render_summary(&bundle, label.as_deref(), &shared_at)
+        })
+        .await
     }
 
     /// [`render_story`] on the blocking pool, once a slot is free.
@@ -148,11 +146,13 @@ impl PdfRenderer {
         story: String,
         shared_at: String,
     ) -> Result<Vec<u8>, PdfError> {
-        self.run(move || render_story(&story, &shared_at)).await
+        self.run("story", move || render_story(&story, &shared_at))
+            .await
     }
 
     async fn run(
         &self,
+        document: &'static str,
         render: impl FnOnce() -> Result<Vec<u8>, PdfError> + Send + 'static,
     ) -> Result<Vec<u8>, PdfError> {
         let slot = Arc::clone(&self.slots)
@@ -162,7 +162,11 @@ impl PdfRenderer {
         tokio::task::spawn_blocking(move || {
             // Held by the work itself: a cancelled request does not free the slot early.
             let _slot = slot;
-            render()
+            let started = std::time::Instant::now();
+            let rendered = render();
+            metrics::histogram!(crate::metrics::PDF_RENDER_DURATION, "document" => document)
+                .record(started.elapsed().as_secs_f64());
+            rendered
         })
         .await
         .map_err(|_| PdfError::NotRun("a PDF render panicked"))?

@@ -19,7 +19,6 @@ fn demo_bundle() -> Value {
             timestamp: SHARED_AT,
         },
     )
-    .expect("the demo patient has records to share")
 }
 
 /// The PDF's text as the independent reader extracts it, a line per line drawn.
@@ -393,7 +392,7 @@ async fn the_renderer_runs_renders_and_reports_a_panic() {
         .await
         .expect("renders");
     assert!(extracted(&pdf).contains("Hello."));
-    let panicked = renderer.run(|| panic!("a broken render")).await;
+    let panicked = renderer.run("test", || panic!("a broken render")).await;
     assert_eq!(panicked, Err(PdfError::NotRun("a PDF render panicked")));
     // The slot came back.
     assert_eq!(renderer.slots.available_permits(), 1);
