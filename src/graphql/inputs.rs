@@ -6,12 +6,12 @@ use crate::error::AppError;
 use crate::issuer::{CreateLinkRequest, LinkMode, PatientStory, ResourceType, ValidatedLabel};
 use crate::passcode::Passcode;
 
-#[derive(Debug, InputObject)]
+#[derive(InputObject)]
 pub(crate) struct CreateHealthLinkInput {
     /// Shown to the recipient and carried in plaintext inside the QR code: at most 80 characters,
     /// no control characters, and no PHI.
     pub(crate) label: Option<String>,
-    /// The resource types to share. Omitted or empty: the whole IPS set (`shareableResourceTypes`).
+    /// The resource types to share. Omitted or empty: every type `shareableResourceTypes` lists.
     pub(crate) resources: Option<Vec<ResourceSelectorInput>>,
     pub(crate) security_config: Option<SecurityConfigInput>,
     /// How the link is protected (a gateway field, not sent upstream). `DIRECT` is embedded mode only.
@@ -38,11 +38,19 @@ pub(crate) struct ResourceSelectorInput {
     pub(crate) resource_type: String,
 }
 
-#[derive(Debug, InputObject)]
+#[derive(InputObject)]
 pub(crate) struct SecurityConfigInput {
     /// Exactly 6 ASCII digits. Omit it and the gateway generates one from a CSPRNG.
     #[graphql(secret)]
     pub(crate) passcode: Option<String>,
+}
+
+impl std::fmt::Debug for SecurityConfigInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityConfigInput")
+            .field("passcode", &self.passcode.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
 }
 
 /// How a link is protected.
@@ -53,6 +61,31 @@ pub(crate) enum HealthLinkMode {
     /// SHL flag `U`: a single file fetched directly, no passcode, short-lived (the CMS Kill the
     /// Clipboard profile). Embedded mode only.
     Direct,
+}
+
+/// The label, the passcode and the story are the patient's: `Debug` says only whether they came.
+impl std::fmt::Debug for CreateHealthLinkInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateHealthLinkInput")
+            .field("label", &self.label.as_ref().map(|_| "[REDACTED]"))
+            .field("resources", &self.resources)
+            .field(
+                "passcode",
+                &self
+                    .security_config
+                    .as_ref()
+                    .and_then(|config| config.passcode.as_ref())
+                    .map(|_| "[REDACTED]"),
+            )
+            .field("mode", &self.mode)
+            .field("expires_in_seconds", &self.expires_in_seconds)
+            .field("rendered_summary", &self.rendered_summary)
+            .field(
+                "patient_story",
+                &self.patient_story.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish()
+    }
 }
 
 impl CreateHealthLinkInput {
@@ -262,12 +295,20 @@ mod tests {
             format!("{:?}", parsed.story),
             "Some(PatientStory([REDACTED]))"
         );
+        let pasted = direct(Some("\u{FEFF}I can\u{00AD}not kneel."), None)
+            .validate()
+            .expect("a BOM and a soft hyphen are dropped, not refused");
+        assert_eq!(
+            pasted.story.as_ref().map(PatientStory::as_str),
+            Some("I cannot kneel.")
+        );
         let secret = "knee-secret ";
         for bad in [
             secret.repeat(1000),
             format!("{secret}\u{7}"),
             format!("{secret}\u{202E}"),
             "   \n ".to_owned(),
+            format!("{secret}\u{200B}"),
         ] {
             let error = direct(Some(&bad), None).validate().expect_err("refused");
             assert_eq!(error.code(), ErrorCode::BadUserInput);

@@ -606,6 +606,11 @@ impl EmbeddedIssuer {
 /// A render that failed is the gateway's fault, never the input's; its words are fixed.
 fn pdf_error(error: PdfError) -> AppError {
     match error {
+        PdfError::TooLarge => AppError::bad_user_input(
+            "the selected records are too many to render as one PDF: select fewer resource \
+             types, or share them as data only (renderedSummary: false)",
+        ),
+        PdfError::Busy => AppError::overloaded(),
         PdfError::NotRun(step) => AppError::internal_at(step),
         PdfError::Font | PdfError::Write | PdfError::StoryTooLong => {
             AppError::internal_at("rendering a direct link's PDF")

@@ -58,7 +58,12 @@ pub(super) fn entered_in_error(resource: &Value) -> bool {
 
 /// A copy of `source` fit to share: new id, no imported narrative, references rewritten; the
 /// entry with its fullUrl.
-pub(super) fn entry(uuid: Uuid, source: &Value, targets: &Targets) -> Value {
+pub(super) fn entry(
+    uuid: Uuid,
+    source: &Value,
+    targets: &Targets,
+    outside: OutsideReferences,
+) -> Value {
     let mut resource = source.clone();
     if let Some(fields) = resource.as_object_mut() {
         fields.remove("text");
@@ -72,8 +77,20 @@ pub(super) fn entry(uuid: Uuid, source: &Value, targets: &Targets) -> Value {
                 });
         }
     }
-    rewrite(&mut resource, targets);
+    rewrite(&mut resource, targets, outside);
     json!({ "fullUrl": urn(uuid), "resource": resource })
+}
+
+/// What becomes of a relative reference (`Type/id`) to a resource the record does not hold (a
+/// Practitioner, a Medication, an Organization): it can name nothing in the Bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OutsideReferences {
+    /// Kept as it is (the IPS document, as it always was).
+    Keep,
+    /// The `reference` goes and the rest stays (`display`, `identifier`, `type`): the
+    /// PatientSharedBundle says every reference names an entry, and a receiver that resolves
+    /// each one must not meet a dangling one.
+    KeepOnlyTheDescription,
 }
 
 /// Every stored resource by `Type/id`: its fullUrl in the document, or `None` when left out.
@@ -83,28 +100,32 @@ pub(super) type Targets = HashMap<String, Option<String>>;
 /// references to left-out resources, then any object or array that the removal left empty (FHIR
 /// forbids empty elements). Other references (absolute, contained `#id`, or to resources the record
 /// does not hold) stay as they are.
-pub(super) fn rewrite(resource: &mut Value, targets: &Targets) {
+pub(super) fn rewrite(resource: &mut Value, targets: &Targets, outside: OutsideReferences) {
     // The resource itself never carries a `reference`, so it is never removed.
-    keep(resource, targets, MAX_DEPTH);
+    keep(resource, targets, outside, MAX_DEPTH);
 }
 
 /// Whether `value` stays in its parent after rewriting. `levels` bounds the recursion; a record
 /// imported through `PatientRecord::from_bundle` is never deeper than this.
-fn keep(value: &mut Value, targets: &Targets, levels: usize) -> bool {
+fn keep(value: &mut Value, targets: &Targets, outside: OutsideReferences, levels: usize) -> bool {
     match value {
         Value::Object(fields) => {
+            let mut dangling = false;
             if let Some(Value::String(reference)) = fields.get_mut("reference") {
                 match target(reference, targets) {
                     Some(Some(full_url)) => full_url.clone_into(reference),
                     Some(None) => return false,
-                    None => {}
+                    None => dangling = is_relative(reference),
                 }
             }
-            if levels == 0 {
-                return true;
-            }
             let before = fields.len();
-            fields.retain(|_, child| keep(child, targets, levels - 1));
+            if dangling && outside == OutsideReferences::KeepOnlyTheDescription {
+                fields.remove("reference");
+            }
+            if levels == 0 {
+                return before == 0 || !fields.is_empty();
+            }
+            fields.retain(|_, child| keep(child, targets, outside, levels - 1));
             before == 0 || !fields.is_empty()
         }
         Value::Array(items) => {
@@ -112,11 +133,26 @@ fn keep(value: &mut Value, targets: &Targets, levels: usize) -> bool {
                 return true;
             }
             let before = items.len();
-            items.retain_mut(|item| keep(item, targets, levels - 1));
+            items.retain_mut(|item| keep(item, targets, outside, levels - 1));
             before == 0 || !items.is_empty()
         }
         _ => true,
     }
+}
+
+/// Whether `reference` has the relative form `Type/id` (or `Type/id/_history/n`) that names a
+/// resource on the server the record came from, as opposed to an absolute URL, a `urn:`, or a
+/// contained `#id`.
+fn is_relative(reference: &str) -> bool {
+    let mut parts = reference.split('/');
+    let (Some(type_name), Some(id)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let tail = [parts.next(), parts.next(), parts.next()];
+    type_name.starts_with(|c: char| c.is_ascii_uppercase())
+        && type_name.chars().all(|c| c.is_ascii_alphabetic())
+        && !id.is_empty()
+        && matches!(tail, [None, _, _] | [Some("_history"), Some(_), None])
 }
 
 /// The stored resource a relative reference names, if the record holds it.
@@ -159,7 +195,7 @@ mod tests {
             "medicationReference": { "reference": "#med" },
             "extension": [{ "url": "https://example.org/x", "extension": [] }]
         });
-        rewrite(&mut resource, &targets());
+        rewrite(&mut resource, &targets(), OutsideReferences::Keep);
         assert_eq!(
             resource["subject"],
             json!({ "reference": "urn:uuid:p", "display": "someone" })
@@ -195,7 +231,7 @@ mod tests {
                 { "detail": { "status": "in-progress" } }
             ]
         });
-        rewrite(&mut care_plan, &targets());
+        rewrite(&mut care_plan, &targets(), OutsideReferences::Keep);
         assert_eq!(
             care_plan["activity"],
             json!([{ "detail": { "status": "in-progress" } }])
@@ -216,5 +252,43 @@ mod tests {
             assert!(target(unknown, &targets).is_none(), "{unknown}");
         }
         assert!(target("Condition/kept/_history/1", &targets).is_some());
+    }
+
+    #[test]
+    fn outside_references_keep_only_their_description_when_asked() {
+        let mut resource = json!({
+            "resourceType": "MedicationRequest",
+            "subject": { "reference": "Patient/p" },
+            "medicationReference": { "reference": "Medication/m1", "display": "Lisinopril 10 mg" },
+            "requester": { "reference": "Practitioner/dr/_history/2" },
+            "performer": { "reference": "https://example.org/fhir/Practitioner/dr" },
+            "recorder": { "reference": "#contained" },
+            "insurance": [{ "reference": "Coverage/elsewhere", "identifier": { "value": "X1" } }]
+        });
+
+        rewrite(
+            &mut resource,
+            &targets(),
+            OutsideReferences::KeepOnlyTheDescription,
+        );
+
+        assert_eq!(resource["subject"]["reference"], "urn:uuid:p");
+        assert_eq!(
+            resource["medicationReference"],
+            json!({ "display": "Lisinopril 10 mg" })
+        );
+        assert!(
+            resource.get("requester").is_none(),
+            "nothing left to say: removed"
+        );
+        assert_eq!(
+            resource["performer"]["reference"],
+            "https://example.org/fhir/Practitioner/dr"
+        );
+        assert_eq!(resource["recorder"]["reference"], "#contained");
+        assert_eq!(
+            resource["insurance"],
+            json!([{ "identifier": { "value": "X1" } }])
+        );
     }
 }

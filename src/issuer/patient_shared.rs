@@ -6,7 +6,9 @@
 //!   selected types in the record's order. No Composition: nothing here is a document.
 //! - Resources are copied as every shared Bundle copies them (`super::entries`): `urn:uuid:`
 //!   fullUrls, references rewritten to them, a reference to a withheld resource removed, imported
-//!   narrative dropped.
+//!   narrative dropped. A relative reference to something the record does not hold (a
+//!   Practitioner, a Medication) loses its `reference` and keeps its `display` and `identifier`,
+//!   so every reference left names an entry.
 //! - No `meta.profile`: the profile says resources should not carry one (receivers must not
 //!   require it), and a stored profile claim (an IPS one, say) would be wrong here.
 //! - Resources marked `entered-in-error` are left out; everything else of a selected type goes in
@@ -22,7 +24,13 @@ use std::collections::HashSet;
 use serde_json::{Value, json};
 
 use super::ResourceType;
-use super::entries::{Targets, entered_in_error, entry, entry_uuid, identify, namespace, urn};
+use super::entries::{
+    OutsideReferences, Targets, entered_in_error, entry, entry_uuid, identify, namespace, urn,
+};
+
+/// A relative reference to a resource the record does not hold keeps only its description: the
+/// profile has every reference name an entry of the Bundle.
+const OUTSIDE: OutsideReferences = OutsideReferences::KeepOnlyTheDescription;
 use super::fhir::PatientRecord;
 
 /// What the patient chose and what names this Bundle.
@@ -140,11 +148,12 @@ pub(crate) fn build_patient_shared_bundle(
         patient_uuid,
         &record.patient,
         &targets,
+        OUTSIDE,
     )));
     entries.extend(
         included
             .into_iter()
-            .map(|(uuid, source)| without_profiles(entry(uuid, source, &targets))),
+            .map(|(uuid, source)| without_profiles(entry(uuid, source, &targets, OUTSIDE))),
     );
     json!({
         "resourceType": "Bundle",

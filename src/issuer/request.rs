@@ -59,7 +59,11 @@ pub struct PatientStory(String);
 impl PatientStory {
     /// Error messages never repeat the story.
     pub fn parse(story: &str) -> Result<Self, &'static str> {
-        let story = story.replace("\r\n", "\n");
+        // Pasted text often carries a byte-order mark or soft hyphens: invisible, harmless, and
+        // dropped rather than refused.
+        let story = story
+            .replace("\r\n", "\n")
+            .replace(['\u{FEFF}', '\u{00AD}'], "");
         if story.trim().is_empty() {
             return Err("patientStory must not be blank");
         }

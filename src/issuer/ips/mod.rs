@@ -28,7 +28,9 @@ use uuid::Uuid;
 use crate::issuer::ResourceType;
 use crate::issuer::fhir::PatientRecord;
 
-use super::entries::{Targets, entered_in_error, entry, entry_uuid, identify, namespace, urn};
+use super::entries::{
+    OutsideReferences, Targets, entered_in_error, entry, entry_uuid, identify, namespace, urn,
+};
 
 /// What the patient chose and what names this document.
 #[derive(Debug, Clone, Copy)]
@@ -118,15 +120,19 @@ impl Section {
         )
     }
 
-    fn resource_type(self) -> ResourceType {
+    /// The types whose resources the section holds.
+    fn resource_types(self) -> &'static [ResourceType] {
         match self {
-            Section::Problems => ResourceType::Condition,
-            Section::Allergies => ResourceType::AllergyIntolerance,
-            Section::Medications => ResourceType::MedicationStatement,
-            Section::Immunizations => ResourceType::Immunization,
-            Section::Procedures => ResourceType::Procedure,
-            Section::Results | Section::VitalSigns => ResourceType::Observation,
-            Section::PlanOfCare => ResourceType::CarePlan,
+            Section::Problems => &[ResourceType::Condition],
+            Section::Allergies => &[ResourceType::AllergyIntolerance],
+            Section::Medications => &[
+                ResourceType::MedicationStatement,
+                ResourceType::MedicationRequest,
+            ],
+            Section::Immunizations => &[ResourceType::Immunization],
+            Section::Procedures => &[ResourceType::Procedure],
+            Section::Results | Section::VitalSigns => &[ResourceType::Observation],
+            Section::PlanOfCare => &[ResourceType::CarePlan],
         }
     }
 }
@@ -196,12 +202,23 @@ pub fn build_ips(record: &PatientRecord, options: &IpsOptions<'_>) -> Value {
         &included,
         &sections,
     );
-    let mut entries = vec![composition, entry(patient_uuid, &record.patient, &targets)];
-    entries.extend(
-        included
-            .iter()
-            .map(|chosen| entry(chosen.uuid, chosen.source, &targets)),
-    );
+    let mut entries = vec![
+        composition,
+        entry(
+            patient_uuid,
+            &record.patient,
+            &targets,
+            OutsideReferences::Keep,
+        ),
+    ];
+    entries.extend(included.iter().map(|chosen| {
+        entry(
+            chosen.uuid,
+            chosen.source,
+            &targets,
+            OutsideReferences::Keep,
+        )
+    }));
     json!({
         "resourceType": "Bundle",
         "identifier": { "system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:{}", options.bundle_id) },
@@ -320,7 +337,12 @@ fn sections<'a, 'r>(
             Content::Entries(members)
         } else if !section.is_mandatory() {
             continue;
-        } else if selected.contains(&section.resource_type()) {
+        } else if section
+            .resource_types()
+            .iter()
+            .all(|resource_type| selected.contains(resource_type))
+        {
+            // Everything the section could hold was asked for, and nothing is on file.
             Content::Empty(EmptyReason::Unavailable)
         } else {
             Content::Empty(EmptyReason::Withheld)

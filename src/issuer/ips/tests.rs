@@ -472,3 +472,38 @@ fn entries_follow_section_order() {
         ]
     );
 }
+
+#[test]
+fn the_medication_summary_counts_requests_and_statements_alike() {
+    let request = json!({"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
+        "intent": "order", "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {"text": "Lisinopril"}});
+    let only_a_request = record(vec![request]);
+    let nothing = record(vec![]);
+
+    let shared = build_ips(&only_a_request, &options(&[]));
+    let statements_only = build_ips(
+        &only_a_request,
+        &options(&[ResourceType::MedicationStatement]),
+    );
+    let both_none_on_file = build_ips(
+        &nothing,
+        &options(&[
+            ResourceType::MedicationStatement,
+            ResourceType::MedicationRequest,
+        ]),
+    );
+
+    assert_eq!(
+        section(&shared, "10160-0").expect("medications")["entry"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        empty_reason(&statements_only, "10160-0"),
+        "withheld",
+        "a request is on file and was not selected"
+    );
+    assert_eq!(empty_reason(&both_none_on_file, "10160-0"), "unavailable");
+}

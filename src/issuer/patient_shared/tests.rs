@@ -265,3 +265,26 @@ fn the_same_inputs_give_the_same_bytes_and_a_new_id_new_resource_ids() {
         "the stored id stays home"
     );
 }
+
+#[test]
+fn a_reference_to_what_the_record_does_not_hold_keeps_only_its_description() {
+    let mut request = json!({"resourceType": "MedicationRequest", "id": "mr1", "status": "active",
+        "intent": "order", "subject": {"reference": "Patient/p1"},
+        "medicationReference": {"reference": "Medication/m1", "display": "Lisinopril 10 mg"},
+        "requester": {"reference": "Practitioner/dr"}});
+    request["note"] = json!([{"text": "Take with water"}]);
+    let record = record(vec![request]);
+
+    let bundle = build_patient_shared_bundle(&record, &options(&[]));
+
+    let shared = &bundle["entry"][1]["resource"];
+    assert_eq!(
+        shared["medicationReference"],
+        json!({"display": "Lisinopril 10 mg"})
+    );
+    assert!(shared.get("requester").is_none());
+    assert_eq!(
+        shared["subject"]["reference"],
+        bundle["entry"][0]["fullUrl"]
+    );
+}

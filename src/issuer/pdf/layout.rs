@@ -245,6 +245,10 @@ enum Placed {
 pub(super) fn render(page: &Page) -> Result<Vec<u8>, PdfError> {
     let faces = FACES.as_ref().ok_or(PdfError::Font)?;
     let pages = paginate(faces, &page.blocks);
+    // Checked before the costly part, writing: a record this large is better shared as data.
+    if pages.len() > MAX_PAGES {
+        return Err(PdfError::TooLarge);
+    }
     let mut document = Document::new();
     document.set_metadata(
         Metadata::new()
@@ -284,6 +288,7 @@ fn paginate(faces: &Faces, blocks: &[Block]) -> Vec<Vec<Placed>> {
             }
         })
         .collect();
+    let runs = run_heights(&wrapped);
     let mut pages: Vec<Vec<Placed>> = vec![Vec::new()];
     let mut y = MARGIN;
     for (index, block) in wrapped.iter().enumerate() {
@@ -291,7 +296,7 @@ fn paginate(faces: &Faces, blocks: &[Block]) -> Vec<Vec<Placed>> {
         // A block that keeps with the next starts a run of blocks that go on one page: moved
         // whole to the next page when the rest of this one is too short and a page is not.
         // Longer runs only keep this block's last line with the next block's first.
-        let run = run_height(&wrapped[index..]);
+        let run = runs[index];
         let first = match block {
             Wrapped::Text(style, _) if style.keep_with_next => {
                 block.height() + wrapped.get(index + 1).map_or(0.0, Wrapped::first_line)
@@ -375,16 +380,27 @@ impl Wrapped {
 
 /// The height of the run of blocks starting at `blocks[0]` that keep together: every block
 /// that keeps with the next, and the block after the last of them.
-fn run_height(blocks: &[Wrapped]) -> f32 {
-    let mut height = 0.0;
-    for block in blocks {
-        height += block.height();
-        if !block.keeps_with_next() {
-            break;
-        }
+/// For each block, the height of the run that starts with it: the block and every block after
+/// it up to the first that does not keep with the next. One pass from the end, so an item with
+/// many details costs linear time, not quadratic.
+fn run_heights(blocks: &[Wrapped]) -> Vec<f32> {
+    let mut runs = vec![0.0; blocks.len()];
+    let mut following = 0.0;
+    for (index, block) in blocks.iter().enumerate().rev() {
+        let run = block.height()
+            + if block.keeps_with_next() {
+                following
+            } else {
+                0.0
+            };
+        runs[index] = run;
+        following = run;
     }
-    height
+    runs
 }
+
+/// The most pages one PDF may have: a summary longer than this is refused (`TooLarge`).
+pub(super) const MAX_PAGES: usize = 300;
 
 /// Vertical room a rule takes.
 const RULE_SPACE: f32 = 10.0;

@@ -37,6 +37,12 @@ pub(crate) enum PdfError {
     /// The story is longer than [`MAX_STORY_CHARS`].
     #[error("the story is longer than 10000 characters")]
     StoryTooLong,
+    /// The document would have more than `layout::MAX_PAGES` pages.
+    #[error("the PDF would be too long")]
+    TooLarge,
+    /// Every render slot stayed taken for `SLOT_WAIT`: the gateway is busy.
+    #[error("no PDF render slot came free in time")]
+    Busy,
     /// The render could not run: its slots are closed, or it panicked.
     #[error("the PDF render could not run: {0}")]
     NotRun(&'static str),
@@ -113,6 +119,9 @@ fn when(raw: &str) -> String {
     }
 }
 
+/// The longest a render waits for a slot before the creation is answered `OVERLOADED`.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Renders PDFs on the blocking pool, at most `max_concurrent` at once.
 #[derive(Debug, Clone)]
 pub(crate) struct PdfRenderer {
@@ -155,9 +164,10 @@ impl PdfRenderer {
         document: &'static str,
         render: impl FnOnce() -> Result<Vec<u8>, PdfError> + Send + 'static,
     ) -> Result<Vec<u8>, PdfError> {
-        let slot = Arc::clone(&self.slots)
-            .acquire_owned()
+        // A creation waiting for a slot holds its request's work slot: the wait is bounded.
+        let slot = tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.slots).acquire_owned())
             .await
+            .map_err(|_| PdfError::Busy)?
             .map_err(|_| PdfError::NotRun("the PDF render slots are closed"))?;
         tokio::task::spawn_blocking(move || {
             // Held by the work itself: a cancelled request does not free the slot early.

@@ -418,3 +418,38 @@ fn measure_demo_summary() {
         each.as_secs_f64() * 1e3
     );
 }
+
+/// A Bundle whose one Observation has `components` components, each a detail line.
+fn observation_with_components(components: usize) -> Value {
+    let component =
+        json!({"code": {"text": "Reading"}, "valueQuantity": {"value": 1, "unit": "mm"}});
+    json!({"resourceType": "Bundle", "type": "collection", "timestamp": SHARED_AT, "entry": [
+        {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "name": [{"text": "Pat"}]}},
+        {"fullUrl": "urn:uuid:2", "resource": {"resourceType": "Observation", "status": "final",
+            "code": {"text": "A long series"}, "component": vec![component; components]}}
+    ]})
+}
+
+#[test]
+fn one_item_with_many_details_lays_out_in_linear_time_and_long_documents_are_refused() {
+    // Laid out quadratically, 60,000 kept-together lines would take minutes in a debug build.
+    assert_eq!(
+        render_summary(&observation_with_components(60_000), None, SHARED_AT),
+        Err(PdfError::TooLarge)
+    );
+    let pdf = render_summary(&observation_with_components(500), None, SHARED_AT).expect("renders");
+    let pages = page_count(&pdf);
+    assert!((2..=layout::MAX_PAGES).contains(&pages), "{pages} pages");
+}
+
+#[tokio::test]
+async fn a_render_waits_for_a_slot_only_so_long() {
+    tokio::time::pause();
+    let renderer = PdfRenderer::new(1);
+    let _taken = Arc::clone(&renderer.slots)
+        .acquire_owned()
+        .await
+        .expect("a slot");
+    let waiting = renderer.story("Hello.".to_owned(), SHARED_AT.to_owned());
+    assert_eq!(waiting.await, Err(PdfError::Busy));
+}
