@@ -20,7 +20,8 @@
 //!   revoke, the SHL accesses) and the audit trail's ordering rules, for both issuers;
 //!   [`idempotency`]: `Idempotency-Key` replays of `createHealthLink`, sealed per caller.
 //! - [`issuer`]: the `Issuer` trait the link service calls, the types of a link request and
-//!   answer, and the embedded issuer (store, IPS, tickets); no HTTP, no audit. `upstream`: the
+//!   answer, and the embedded issuer (store, the IPS document of passcode links, the Kill the
+//!   Clipboard PatientSharedBundle and its PDFs for direct links, tickets); no HTTP, no audit. `upstream`: the
 //!   b.well client, the other `Issuer`.
 //! - [`audit`]: the tamper-evident audit trail (HMAC chain; file or PostgreSQL), verify, export;
 //!   [`ratelimit`]: GCRA quotas in process (governor) and across replicas (Redis), the policy of

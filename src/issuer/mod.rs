@@ -2,10 +2,12 @@
 //!
 //! The link service (`crate::links`) talks to an [`Issuer`] and never learns which mode it runs
 //! in: the upstream issuer (`crate::upstream`) relays to b.well, and the `embedded` issuer runs
-//! the SHL protocol itself: [`store`] keeps links and records, [`fhir`] and [`ips`] turn records
-//! into an IPS document, [`crate::crypto::jwe`] encrypts it, [`ticket`] signs file locations. The
-//! service records what the issuers do; serving them over HTTP (the manifest endpoints, the viewer
-//! page) is `crate::http`'s.
+//! the SHL protocol itself: [`store`] keeps links and records; [`fhir`] reads records in; [`ips`]
+//! turns them into the IPS document of a passcode link and `patient_shared` into the Kill the
+//! Clipboard PatientSharedBundle of a direct one (both copy resources as `entries` says), with
+//! the PDFs `pdf` renders; [`crate::crypto::jwe`] encrypts the file, [`ticket`] signs file
+//! locations. The service records what the issuers do; serving them over HTTP (the manifest
+//! endpoints, the viewer page, the JWKS) is `crate::http`'s.
 //!
 //! The request types here are already validated, so an issuer never sees a malformed label,
 //! resource type or passcode.
