@@ -85,3 +85,64 @@ async fn the_viewer_decrypts_and_renders_the_records_in_chromium() {
         "{outcomes:?}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs Chromium and tests/browser installed: set SHL_GATEWAY_TEST_BROWSER=1 and run with `cargo test -- --include-ignored` (CI does)"]
+async fn the_viewer_shows_a_direct_links_records_and_offers_its_pdfs() {
+    assert!(
+        std::env::var_os("SHL_GATEWAY_TEST_BROWSER").is_some(),
+        "this test needs SHL_GATEWAY_TEST_BROWSER=1, Debian's chromium and npm ci --prefix tests/browser"
+    );
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+    let (link, _) = create_link(
+        &app,
+        json!({"mode": "DIRECT", "patientStory": "My knee hurts when I climb stairs."}),
+    )
+    .await;
+    let url = crate::qr::decode_svg(link["qrCodeSvg"].as_str().expect("svg"));
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer-direct.png");
+    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/viewer.mjs");
+
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(driver)
+            .arg(&url)
+            .arg("")
+            .arg(&screenshot)
+            .output()
+    })
+    .await
+    .expect("task")
+    .expect(
+        "node runs (SHL_GATEWAY_TEST_BROWSER is set: install node, chromium and tests/browser)",
+    );
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "viewer failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let summary: Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("driver summary");
+    let sections = summary["sections"].as_array().expect("sections");
+    for expected in [
+        "Allergies and intolerances",
+        "Medications",
+        "Coverage",
+        "Documents",
+    ] {
+        assert!(
+            sections.iter().any(|s| s == expected),
+            "{expected}: {summary}"
+        );
+    }
+    assert_eq!(
+        summary["pdfs"],
+        json!([
+            {"title": "Patient summary (PDF)", "blob": true, "download": "patient-summary.pdf"},
+            {"title": "The patient's own story (PDF)", "blob": true, "download": "patient-story.pdf"}
+        ]),
+        "{summary}"
+    );
+}

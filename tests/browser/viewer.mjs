@@ -105,6 +105,11 @@ async function main() {
             const title = text(item.querySelector('.item-title')) || text(item);
             return details ? `${title} (${details})` : title;
           }),
+          pdfs: [...document.querySelectorAll('#shared-pdfs li')].map((item) => ({
+            title: text(item.querySelector('.item-title')),
+            blob: [...item.querySelectorAll('a.pdf-link')].every((a) => a.href.startsWith('blob:')),
+            download: (item.querySelector('a[download]') || {}).download || '',
+          })),
         };
       });
       // Give late errors (a blocked request, an exception in a callback) a moment to surface.

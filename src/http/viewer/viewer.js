@@ -1030,7 +1030,58 @@
       );
       container.appendChild(block);
     }
+    const pdfs = resources.filter((r) => r.resourceType === 'DocumentReference').map(pdfOf).filter(Boolean);
+    if (pdfs.length > 0) {
+      container.appendChild(renderPdfs(pdfs));
+    }
     return container;
+  }
+
+  // A Kill the Clipboard PatientSharedDocumentReference: a PDF inline in `content[].attachment.data`
+  // (the rendered summary, LOINC 60591-5, or the patient's own story, 51855-5).
+  const DOCUMENT_TITLES = { '60591-5': 'Patient summary (PDF)', '51855-5': "The patient's own story (PDF)" };
+
+  function pdfOf(reference) {
+    const attachment = list(reference.content)
+      .map((content) => isObject(content) && content.attachment)
+      .find((a) => isObject(a) && a.contentType === 'application/pdf' && str(a.data));
+    if (!attachment) {
+      return null;
+    }
+    let bytes;
+    try {
+      const binary = atob(str(attachment.data).replace(/\s+/g, ''));
+      bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+    } catch {
+      return null;
+    }
+    const code = list(reference.type && reference.type.coding).map((c) => isObject(c) && str(c.code)).find(Boolean);
+    return {
+      title: DOCUMENT_TITLES[code] || str(attachment.title) || 'Document (PDF)',
+      date: fhirDate(reference.date),
+      fileName: code === '51855-5' ? 'patient-story.pdf' : 'patient-summary.pdf',
+      // The file never leaves the browser: a blob URL of the decrypted bytes.
+      url: URL.createObjectURL(new Blob([bytes], { type: 'application/pdf' })),
+    };
+  }
+
+  function renderPdfs(pdfs) {
+    const block = element('section', 'ips-section');
+    block.id = 'shared-pdfs';
+    const items = pdfs.map((pdf) => {
+      const item = itemElement({ title: pdf.title, details: [labelled('Shared', pdf.date)] });
+      const open = element('a', 'pdf-link', 'Open');
+      open.href = pdf.url;
+      open.target = '_blank';
+      open.rel = 'noopener';
+      const download = element('a', 'pdf-link', 'Download');
+      download.href = pdf.url;
+      download.download = pdf.fileName;
+      item.appendChild(element('span', 'pdf-links', open, download));
+      return item;
+    });
+    block.append(element('h2', 'section-title', 'Documents'), element('ul', 'items', ...items));
+    return block;
   }
 
   function renderDocuments(texts, manifestStatus) {
