@@ -369,6 +369,41 @@ async fn direct_links_pass_a_kill_the_clipboard_receivers_checks() {
             })
             .collect()
     };
+    // The demo Coverage carries what the CARIN Digital Insurance Card profile must support.
+    let coverage = everything["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|entry| entry["resource"]["resourceType"] == "Coverage")
+        .map(|entry| &entry["resource"])
+        .expect("a Coverage");
+    assert_eq!(
+        coverage["beneficiary"]["reference"], everything["entry"][0]["fullUrl"],
+        "the card's beneficiary is the Bundle's Patient"
+    );
+    assert!(
+        coverage["identifier"].as_array().is_some_and(|ids| ids
+            .iter()
+            .any(|id| { id["type"]["coding"][0]["code"] == "MB" && id["value"].is_string() })),
+        "a member id: {coverage}"
+    );
+    for field in [
+        "status",
+        "type",
+        "subscriberId",
+        "relationship",
+        "period",
+        "payor",
+    ] {
+        assert!(!coverage[field].is_null(), "{field}: {coverage}");
+    }
+    let classes: Vec<&str> = coverage["class"]
+        .as_array()
+        .expect("class")
+        .iter()
+        .filter_map(|class| class["type"]["coding"][0]["code"].as_str())
+        .collect();
+    assert_eq!(classes, ["group", "plan"]);
     let shared = types(&everything);
     // The profile's persistence core, and the rest of the demo record.
     for expected in [
