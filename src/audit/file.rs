@@ -323,18 +323,8 @@ impl AuditSink for FileAuditSink {
     /// was queued, sync any attempt still pending, and exit, which closes the file and its
     /// lock.
     async fn close(&self) {
-        drop(
-            self.tx
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take(),
-        );
-        let handle = self
-            .thread
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        let Some(handle) = handle else {
+        drop(super::take(&self.tx));
+        let Some(handle) = super::take(&self.thread) else {
             return;
         };
         let joined = tokio::time::timeout(

@@ -134,6 +134,14 @@ pub use postgres::verify_postgres;
 pub use trail::AuditTrail;
 pub use verify::{verify_file, verify_file_against_head, verify_files};
 
+/// Takes what a sink's slot holds (its queue's sender, its writer) at close. Taking an `Option`
+/// leaves it valid whatever panicked while the lock was held, so a poisoned lock is used as is.
+fn take<T>(slot: &std::sync::Mutex<Option<T>>) -> Option<T> {
+    slot.lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take()
+}
+
 /// Where the link service sends audit events. Shared as `Arc<dyn AuditSink>`.
 #[async_trait::async_trait]
 pub trait AuditSink: Send + Sync + std::fmt::Debug {

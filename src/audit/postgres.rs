@@ -214,18 +214,8 @@ impl AuditSink for PostgresAuditSink {
     /// Closes the queue, waits (within the record timeout) for the writer to commit what was
     /// queued, then closes the pool.
     async fn close(&self) {
-        drop(
-            self.tx
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take(),
-        );
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        let Some(writer) = writer else {
+        drop(super::take(&self.tx));
+        let Some(writer) = super::take(&self.writer) else {
             return;
         };
         match tokio::time::timeout(self.timeout, writer).await {

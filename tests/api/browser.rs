@@ -11,6 +11,33 @@ use serde_json::{Value, json};
 use crate::embedded::create_link;
 use crate::helpers::*;
 
+/// Runs the driver on `url`, typing `passcodes` (comma-separated; empty for a `U` link), and
+/// returns its summary of the rendered page; a screenshot goes to the target's temporary folder.
+async fn open_in_chromium(url: String, passcodes: String, screenshot: &str) -> Value {
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(screenshot);
+    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/viewer.mjs");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(driver)
+            .arg(&url)
+            .arg(&passcodes)
+            .arg(&screenshot)
+            .output()
+    })
+    .await
+    .expect("task")
+    .expect(
+        "node runs (SHL_GATEWAY_TEST_BROWSER is set: install node, chromium and tests/browser)",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "viewer failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("driver summary")
+}
+
 #[tokio::test]
 #[ignore = "needs Chromium and tests/browser installed: set SHL_GATEWAY_TEST_BROWSER=1 and run with `cargo test -- --include-ignored` (CI does)"]
 async fn the_viewer_decrypts_and_renders_the_records_in_chromium() {
@@ -28,31 +55,8 @@ async fn the_viewer_decrypts_and_renders_the_records_in_chromium() {
     } else {
         "000000"
     };
-    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer.png");
-    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/viewer.mjs");
 
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(driver)
-            .arg(&url)
-            .arg(format!("{wrong},{passcode}"))
-            .arg(&screenshot)
-            .output()
-    })
-    .await
-    .expect("task")
-    .expect(
-        "node runs (SHL_GATEWAY_TEST_BROWSER is set: install node, chromium and tests/browser)",
-    );
-
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "viewer failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("driver summary");
+    let summary = open_in_chromium(url, format!("{wrong},{passcode}"), "viewer.png").await;
     let allergies = summary["allergies"].as_array().expect("allergies");
     assert!(
         allergies
@@ -100,31 +104,9 @@ async fn the_viewer_shows_a_direct_links_records_and_offers_its_pdfs() {
     )
     .await;
     let url = crate::qr::decode_svg(link["qrCodeSvg"].as_str().expect("svg"));
-    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("viewer-direct.png");
-    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/viewer.mjs");
 
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(driver)
-            .arg(&url)
-            .arg("")
-            .arg(&screenshot)
-            .output()
-    })
-    .await
-    .expect("task")
-    .expect(
-        "node runs (SHL_GATEWAY_TEST_BROWSER is set: install node, chromium and tests/browser)",
-    );
+    let summary = open_in_chromium(url, String::new(), "viewer-direct.png").await;
 
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "viewer failed: {stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let summary: Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("driver summary");
     let sections = summary["sections"].as_array().expect("sections");
     for expected in [
         "Allergies and intolerances",
