@@ -309,12 +309,15 @@ impl EmbeddedIssuer {
             None
         };
         let story = match &request.story {
-            Some(story) => Some(
-                self.pdf
-                    .story(story.as_str().to_owned(), timestamp.to_owned())
+            Some(story) => {
+                let text = story.as_str();
+                let pdf = self
+                    .pdf
+                    .story(text.to_owned(), timestamp.to_owned())
                     .await
-                    .map_err(pdf_error)?,
-            ),
+                    .map_err(pdf_error)?;
+                Some((text, pdf))
+            }
             None => None,
         };
         if let Some(pdf) = summary {
@@ -325,8 +328,13 @@ impl EmbeddedIssuer {
                 timestamp,
             );
         }
-        if let Some(pdf) = story {
-            add_document(&mut bundle, SharedDocument::PatientStory, &pdf, timestamp);
+        if let Some((text, pdf)) = story {
+            add_document(
+                &mut bundle,
+                SharedDocument::PatientStory { text },
+                &pdf,
+                timestamp,
+            );
         }
         if !has_content(&bundle) {
             return Err(AppError::bad_user_input(

@@ -20,6 +20,7 @@
 //! Like the IPS builder, this has no I/O: the same inputs always give the same bytes.
 
 use std::collections::HashSet;
+use std::fmt;
 
 use serde_json::{Value, json};
 
@@ -47,24 +48,79 @@ pub(crate) struct SharedBundleOptions<'a> {
 
 /// A PDF the patient shares in the Bundle, as a PatientSharedDocumentReference
 /// (`https://cms.gov/fhir/StructureDefinition/patient-shared-document-reference`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SharedDocument {
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SharedDocument<'a> {
     /// LOINC 60591-5: the FHIR-rendered summary of every other resource in the Bundle.
     RenderedSummary,
-    /// LOINC 51855-5: the patient's own story, in their words.
-    PatientStory,
+    /// LOINC 51855-5: the patient's own story, in their words. The text also goes into the
+    /// resource's narrative, so a viewer can show the story without parsing the PDF.
+    PatientStory { text: &'a str },
 }
 
-impl SharedDocument {
+impl fmt::Debug for SharedDocument<'_> {
+    /// The story's text is never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SharedDocument::RenderedSummary => f.write_str("RenderedSummary"),
+            SharedDocument::PatientStory { .. } => f.write_str("PatientStory([REDACTED])"),
+        }
+    }
+}
+
+impl SharedDocument<'_> {
     /// LOINC code and display, and the title the attachment carries.
     fn coding(self) -> (&'static str, &'static str, &'static str) {
         match self {
             SharedDocument::RenderedSummary => {
                 ("60591-5", "Patient summary Document", "Patient summary")
             }
-            SharedDocument::PatientStory => ("51855-5", "Patient Note", "My story"),
+            SharedDocument::PatientStory { .. } => ("51855-5", "Patient Note", "My story"),
         }
     }
+
+    /// The resource's narrative (`DomainResource.text`): the story as XHTML paragraphs, status
+    /// `additional` because the attachment is opaque to a reader of the structured data. The
+    /// rendered summary has none: its content is the Bundle's own resources.
+    fn narrative(self) -> Option<Value> {
+        match self {
+            SharedDocument::RenderedSummary => None,
+            SharedDocument::PatientStory { text } => Some(json!({
+                "status": "additional",
+                "div": story_xhtml(text),
+            })),
+        }
+    }
+}
+
+/// The story as the XHTML a FHIR narrative holds: a paragraph per blank-line-separated block,
+/// `<br/>` for a line break inside one, text escaped. Characters XML cannot carry (U+FFFE,
+/// U+FFFF; the input is already free of control characters) are left out.
+fn story_xhtml(text: &str) -> String {
+    let mut div = String::from(r#"<div xmlns="http://www.w3.org/1999/xhtml">"#);
+    let paragraphs = text
+        .split("\n\n")
+        .map(|paragraph| paragraph.trim_matches('\n'))
+        .filter(|paragraph| !paragraph.trim().is_empty());
+    for paragraph in paragraphs {
+        div.push_str("<p>");
+        for (index, line) in paragraph.split('\n').enumerate() {
+            if index > 0 {
+                div.push_str("<br/>");
+            }
+            for c in line.chars() {
+                match c {
+                    '&' => div.push_str("&amp;"),
+                    '<' => div.push_str("&lt;"),
+                    '>' => div.push_str("&gt;"),
+                    '\u{FFFE}' | '\u{FFFF}' => {}
+                    c => div.push(c),
+                }
+            }
+        }
+        div.push_str("</p>");
+    }
+    div.push_str("</div>");
+    div
 }
 
 /// The profile's category of what a patient shares.
@@ -85,7 +141,7 @@ pub(crate) fn add_document(bundle: &mut Value, document: SharedDocument, pdf: &[
     let patient = bundle["entry"][0]["fullUrl"].clone();
     let (code, display, title) = document.coding();
     let uuid = entry_uuid(&namespace(&bundle_id), "DocumentReference", code);
-    let resource = json!({
+    let mut resource = json!({
         "resourceType": "DocumentReference",
         "id": uuid.to_string(),
         "meta": { "security": [{ "system": OBSERVATION_VALUE, "code": "PATAST", "display": "patient asserted" }] },
@@ -103,6 +159,9 @@ pub(crate) fn add_document(bundle: &mut Value, document: SharedDocument, pdf: &[
             "creation": date,
         } }],
     });
+    if let Some(narrative) = document.narrative() {
+        resource["text"] = narrative;
+    }
     if let Some(entries) = bundle["entry"].as_array_mut() {
         entries.push(json!({ "fullUrl": urn(uuid), "resource": resource }));
     }

@@ -141,6 +141,8 @@ async fn every_access_to_an_embedded_link_is_recorded() {
     assert_eq!(
         accesses,
         vec![
+            // `create_link` receives every direct link as a Kill the Clipboard receiver would.
+            pair("direct-fetched", "ok"),
             pair("manifest-requested", "bad-passcode"),
             pair("manifest-requested", "ok"),
             pair("file-fetched", "ok"),

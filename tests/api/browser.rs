@@ -92,23 +92,30 @@ async fn the_viewer_decrypts_and_renders_the_records_in_chromium() {
 
 #[tokio::test]
 #[ignore = "needs Chromium and tests/browser installed: set SHL_GATEWAY_TEST_BROWSER=1 and run with `cargo test -- --include-ignored` (CI does)"]
-async fn the_viewer_shows_a_direct_links_records_and_offers_its_pdfs() {
+async fn the_viewer_shows_a_direct_links_records_and_story_and_offers_its_pdfs() {
+    const STORY: &str = "My knee hurts when I climb stairs.\nMostly in the <evening> & after work.\n\n\
+                         Ich möchte operiert werden — не сейчас.";
     assert!(
         std::env::var_os("SHL_GATEWAY_TEST_BROWSER").is_some(),
         "this test needs SHL_GATEWAY_TEST_BROWSER=1, Debian's chromium and npm ci --prefix tests/browser"
     );
     let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
-    let (link, _) = create_link(
-        &app,
-        json!({"mode": "DIRECT", "patientStory": "My knee hurts when I climb stairs."}),
-    )
-    .await;
+    let (link, _) = create_link(&app, json!({"mode": "DIRECT", "patientStory": STORY})).await;
     let url = crate::qr::decode_svg(link["qrCodeSvg"].as_str().expect("svg"));
 
     let summary = open_in_chromium(url, String::new(), "viewer-direct.png").await;
 
     let sections = summary["sections"].as_array().expect("sections");
+    assert_eq!(
+        summary["story"],
+        json!([
+            "My knee hurts when I climb stairs.\nMostly in the <evening> & after work.",
+            "Ich möchte operiert werden — не сейчас."
+        ]),
+        "the story's text, markup-like characters as text: {summary}"
+    );
     for expected in [
+        "In the patient's own words",
         "Allergies and intolerances",
         "Medications",
         "Coverage",

@@ -20,7 +20,21 @@ pub(crate) fn shl_payload(viewer_url: &str) -> Value {
 }
 
 /// Creates a link as the test patient and returns (createHealthLink answer, payload).
+///
+/// A direct (`U`) link is received at once as a Kill the Clipboard receiver would receive it
+/// (`ktc_conformance::receive_direct_link`: payload rules, `GET ?recipient=`, decryption, the
+/// PatientSharedBundle's rules), so every direct link a test makes is judged by the profile.
+/// That fetch is a real access: it appears in the link's history with its own recipient.
 pub(crate) async fn create_link(app: &TestApp, input: Value) -> (Value, Value) {
+    let (link, payload) = create_link_unreceived(app, input).await;
+    if payload["flag"] == "U" {
+        crate::ktc_conformance::receive_direct_link(app, &payload).await;
+    }
+    (link, payload)
+}
+
+/// [`create_link`] without the receiver's fetch, for a test that owns every access to the link.
+pub(crate) async fn create_link_unreceived(app: &TestApp, input: Value) -> (Value, Value) {
     let (status, body) = app
         .graphql(
             CREATE_WITH_GATEWAY_FIELDS,

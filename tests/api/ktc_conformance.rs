@@ -15,7 +15,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Value, json};
 
-use crate::embedded::create_link;
+use crate::embedded::create_link_unreceived;
 use crate::helpers::*;
 
 /// Section 1 of the profile: what a receiver checks before it fetches.
@@ -40,7 +40,7 @@ pub(crate) async fn fetch(app: &TestApp, payload: &Value) -> String {
     let response = app
         .http
         .get(payload["url"].as_str().expect("url"))
-        .query(&[("recipient", "Springfield Clinic")])
+        .query(&[("recipient", CONFORMANCE_RECIPIENT)])
         .header("origin", "https://reader.example")
         .send()
         .await
@@ -231,6 +231,32 @@ fn check_document(document: &Value, patient_url: &Value, bundle: &Value) {
         .decode(attachment["data"].as_str().expect("data"))
         .expect("standard base64");
     let text = pdf_text(&pdf);
+    if let Some(narrative) = document.get("text") {
+        // FHIR's narrative rules: a known status and one XHTML div; and for the story, the same
+        // words as the PDF (markup and line breaks aside).
+        assert!(
+            ["generated", "extensions", "additional", "empty"]
+                .contains(&narrative["status"].as_str().expect("status"))
+        );
+        let div = narrative["div"].as_str().expect("div");
+        assert!(div.starts_with(r#"<div xmlns="http://www.w3.org/1999/xhtml">"#));
+        assert!(div.ends_with("</div>"));
+        let words = div
+            .replace("<br/>", " ")
+            .replace("</p>", " ")
+            .replace(['<', '>'], " ");
+        for word in words
+            .split_whitespace()
+            .filter(|w| !w.contains(['=', '/', '&']))
+        {
+            if word != "div" && word != "p" && code == PATIENT_NOTE {
+                assert!(
+                    text.contains(word),
+                    "{word:?} of the narrative is not in the PDF"
+                );
+            }
+        }
+    }
     if code == PATIENT_SUMMARY {
         // Every resource but DocumentReferences, in words an EHR can file.
         for entry in bundle["entry"].as_array().expect("entries") {
@@ -334,14 +360,22 @@ fn check_attestation_shape(extension: &Value) {
     );
 }
 
-/// Everything a receiver checks, end to end; returns the Bundle.
-pub(crate) async fn receive(app: &TestApp, input: Value) -> Value {
-    let (_, payload) = create_link(app, input).await;
-    check_payload(&payload);
-    let jwe = fetch(app, &payload).await;
-    let bundle = decrypt(&payload, &jwe);
+/// The recipient a conformance fetch names, so a test can tell its access from its own.
+pub(crate) const CONFORMANCE_RECIPIENT: &str = "Springfield Clinic";
+
+/// Everything a receiver checks on a direct link, end to end; returns the Bundle.
+pub(crate) async fn receive_direct_link(app: &TestApp, payload: &Value) -> Value {
+    check_payload(payload);
+    let jwe = fetch(app, payload).await;
+    let bundle = decrypt(payload, &jwe);
     check_bundle(&bundle);
     bundle
+}
+
+/// Creates a direct link from `input` and receives it; returns the Bundle.
+pub(crate) async fn receive(app: &TestApp, input: Value) -> Value {
+    let (_, payload) = create_link_unreceived(app, input).await;
+    receive_direct_link(app, &payload).await
 }
 
 #[tokio::test]

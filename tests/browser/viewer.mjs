@@ -105,6 +105,8 @@ async function main() {
             const title = text(item.querySelector('.item-title')) || text(item);
             return details ? `${title} (${details})` : title;
           }),
+          // innerText, not textContent: what the reader sees, line breaks included.
+          story: [...document.querySelectorAll('#patient-story .story-paragraph')].map((p) => p.innerText),
           pdfs: [...document.querySelectorAll('#shared-pdfs li')].map((item) => ({
             title: text(item.querySelector('.item-title')),
             blob: [...item.querySelectorAll('a.pdf-link')].every((a) => a.href.startsWith('blob:')),

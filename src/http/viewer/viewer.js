@@ -986,6 +986,12 @@
 
     const container = element('div', 'summary');
     container.appendChild(renderPatient(patient));
+    const story = resources
+      .filter((r) => r.resourceType === 'DocumentReference' && documentCode(r) === PATIENT_NOTE)
+      .flatMap(storyParagraphs);
+    if (story.length > 0) {
+      container.appendChild(renderStory(story));
+    }
 
     if (composition) {
       const about = element('p', 'summary-meta');
@@ -1041,6 +1047,55 @@
   // (the rendered summary, LOINC 60591-5, or the patient's own story, 51855-5).
   const DOCUMENT_TITLES = { '60591-5': 'Patient summary (PDF)', '51855-5': "The patient's own story (PDF)" };
 
+  const PATIENT_NOTE = '51855-5';
+  const XHTML = 'http://www.w3.org/1999/xhtml';
+
+  function documentCode(reference) {
+    return list(reference.type && reference.type.coding)
+      .map((c) => isObject(c) && str(c.code))
+      .find(Boolean);
+  }
+
+  // The patient's story as text. The PDF is what an EHR files; the gateway also puts the story in
+  // the DocumentReference's narrative, so it can be read here without a PDF parser. The XHTML is
+  // parsed into an inert XML document (no script runs, nothing is attached to the page) and only
+  // its text is taken: a paragraph per <p>, <br/> as a line break, walked without recursion.
+  function storyParagraphs(reference) {
+    const div = isObject(reference.text) && str(reference.text.div);
+    if (!div) {
+      return [];
+    }
+    const parsed = new DOMParser().parseFromString(div, 'application/xml');
+    if (parsed.getElementsByTagName('parsererror').length > 0) {
+      return [];
+    }
+    const paragraphs = Array.from(parsed.getElementsByTagNameNS(XHTML, 'p'));
+    return (paragraphs.length > 0 ? paragraphs : [parsed.documentElement])
+      .map((paragraph) => {
+        let text = '';
+        const walker = parsed.createTreeWalker(paragraph, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT);
+        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+          if (node.nodeType === Node.TEXT_NODE) {
+            text += node.data;
+          } else if (node.localName === 'br') {
+            text += '\n';
+          }
+        }
+        return text.trim();
+      })
+      .filter(Boolean);
+  }
+
+  function renderStory(paragraphs) {
+    const block = element('section', 'ips-section');
+    block.id = 'patient-story';
+    block.append(
+      element('h2', 'section-title', "In the patient's own words"),
+      ...paragraphs.map((text) => element('p', 'story-paragraph', text)),
+    );
+    return block;
+  }
+
   function pdfOf(reference) {
     const attachment = list(reference.content)
       .map((content) => isObject(content) && content.attachment)
@@ -1055,11 +1110,11 @@
     } catch {
       return null;
     }
-    const code = list(reference.type && reference.type.coding).map((c) => isObject(c) && str(c.code)).find(Boolean);
+    const code = documentCode(reference);
     return {
       title: DOCUMENT_TITLES[code] || str(attachment.title) || 'Document (PDF)',
       date: fhirDate(reference.date),
-      fileName: code === '51855-5' ? 'patient-story.pdf' : 'patient-summary.pdf',
+      fileName: code === PATIENT_NOTE ? 'patient-story.pdf' : 'patient-summary.pdf',
       // The file never leaves the browser: a blob URL of the decrypted bytes.
       url: URL.createObjectURL(new Blob([bytes], { type: 'application/pdf' })),
     };

@@ -173,7 +173,7 @@ fn nothing_but_the_patient_has_no_content_until_a_document_is_added() {
         assert!(!has_content(&bundle));
         add_document(
             &mut bundle,
-            SharedDocument::PatientStory,
+            SharedDocument::PatientStory { text: "Hi" },
             b"%PDF-1.7",
             TIMESTAMP,
         );
@@ -198,7 +198,7 @@ fn a_shared_pdf_is_a_patient_shared_document_reference() {
     );
     add_document(
         &mut bundle,
-        SharedDocument::PatientStory,
+        SharedDocument::PatientStory { text: "Hi" },
         b"%PDF-story",
         TIMESTAMP,
     );
@@ -242,6 +242,36 @@ fn a_shared_pdf_is_a_patient_shared_document_reference() {
         assert_eq!(data, pdf.as_bytes());
     }
     assert_ne!(documents[0]["fullUrl"], documents[1]["fullUrl"]);
+    assert!(
+        documents[0]["resource"].get("text").is_none(),
+        "the summary has no narrative"
+    );
+}
+
+#[test]
+fn the_story_is_also_the_document_references_narrative_escaped_paragraph_by_paragraph() {
+    let record = record(vec![condition("c1")]);
+    let mut bundle = build_patient_shared_bundle(&record, &options(&[]));
+    let text = "I run <5 km & feel \"fine\".\nMostly.\n\n\n\u{FFFF}Второй абзац.\n";
+
+    add_document(
+        &mut bundle,
+        SharedDocument::PatientStory { text },
+        b"%PDF",
+        TIMESTAMP,
+    );
+
+    let narrative = &bundle["entry"][2]["resource"]["text"];
+    assert_eq!(narrative["status"], "additional");
+    assert_eq!(
+        narrative["div"],
+        "<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>I run &lt;5 km &amp; feel \"fine\".<br/>\
+         Mostly.</p><p>Второй абзац.</p></div>"
+    );
+    assert_eq!(
+        format!("{:?}", SharedDocument::PatientStory { text }),
+        "PatientStory([REDACTED])"
+    );
 }
 
 #[test]
