@@ -59,62 +59,60 @@ fn is_seed_instant(value: &Value) -> bool {
         && time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).is_ok()
 }
 
-#[tokio::test]
-async fn the_seed_mutation_creates_a_link_of_the_seed_shape() {
-    for database in test_databases() {
-        let app = spawn_embedded(&database, |config| config).await;
+on_each_database!(the_seed_mutation_creates_a_link_of_the_seed_shape);
+async fn the_seed_mutation_creates_a_link_of_the_seed_shape(database: TestDatabase) {
+    let app = spawn_embedded(&database, |config| config).await;
 
-        let (status, body) = app
-            .graphql(
-                SEED_MUTATION,
-                seed_variables(),
-                Some(&format!("Bearer {PATIENT_TOKEN}")),
-            )
-            .await;
+    let (status, body) = app
+        .graphql(
+            SEED_MUTATION,
+            seed_variables(),
+            Some(&format!("Bearer {PATIENT_TOKEN}")),
+        )
+        .await;
 
-        assert_eq!(status, 200);
-        assert!(body.get("errors").is_none(), "{body}");
-        let link = &body["data"]["createHealthLink"];
-        let seed = seed_answer();
-        assert_eq!(link["resourceType"], "DocumentReference");
-        assert_eq!(link["status"], "current");
-        assert_eq!(link["description"], seed["description"]);
-        assert_eq!(
-            link["category"], seed["category"],
-            "the HL7 coding of the seed"
-        );
-        assert_eq!(
-            link["identifier"][0]["system"],
-            "urn:shl-gateway:health-link"
-        );
-        assert_eq!(link["identifier"][0]["value"], link["id"]);
-        assert!(
-            link.to_string().find("icanbwell").is_none(),
-            "never b.well's systems: {link}"
-        );
-        for instant in [
-            &link["date"],
-            &link["context"]["period"]["start"],
-            &link["context"]["period"]["end"],
-        ] {
-            assert!(is_seed_instant(instant), "{instant}");
-        }
-        let attachment = &link["content"][0]["attachment"];
-        assert_eq!(
-            attachment["contentType"],
-            "application/smart-health-link+json"
-        );
-        assert_eq!(attachment["title"], "SMART Health Link Payload");
-        let url = attachment["url"].as_str().expect("url");
-        assert!(
-            url.starts_with(&format!(
-                "{}/v1/health-link/viewer.html#shlink:/",
-                app.address
-            )),
-            "{url}"
-        );
-        app.stop().await;
+    assert_eq!(status, 200);
+    assert!(body.get("errors").is_none(), "{body}");
+    let link = &body["data"]["createHealthLink"];
+    let seed = seed_answer();
+    assert_eq!(link["resourceType"], "DocumentReference");
+    assert_eq!(link["status"], "current");
+    assert_eq!(link["description"], seed["description"]);
+    assert_eq!(
+        link["category"], seed["category"],
+        "the HL7 coding of the seed"
+    );
+    assert_eq!(
+        link["identifier"][0]["system"],
+        "urn:shl-gateway:health-link"
+    );
+    assert_eq!(link["identifier"][0]["value"], link["id"]);
+    assert!(
+        link.to_string().find("icanbwell").is_none(),
+        "never b.well's systems: {link}"
+    );
+    for instant in [
+        &link["date"],
+        &link["context"]["period"]["start"],
+        &link["context"]["period"]["end"],
+    ] {
+        assert!(is_seed_instant(instant), "{instant}");
     }
+    let attachment = &link["content"][0]["attachment"];
+    assert_eq!(
+        attachment["contentType"],
+        "application/smart-health-link+json"
+    );
+    assert_eq!(attachment["title"], "SMART Health Link Payload");
+    let url = attachment["url"].as_str().expect("url");
+    assert!(
+        url.starts_with(&format!(
+            "{}/v1/health-link/viewer.html#shlink:/",
+            app.address
+        )),
+        "{url}"
+    );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -209,105 +207,101 @@ async fn the_development_token_of_demo_mode_creates_links() {
     assert!(body.get("errors").is_none(), "{body}");
 }
 
-#[tokio::test]
-async fn health_links_lists_the_callers_links_newest_first_with_accesses() {
-    for database in test_databases() {
-        let app = spawn_embedded(&database, |config| config).await;
-        let (first, first_payload) = create_link(&app, json!({"label": "first"})).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let (second, _) = create_link(&app, json!({"label": "second", "mode": "DIRECT"})).await;
-        let passcode = first["passcode"].as_str().expect("passcode");
-        crate::manifest_protocol::post_manifest(
-            &app,
-            &first_payload,
-            json!({"recipient": "Dr. Example", "passcode": "000000"}),
-        )
-        .await;
-        crate::manifest_protocol::post_manifest(
-            &app,
-            &first_payload,
-            json!({"recipient": "Dr. Example", "passcode": passcode}),
+on_each_database!(health_links_lists_the_callers_links_newest_first_with_accesses);
+async fn health_links_lists_the_callers_links_newest_first_with_accesses(database: TestDatabase) {
+    let app = spawn_embedded(&database, |config| config).await;
+    let (first, first_payload) = create_link(&app, json!({"label": "first"})).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (second, _) = create_link(&app, json!({"label": "second", "mode": "DIRECT"})).await;
+    let passcode = first["passcode"].as_str().expect("passcode");
+    crate::manifest_protocol::post_manifest(
+        &app,
+        &first_payload,
+        json!({"recipient": "Dr. Example", "passcode": "000000"}),
+    )
+    .await;
+    crate::manifest_protocol::post_manifest(
+        &app,
+        &first_payload,
+        json!({"recipient": "Dr. Example", "passcode": passcode}),
+    )
+    .await;
+
+    let (_, body) = app
+        .graphql(
+            "{ healthLinks { id label mode status createdAt expiresAt accesses { at recipient action outcome } } }",
+            json!({}),
+            Some(&format!("Bearer {PATIENT_TOKEN}")),
         )
         .await;
 
-        let (_, body) = app
-            .graphql(
-                "{ healthLinks { id label mode status createdAt expiresAt accesses { at recipient action outcome } } }",
-                json!({}),
-                Some(&format!("Bearer {PATIENT_TOKEN}")),
+    let links = body["data"]["healthLinks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert_eq!(links.len(), 2);
+    assert_eq!(links[0]["id"], second["id"]);
+    assert_eq!(links[0]["mode"], "DIRECT");
+    assert_eq!(links[1]["id"], first["id"]);
+    assert_eq!(links[1]["label"], "first");
+    assert_eq!(links[1]["status"], "ACTIVE");
+    let accesses = links[1]["accesses"].as_array().expect("accesses");
+    let outcomes: Vec<(&str, &str)> = accesses
+        .iter()
+        .map(|access| {
+            (
+                access["action"].as_str().unwrap_or_default(),
+                access["outcome"].as_str().unwrap_or_default(),
             )
-            .await;
-
-        let links = body["data"]["healthLinks"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{body}"));
-        assert_eq!(links.len(), 2);
-        assert_eq!(links[0]["id"], second["id"]);
-        assert_eq!(links[0]["mode"], "DIRECT");
-        assert_eq!(links[1]["id"], first["id"]);
-        assert_eq!(links[1]["label"], "first");
-        assert_eq!(links[1]["status"], "ACTIVE");
-        let accesses = links[1]["accesses"].as_array().expect("accesses");
-        let outcomes: Vec<(&str, &str)> = accesses
-            .iter()
-            .map(|access| {
-                (
-                    access["action"].as_str().unwrap_or_default(),
-                    access["outcome"].as_str().unwrap_or_default(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            outcomes,
-            vec![("manifest", "bad-passcode"), ("manifest", "ok")]
-        );
-        assert_eq!(accesses[0]["recipient"], "Dr. Example");
-        assert!(is_seed_instant(&accesses[0]["at"]));
-        app.stop().await;
-    }
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![("manifest", "bad-passcode"), ("manifest", "ok")]
+    );
+    assert_eq!(accesses[0]["recipient"], "Dr. Example");
+    assert!(is_seed_instant(&accesses[0]["at"]));
+    app.stop().await;
 }
 
-#[tokio::test]
-async fn revoking_a_link_makes_it_unreachable_at_once() {
-    for database in test_databases() {
-        let app = spawn_embedded(&database, |config| config).await;
-        let (link, payload) = create_link(&app, json!({})).await;
-        let passcode = link["passcode"].as_str().expect("passcode");
-        // A ticket handed out before the revocation must stop working too.
-        let (_, manifest) = crate::manifest_protocol::post_manifest(
-            &app,
-            &payload,
-            json!({"recipient": "r", "passcode": passcode}),
+on_each_database!(revoking_a_link_makes_it_unreachable_at_once);
+async fn revoking_a_link_makes_it_unreachable_at_once(database: TestDatabase) {
+    let app = spawn_embedded(&database, |config| config).await;
+    let (link, payload) = create_link(&app, json!({})).await;
+    let passcode = link["passcode"].as_str().expect("passcode");
+    // A ticket handed out before the revocation must stop working too.
+    let (_, manifest) = crate::manifest_protocol::post_manifest(
+        &app,
+        &payload,
+        json!({"recipient": "r", "passcode": passcode}),
+    )
+    .await;
+    let location = manifest["files"][0]["location"]
+        .as_str()
+        .expect("location")
+        .to_owned();
+
+    let (_, body) = app
+        .graphql(
+            "mutation($id: ID!) { revokeHealthLink(id: $id) { id status } }",
+            json!({"id": link["id"]}),
+            Some(&format!("Bearer {PATIENT_TOKEN}")),
         )
         .await;
-        let location = manifest["files"][0]["location"]
-            .as_str()
-            .expect("location")
-            .to_owned();
 
-        let (_, body) = app
-            .graphql(
-                "mutation($id: ID!) { revokeHealthLink(id: $id) { id status } }",
-                json!({"id": link["id"]}),
-                Some(&format!("Bearer {PATIENT_TOKEN}")),
-            )
-            .await;
-
-        assert_eq!(
-            body["data"]["revokeHealthLink"]["status"], "REVOKED",
-            "{body}"
-        );
-        let (status, _) = crate::manifest_protocol::post_manifest(
-            &app,
-            &payload,
-            json!({"recipient": "r", "passcode": passcode}),
-        )
-        .await;
-        assert_eq!(status, 404);
-        let file = app.http.get(&location).send().await.expect("sent");
-        assert_eq!(file.status(), 404);
-        app.stop().await;
-    }
+    assert_eq!(
+        body["data"]["revokeHealthLink"]["status"], "REVOKED",
+        "{body}"
+    );
+    let (status, _) = crate::manifest_protocol::post_manifest(
+        &app,
+        &payload,
+        json!({"recipient": "r", "passcode": passcode}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let file = app.http.get(&location).send().await.expect("sent");
+    assert_eq!(file.status(), 404);
+    app.stop().await;
 }
 
 #[tokio::test]

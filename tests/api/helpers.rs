@@ -97,17 +97,38 @@ pub(crate) enum TestDatabase {
     Postgres(String),
 }
 
-/// SQLite always; PostgreSQL too when `SHL_GATEWAY_TEST_DATABASE_URL` is set (and then it must
-/// be reachable: a set but unreachable database fails the test rather than skipping it).
-pub(crate) fn test_databases() -> Vec<TestDatabase> {
-    let mut databases = vec![TestDatabase::Sqlite];
-    if let Ok(url) = std::env::var("SHL_GATEWAY_TEST_DATABASE_URL") {
-        databases.push(TestDatabase::Postgres(url));
-    }
-    databases
+/// Declares the embedded-mode test `async fn $test(database: TestDatabase)` as two tests:
+/// `$test::sqlite`, and `$test::postgres`, ignored by a plain `cargo test` so that a run without
+/// PostgreSQL reports it as not run instead of passing on SQLite alone.
+macro_rules! on_each_database {
+    ($test:ident) => {
+        mod $test {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$test(crate::helpers::TestDatabase::Sqlite).await;
+            }
+
+            #[tokio::test]
+            #[ignore = "needs PostgreSQL: set SHL_GATEWAY_TEST_DATABASE_URL and run with `cargo test -- --include-ignored` (CI does)"]
+            async fn postgres() {
+                super::$test(crate::helpers::TestDatabase::postgres()).await;
+            }
+        }
+    };
 }
+pub(crate) use on_each_database;
 
 impl TestDatabase {
+    /// The PostgreSQL database named by `SHL_GATEWAY_TEST_DATABASE_URL`; a test that asks for it
+    /// without the variable fails (it must be reachable too: see [`TestDatabase::fresh_url`]).
+    pub(crate) fn postgres() -> Self {
+        TestDatabase::Postgres(
+            std::env::var("SHL_GATEWAY_TEST_DATABASE_URL").expect(
+                "this test needs SHL_GATEWAY_TEST_DATABASE_URL (a PostgreSQL database URL)",
+            ),
+        )
+    }
+
     /// A database URL no other test (or test run) shares.
     /// Returns the URL and, for PostgreSQL, the schema to drop afterwards.
     pub(crate) async fn fresh_url(

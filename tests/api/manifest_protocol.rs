@@ -27,55 +27,53 @@ fn decrypt_file(payload: &Value, jwe: &str) -> Value {
     serde_json::from_slice(&decrypt(&key, jwe).expect("decrypts")).expect("JSON bundle")
 }
 
-#[tokio::test]
-async fn the_right_passcode_gets_a_location_that_serves_the_encrypted_ips() {
-    for database in test_databases() {
-        let app = spawn_embedded(&database, |config| config).await;
-        let (link, payload) = create_link(
-            &app,
-            json!({"resources": [{"resourceType": "AllergyIntolerance"}]}),
-        )
-        .await;
+on_each_database!(the_right_passcode_gets_a_location_that_serves_the_encrypted_ips);
+async fn the_right_passcode_gets_a_location_that_serves_the_encrypted_ips(database: TestDatabase) {
+    let app = spawn_embedded(&database, |config| config).await;
+    let (link, payload) = create_link(
+        &app,
+        json!({"resources": [{"resourceType": "AllergyIntolerance"}]}),
+    )
+    .await;
 
-        let (status, manifest) = post_manifest(
-            &app,
-            &payload,
-            json!({"recipient": "Clinic", "passcode": link["passcode"], "somethingNew": true}),
-        )
-        .await;
+    let (status, manifest) = post_manifest(
+        &app,
+        &payload,
+        json!({"recipient": "Clinic", "passcode": link["passcode"], "somethingNew": true}),
+    )
+    .await;
 
-        assert_eq!(status, 200, "{manifest}");
-        assert_eq!(manifest["status"], "finalized");
-        let file = &manifest["files"][0];
-        assert_eq!(file["contentType"], "application/fhir+json");
-        let location = file["location"].as_str().expect("location");
-        assert!(location.starts_with(&format!("{}/v1/health-link/files/", app.address)));
-        let response = app.http.get(location).send().await.expect("sent");
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["content-type"], "application/jose");
-        assert_eq!(response.headers()["access-control-allow-origin"], "*");
-        let bundle = decrypt_file(&payload, &response.text().await.expect("body"));
-        assert_eq!(bundle["type"], "document");
-        assert_eq!(
-            bundle["entry"][0]["resource"]["resourceType"],
-            "Composition"
-        );
-        let types: Vec<&str> = bundle["entry"]
-            .as_array()
-            .expect("entries")
-            .iter()
-            .filter_map(|entry| entry["resource"]["resourceType"].as_str())
-            .collect();
-        assert!(
-            types.contains(&"AllergyIntolerance") && types.contains(&"Patient"),
-            "{types:?}"
-        );
-        assert!(
-            !types.contains(&"Condition"),
-            "deselected types stay out: {types:?}"
-        );
-        app.stop().await;
-    }
+    assert_eq!(status, 200, "{manifest}");
+    assert_eq!(manifest["status"], "finalized");
+    let file = &manifest["files"][0];
+    assert_eq!(file["contentType"], "application/fhir+json");
+    let location = file["location"].as_str().expect("location");
+    assert!(location.starts_with(&format!("{}/v1/health-link/files/", app.address)));
+    let response = app.http.get(location).send().await.expect("sent");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/jose");
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+    let bundle = decrypt_file(&payload, &response.text().await.expect("body"));
+    assert_eq!(bundle["type"], "document");
+    assert_eq!(
+        bundle["entry"][0]["resource"]["resourceType"],
+        "Composition"
+    );
+    let types: Vec<&str> = bundle["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|entry| entry["resource"]["resourceType"].as_str())
+        .collect();
+    assert!(
+        types.contains(&"AllergyIntolerance") && types.contains(&"Patient"),
+        "{types:?}"
+    );
+    assert!(
+        !types.contains(&"Condition"),
+        "deselected types stay out: {types:?}"
+    );
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -132,40 +130,38 @@ async fn wrong_passcodes_count_down_then_the_link_locks() {
     assert!(body.get("remainingAttempts").is_none());
 }
 
-#[tokio::test]
-async fn a_storm_of_concurrent_wrong_guesses_spends_exactly_the_budget() {
-    for database in test_databases() {
-        let app = spawn_embedded(&database, |config| config).await;
-        let (link, payload) = create_link(&app, json!({})).await;
-        let right = link["passcode"].as_str().expect("passcode").to_owned();
-        let wrong = if right == "000000" {
-            "111111"
-        } else {
-            "000000"
-        };
+on_each_database!(a_storm_of_concurrent_wrong_guesses_spends_exactly_the_budget);
+async fn a_storm_of_concurrent_wrong_guesses_spends_exactly_the_budget(database: TestDatabase) {
+    let app = spawn_embedded(&database, |config| config).await;
+    let (link, payload) = create_link(&app, json!({})).await;
+    let right = link["passcode"].as_str().expect("passcode").to_owned();
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
 
-        let guesses = (0..200)
-            .map(|_| post_manifest(&app, &payload, json!({"recipient": "r", "passcode": wrong})));
-        let answers = futures_util::future::join_all(guesses).await;
+    let guesses = (0..200)
+        .map(|_| post_manifest(&app, &payload, json!({"recipient": "r", "passcode": wrong})));
+    let answers = futures_util::future::join_all(guesses).await;
 
-        let unauthorized = answers.iter().filter(|(status, _)| *status == 401).count();
-        let not_found = answers.iter().filter(|(status, _)| *status == 404).count();
-        assert_eq!(unauthorized, 5, "exactly the budget is charged");
-        assert_eq!(not_found, 195);
-        let mut remaining: Vec<i64> = answers
-            .iter()
-            .filter_map(|(_, body)| body["remainingAttempts"].as_i64())
-            .collect();
-        remaining.sort_unstable();
-        assert_eq!(remaining, vec![0, 1, 2, 3, 4]);
-        assert_eq!(
-            post_manifest(&app, &payload, json!({"recipient": "r", "passcode": right}))
-                .await
-                .0,
-            404
-        );
-        app.stop().await;
-    }
+    let unauthorized = answers.iter().filter(|(status, _)| *status == 401).count();
+    let not_found = answers.iter().filter(|(status, _)| *status == 404).count();
+    assert_eq!(unauthorized, 5, "exactly the budget is charged");
+    assert_eq!(not_found, 195);
+    let mut remaining: Vec<i64> = answers
+        .iter()
+        .filter_map(|(_, body)| body["remainingAttempts"].as_i64())
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        post_manifest(&app, &payload, json!({"recipient": "r", "passcode": right}))
+            .await
+            .0,
+        404
+    );
+    app.stop().await;
 }
 
 #[tokio::test]

@@ -47,68 +47,63 @@ async fn link_with_two_attempts_left(app: &TestApp) -> (Value, String, &'static 
     (payload, right, wrong)
 }
 
-#[tokio::test]
-async fn right_passcodes_never_see_404_while_attempts_remain() {
-    for database in test_databases() {
-        let app = spawn_embedded(&database, |config| config).await;
-        let (payload, right, wrong) = link_with_two_attempts_left(&app).await;
+on_each_database!(right_passcodes_never_see_404_while_attempts_remain);
+async fn right_passcodes_never_see_404_while_attempts_remain(database: TestDatabase) {
+    let app = spawn_embedded(&database, |config| config).await;
+    let (payload, right, wrong) = link_with_two_attempts_left(&app).await;
 
-        // Two attempts left, twenty right passcodes at once, three times over.
-        for round in 0..3 {
-            let opens = (0..20).map(|_| {
-                post_manifest(&app, &payload, json!({"recipient": "r", "passcode": right}))
-            });
-            let answers = futures_util::future::join_all(opens).await;
-            let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
-            assert!(
-                statuses.iter().all(|status| *status == 200),
-                "round {round} on {database:?}: {statuses:?}"
-            );
-        }
-
-        // Every right passcode gave its attempt back.
-        let (status, body) =
-            post_manifest(&app, &payload, json!({"recipient": "r", "passcode": wrong})).await;
-        assert_eq!((status, body["remainingAttempts"].clone()), (401, json!(1)));
-        app.stop().await;
+    // Two attempts left, twenty right passcodes at once, three times over.
+    for round in 0..3 {
+        let opens = (0..20)
+            .map(|_| post_manifest(&app, &payload, json!({"recipient": "r", "passcode": right})));
+        let answers = futures_util::future::join_all(opens).await;
+        let statuses: Vec<u16> = answers.iter().map(|(status, _)| *status).collect();
+        assert!(
+            statuses.iter().all(|status| *status == 200),
+            "round {round} on {database:?}: {statuses:?}"
+        );
     }
+
+    // Every right passcode gave its attempt back.
+    let (status, body) =
+        post_manifest(&app, &payload, json!({"recipient": "r", "passcode": wrong})).await;
+    assert_eq!((status, body["remainingAttempts"].clone()), (401, json!(1)));
+    app.stop().await;
 }
 
-#[tokio::test]
-async fn mixed_right_and_wrong_passcodes_spend_exactly_the_wrong_ones() {
-    for database in test_databases() {
-        let app = spawn_embedded(&database, |config| config).await;
-        let (payload, right, wrong) = link_with_two_attempts_left(&app).await;
+on_each_database!(mixed_right_and_wrong_passcodes_spend_exactly_the_wrong_ones);
+async fn mixed_right_and_wrong_passcodes_spend_exactly_the_wrong_ones(database: TestDatabase) {
+    let app = spawn_embedded(&database, |config| config).await;
+    let (payload, right, wrong) = link_with_two_attempts_left(&app).await;
 
-        let requests = (0..30).map(|index| {
-            let passcode = if index % 3 == 0 {
-                wrong
-            } else {
-                right.as_str()
-            };
-            post_manifest(
-                &app,
-                &payload,
-                json!({"recipient": "r", "passcode": passcode}),
-            )
-        });
-        let answers: Vec<(u16, Value)> = futures_util::future::join_all(requests).await;
+    let requests = (0..30).map(|index| {
+        let passcode = if index % 3 == 0 {
+            wrong
+        } else {
+            right.as_str()
+        };
+        post_manifest(
+            &app,
+            &payload,
+            json!({"recipient": "r", "passcode": passcode}),
+        )
+    });
+    let answers: Vec<(u16, Value)> = futures_util::future::join_all(requests).await;
 
-        let unauthorized = answers.iter().filter(|(status, _)| *status == 401).count();
-        assert_eq!(unauthorized, 2, "exactly the two attempts left are spent");
-        for (index, (status, _)) in answers.iter().enumerate() {
-            if index % 3 != 0 {
-                assert_ne!(*status, 401, "a right passcode was counted as wrong");
-            }
+    let unauthorized = answers.iter().filter(|(status, _)| *status == 401).count();
+    assert_eq!(unauthorized, 2, "exactly the two attempts left are spent");
+    for (index, (status, _)) in answers.iter().enumerate() {
+        if index % 3 != 0 {
+            assert_ne!(*status, 401, "a right passcode was counted as wrong");
         }
-        let outcomes = manifest_outcomes(&app);
-        assert_eq!(count(&outcomes, "bad-passcode"), 3 + 2);
-        // Once the budget is spent, the link is locked for everyone.
-        let (status, _) =
-            post_manifest(&app, &payload, json!({"recipient": "r", "passcode": right})).await;
-        assert_eq!(status, 404);
-        app.stop().await;
     }
+    let outcomes = manifest_outcomes(&app);
+    assert_eq!(count(&outcomes, "bad-passcode"), 3 + 2);
+    // Once the budget is spent, the link is locked for everyone.
+    let (status, _) =
+        post_manifest(&app, &payload, json!({"recipient": "r", "passcode": right})).await;
+    assert_eq!(status, 404);
+    app.stop().await;
 }
 
 /// Sends a manifest request on a raw socket and resets the connection right after, as a client
@@ -163,54 +158,54 @@ async fn wait_for_outcomes(app: &TestApp, outcome: &str, expected: usize) {
     }
 }
 
-#[tokio::test]
-async fn a_client_hanging_up_mid_verification_still_spends_and_records_its_attempt() {
-    for database in test_databases() {
-        let app = spawn_embedded(&database, |config| config).await;
-        let (link, payload) = create_link(&app, json!({})).await;
-        let right = link["passcode"].as_str().expect("passcode").to_owned();
-        let wrong = wrong_passcode(&right);
+on_each_database!(a_client_hanging_up_mid_verification_still_spends_and_records_its_attempt);
+async fn a_client_hanging_up_mid_verification_still_spends_and_records_its_attempt(
+    database: TestDatabase,
+) {
+    let app = spawn_embedded(&database, |config| config).await;
+    let (link, payload) = create_link(&app, json!({})).await;
+    let right = link["passcode"].as_str().expect("passcode").to_owned();
+    let wrong = wrong_passcode(&right);
 
-        for _ in 0..3 {
-            post_and_hang_up(&payload, wrong).await;
-        }
-        wait_for_outcomes(&app, "bad-passcode", 3).await;
-
-        // A right passcode hung up on is recorded, and costs no attempt.
-        post_and_hang_up(&payload, &right).await;
-        wait_for_outcomes(&app, "ok", 1).await;
-
-        let (status, body) =
-            post_manifest(&app, &payload, json!({"recipient": "r", "passcode": wrong})).await;
-        assert_eq!(
-            (status, body["remainingAttempts"].clone()),
-            (401, json!(1)),
-            "5 attempts, 3 hung-up wrong guesses, this one"
-        );
-        let history = app
-            .graphql(
-                "{ healthLinks { accesses { recipient outcome } } }",
-                json!({}),
-                Some(&format!("Bearer {PATIENT_TOKEN}")),
-            )
-            .await
-            .1;
-        let accesses = history["data"]["healthLinks"][0]["accesses"]
-            .as_array()
-            .expect("accesses")
-            .clone();
-        let hung_up_bad = accesses
-            .iter()
-            .filter(|access| {
-                access["recipient"] == "Hang-up Clinic" && access["outcome"] == "bad-passcode"
-            })
-            .count();
-        assert_eq!(
-            hung_up_bad, 3,
-            "the patient's history shows every hung-up guess"
-        );
-        app.stop().await;
+    for _ in 0..3 {
+        post_and_hang_up(&payload, wrong).await;
     }
+    wait_for_outcomes(&app, "bad-passcode", 3).await;
+
+    // A right passcode hung up on is recorded, and costs no attempt.
+    post_and_hang_up(&payload, &right).await;
+    wait_for_outcomes(&app, "ok", 1).await;
+
+    let (status, body) =
+        post_manifest(&app, &payload, json!({"recipient": "r", "passcode": wrong})).await;
+    assert_eq!(
+        (status, body["remainingAttempts"].clone()),
+        (401, json!(1)),
+        "5 attempts, 3 hung-up wrong guesses, this one"
+    );
+    let history = app
+        .graphql(
+            "{ healthLinks { accesses { recipient outcome } } }",
+            json!({}),
+            Some(&format!("Bearer {PATIENT_TOKEN}")),
+        )
+        .await
+        .1;
+    let accesses = history["data"]["healthLinks"][0]["accesses"]
+        .as_array()
+        .expect("accesses")
+        .clone();
+    let hung_up_bad = accesses
+        .iter()
+        .filter(|access| {
+            access["recipient"] == "Hang-up Clinic" && access["outcome"] == "bad-passcode"
+        })
+        .count();
+    assert_eq!(
+        hung_up_bad, 3,
+        "the patient's history shows every hung-up guess"
+    );
+    app.stop().await;
 }
 
 #[tokio::test]

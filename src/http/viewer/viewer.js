@@ -1048,7 +1048,6 @@
   const DOCUMENT_TITLES = { '60591-5': 'Patient summary (PDF)', '51855-5': "The patient's own story (PDF)" };
 
   const PATIENT_NOTE = '51855-5';
-  const XHTML = 'http://www.w3.org/1999/xhtml';
 
   function documentCode(reference) {
     return list(reference.type && reference.type.coding)
@@ -1057,33 +1056,46 @@
   }
 
   // The patient's story as text. The PDF is what an EHR files; the gateway also puts the story in
-  // the DocumentReference's narrative, so it can be read here without a PDF parser. The XHTML is
-  // parsed into an inert XML document (no script runs, nothing is attached to the page) and only
-  // its text is taken: a paragraph per <p>, <br/> as a line break, walked without recursion.
+  // the DocumentReference's narrative, so it can be read here without a PDF parser. The narrative's
+  // XHTML is never parsed into a DOM: it is cut into tags and text, where <p> starts a paragraph,
+  // <br/> breaks a line, every other tag is dropped, and character references are decoded. Only
+  // text comes out, and it is inserted as text nodes.
+  const XML_ENTITIES = { amp: '&', lt: '<', gt: '>', quot: '"', apos: "'" };
+
+  function decodeXmlText(text) {
+    return text.replace(/&(#x[0-9a-fA-F]{1,6}|#[0-9]{1,7}|[a-z]{2,4});/g, (whole, name) => {
+      if (name.startsWith('#')) {
+        const point = name[1] === 'x' ? parseInt(name.slice(2), 16) : parseInt(name.slice(1), 10);
+        return point > 0 && point <= 0x10ffff && (point < 0xd800 || point > 0xdfff) ? String.fromCodePoint(point) : '';
+      }
+      return XML_ENTITIES[name] ?? whole;
+    });
+  }
+
   function storyParagraphs(reference) {
     const div = isObject(reference.text) && str(reference.text.div);
     if (!div) {
       return [];
     }
-    const parsed = new DOMParser().parseFromString(div, 'application/xml');
-    if (parsed.getElementsByTagName('parsererror').length > 0) {
-      return [];
+    const paragraphs = [];
+    let current = '';
+    const close = () => {
+      if (current.trim()) {
+        paragraphs.push(current.trim());
+      }
+      current = '';
+    };
+    for (const [token] of div.matchAll(/<[^>]*>|[^<]+/g)) {
+      if (!token.startsWith('<')) {
+        current += decodeXmlText(token);
+      } else if (/^<\/?p[\s>/]/i.test(token)) {
+        close();
+      } else if (/^<br[\s>/]/i.test(token)) {
+        current += '\n';
+      }
     }
-    const paragraphs = Array.from(parsed.getElementsByTagNameNS(XHTML, 'p'));
-    return (paragraphs.length > 0 ? paragraphs : [parsed.documentElement])
-      .map((paragraph) => {
-        let text = '';
-        const walker = parsed.createTreeWalker(paragraph, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT);
-        for (let node = walker.nextNode(); node; node = walker.nextNode()) {
-          if (node.nodeType === Node.TEXT_NODE) {
-            text += node.data;
-          } else if (node.localName === 'br') {
-            text += '\n';
-          }
-        }
-        return text.trim();
-      })
-      .filter(Boolean);
+    close();
+    return paragraphs;
   }
 
   function renderStory(paragraphs) {
