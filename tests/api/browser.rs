@@ -14,10 +14,29 @@ use crate::helpers::*;
 /// Runs the driver on `url`, typing `passcodes` (comma-separated; empty for a `U` link), and
 /// returns its summary of the rendered page; a screenshot goes to the target's temporary folder.
 async fn open_in_chromium(url: String, passcodes: String, screenshot: &str) -> Value {
+    drive_viewer(url, passcodes, screenshot, None).await
+}
+
+/// Opens `url` expecting the page to refuse the link by itself, typing nothing; returns the
+/// page's state, its notice, and whether the validity line and the form show.
+async fn open_expecting_refusal(url: String, screenshot: &str) -> Value {
+    drive_viewer(url, String::new(), screenshot, Some("refusal")).await
+}
+
+async fn drive_viewer(
+    url: String,
+    passcodes: String,
+    screenshot: &str,
+    expect: Option<&'static str>,
+) -> Value {
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(screenshot);
     let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/viewer.mjs");
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
+        let mut command = Command::new("node");
+        if let Some(expect) = expect {
+            command.env("SHL_EXPECT", expect);
+        }
+        command
             .arg(driver)
             .arg(&url)
             .arg(&passcodes)
@@ -134,4 +153,81 @@ async fn the_viewer_shows_a_direct_links_records_and_story_and_offers_its_pdfs()
         ]),
         "{summary}"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium and tests/browser installed: set SHL_GATEWAY_TEST_BROWSER=1 and run with `cargo test -- --include-ignored` (CI does)"]
+async fn the_viewer_says_a_revoked_link_is_dead_before_asking_for_anything() {
+    assert!(
+        std::env::var_os("SHL_GATEWAY_TEST_BROWSER").is_some(),
+        "this test needs SHL_GATEWAY_TEST_BROWSER=1, Debian's chromium and npm ci --prefix tests/browser"
+    );
+    let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
+    let (live, _) = create_link(&app, json!({})).await;
+    let (revoked, _) = create_link(&app, json!({})).await;
+    let (_, body) = app
+        .graphql(
+            "mutation($id: ID!) { revokeHealthLink(id: $id) { id } }",
+            json!({"id": revoked["id"]}),
+            Some(&format!("Bearer {PATIENT_TOKEN}")),
+        )
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let url_of = |link: &Value| crate::qr::decode_svg(link["qrCodeSvg"].as_str().expect("svg"));
+
+    let dead = open_expecting_refusal(url_of(&revoked), "viewer-revoked.png").await;
+    let alive = open_expecting_refusal(url_of(&live), "viewer-live.png").await;
+
+    assert_eq!(dead["state"], "failed", "{dead}");
+    assert!(
+        dead["status"]
+            .as_str()
+            .is_some_and(|status| status.starts_with("This link is no longer active")),
+        "{dead}"
+    );
+    assert_eq!(
+        dead["formShown"], false,
+        "nothing is asked of the reader: {dead}"
+    );
+    assert_eq!(
+        dead["expiryShown"], false,
+        "no validity line for a dead link: {dead}"
+    );
+    assert_eq!(
+        alive,
+        json!({"state": "asking", "status": "", "expiryShown": true, "formShown": true})
+    );
+
+    // The live link's probe spent no attempt, and says what it was in the patient's history.
+    let (_, body) = app
+        .graphql(
+            "{ healthLinks { id accesses { recipient action outcome } } }",
+            json!({}),
+            Some(&format!("Bearer {PATIENT_TOKEN}")),
+        )
+        .await;
+    let history = body["data"]["healthLinks"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .find(|link| link["id"] == live["id"])
+        .expect("the live link")["accesses"]
+        .clone();
+    assert_eq!(
+        history,
+        json!([{"recipient": "Viewer: checking the link is active", "action": "manifest",
+                "outcome": "no-passcode"}])
+    );
+    let wrong = if live["passcode"] == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let remaining = crate::manifest_protocol::post_manifest(
+        &app,
+        &crate::embedded::shl_payload(&url_of(&live)),
+        json!({"recipient": "Dr. Example", "passcode": wrong}),
+    )
+    .await;
+    assert_eq!(remaining.1["remainingAttempts"], 4, "{remaining:?}");
 }

@@ -14,6 +14,10 @@
 //
 // Uses the system Chromium (playwright-core never downloads a browser). CHROMIUM_PATH overrides
 // where it is; SHL_RECIPIENT sets the name typed into the form.
+//
+// SHL_EXPECT=refusal checks a link the page must refuse on its own (revoked, expired): the driver
+// types nothing, waits for the page to settle, and prints {"state","status","expiryShown",
+// "formShown"}; the 404 the page meets on the way is expected then.
 
 import { chromium } from 'playwright-core';
 
@@ -53,7 +57,25 @@ function parseArgs(argv) {
 // Chrome reports each non-2xx fetch as a console error. A 401 is the protocol's answer to a wrong
 // passcode, which the page handles and this driver provokes on purpose; every other one counts.
 function isExpectedNetworkError(message) {
-  return /Failed to load resource: the server responded with a status of 401\b/.test(message.text());
+  const expected = EXPECT_REFUSAL ? /status of (401|404)\b/ : /status of 401\b/;
+  return /^Failed to load resource: the server responded with a/.test(message.text()) && expected.test(message.text());
+}
+
+const EXPECT_REFUSAL = process.env.SHL_EXPECT === 'refusal';
+
+// The page as it stands once it stops loading: failed, or asking for input.
+async function settledView(page, remaining) {
+  await page.waitForFunction(
+    () => ['failed', 'asking', 'rendered'].includes(document.documentElement.dataset.state),
+    null,
+    { timeout: remaining(), polling: 100 },
+  );
+  return page.evaluate(() => ({
+    state: document.documentElement.dataset.state,
+    status: document.getElementById('status').hidden ? '' : document.getElementById('status').textContent.trim(),
+    expiryShown: !document.getElementById('link-expiry').hidden,
+    formShown: !document.getElementById('unlock').hidden,
+  }));
 }
 
 async function main() {
@@ -91,6 +113,14 @@ async function main() {
 
     try {
       await page.goto(args.url, { waitUntil: 'load', timeout: remaining() });
+      if (EXPECT_REFUSAL) {
+        const view = await settledView(page, remaining);
+        await page.screenshot({ path: args.screenshot, fullPage: true, timeout: remaining() });
+        if (problems.length > 0) {
+          throw new DriverError(`the page ran with errors:\n  ${problems.join('\n  ')}`);
+        }
+        return view;
+      }
       await unlock(page, args.passcodes, remaining);
       await page.waitForSelector('#allergies > li', { state: 'visible', timeout: remaining() });
 

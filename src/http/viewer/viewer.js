@@ -59,6 +59,8 @@
     }
   }
 
+  // The recipient the viewer's own liveness check names (see `mayBeLive`).
+  const PROBE_RECIPIENT = 'Viewer: checking the link is active';
   const NOT_ACTIVE =
     'This link is no longer active (expired, revoked or locked). Ask the person who shared it for a new one.';
 
@@ -84,6 +86,8 @@
 
   function fail(message) {
     ui.form.hidden = true;
+    // A link that cannot be opened is not "valid until" anything.
+    ui.expiry.hidden = true;
     showStatus(message, 'error');
     setState('failed');
   }
@@ -1323,13 +1327,9 @@
       ui.label.textContent = link.label;
       ui.label.hidden = false;
     }
-    if (link.exp !== null) {
-      ui.expiry.textContent = `Link valid until ${formatInstant(link.exp)}`;
-      ui.expiry.hidden = false;
-      if (link.exp * 1000 <= Date.now()) {
-        fail(`This link expired on ${formatInstant(link.exp)}. Ask the person who shared it for a new one.`);
-        return;
-      }
+    if (link.exp !== null && link.exp * 1000 <= Date.now()) {
+      fail(`This link expired on ${formatInstant(link.exp)}. Ask the person who shared it for a new one.`);
+      return;
     }
 
     if (!window.isSecureContext || !window.crypto || !window.crypto.subtle) {
@@ -1356,7 +1356,36 @@
     } finally {
       link.keyBytes.fill(0);
     }
+    if (link.passcode && !(await mayBeLive(link))) {
+      fail(NOT_ACTIVE);
+      return;
+    }
+    // Said only of a link that is not known to be dead.
+    if (link.exp !== null) {
+      ui.expiry.textContent = `Link valid until ${formatInstant(link.exp)}`;
+      ui.expiry.hidden = false;
+    }
     startForm(link, key);
+  }
+
+  // Before the reader types anything, a passcode link's manifest is asked for without a passcode:
+  // 404 means the link is no longer active (revoked, locked, expired early), 401 that it is live,
+  // and a request without a passcode spends no attempt. The probe names itself as the recipient, so
+  // the patient's access history shows it for what it is. Anything else (offline, rate limited)
+  // decides nothing: the form opens and the real request says what is wrong.
+  // A direct (U) link has no such probe: its only request returns the file, so it is asked once,
+  // with the reader's name.
+  async function mayBeLive(link) {
+    try {
+      const response = await request(link.url.href, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
+        body: JSON.stringify({ recipient: PROBE_RECIPIENT }),
+      });
+      return response.status !== 404;
+    } catch {
+      return true;
+    }
   }
 
   // Pasting another link into the address bar only changes the fragment: start over with it.
