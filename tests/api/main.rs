@@ -18,6 +18,7 @@ mod manifest_protocol;
 mod metrics;
 mod operation_limits;
 mod passcode_attempts;
+mod postgres_tls;
 mod properties;
 mod qr;
 mod ratelimit;
