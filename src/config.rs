@@ -60,14 +60,22 @@ pub enum Command {
     /// Print the GraphQL schema (SDL), the same text as `schema/schema.graphql`.
     Schema,
     /// Load a patient's FHIR Bundle (JSON) into the embedded store, replacing their records.
-    /// Prints the patient id, to map a token to it with --patient-token TOKEN=ID.
+    /// Prints the patient id, to map a token to it with --patient-token TOKEN=ID, and on stderr
+    /// what was imported and what was skipped.
     ImportBundle {
-        /// The Bundle file: exactly one Patient, plus resources of the shareable types.
+        /// The Bundle file (collection, document, transaction or searchset): exactly one
+        /// Patient; resources of the shareable types are imported, the rest is skipped.
         file: PathBuf,
         #[arg(long, env = "SHL_GATEWAY_DATABASE_URL", hide_env_values = true)]
         database_url: Option<SecretString>,
         #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// Refuse the Bundle, naming what would be skipped, instead of skipping it (a document's
+        /// Composition excepted: the shared Bundles are built without it).
+        // The variable is off when unset, empty, `0`, `false`, `no` or `off`, and on otherwise: a
+        // mistyped value refuses more, never less.
+        #[arg(long, env = "SHL_GATEWAY_STRICT", value_parser = clap::builder::FalseyValueParser::new())]
+        strict: bool,
     },
     /// Check or export the audit trail.
     Audit {

@@ -24,7 +24,8 @@ async fn main() -> ExitCode {
             file,
             database_url,
             data_dir,
-        }) => import_bundle(&file, database_url.as_ref(), &data_dir).await,
+            strict,
+        }) => import_bundle(&file, database_url.as_ref(), &data_dir, strict).await,
         Some(Command::Audit { command }) => audit(command),
         Some(Command::Attestation { command }) => attestation(command),
         Some(Command::Healthcheck { listen, tls_cert }) => {
@@ -79,6 +80,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The patient id goes to stdout, for scripts (`ID=$(shl-gateway import-bundle ...)`); the
+/// report of what was imported and skipped goes to stderr, for the person running it.
 #[expect(
     clippy::print_stdout,
     reason = "the patient id is the command's output"
@@ -87,19 +90,28 @@ async fn import_bundle(
     file: &std::path::Path,
     database_url: Option<&secrecy::SecretString>,
     data_dir: &std::path::Path,
+    strict: bool,
 ) -> anyhow::Result<()> {
+    use shl_gateway::issuer::fhir::{PatientRecord, Unimportable};
     use shl_gateway::issuer::store::LinkStore as _;
     let text = std::fs::read_to_string(file)
         .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", file.display()))?;
     let bundle: serde_json::Value = serde_json::from_str(&text)
         .map_err(|_| anyhow::anyhow!("{} is not JSON", file.display()))?;
-    let record = shl_gateway::issuer::fhir::PatientRecord::from_bundle(&bundle)?;
+    let unimportable = if strict {
+        Unimportable::Refuse
+    } else {
+        Unimportable::Skip
+    };
+    let import = PatientRecord::import(&bundle, unimportable)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?;
     let store = shl_gateway::startup::open_store(database_url, data_dir).await?;
     store
-        .put_patient(&record, shl_gateway::clock::now_ms())
+        .put_patient(&import.record, shl_gateway::clock::now_ms())
         .await?;
     store.close().await;
-    println!("{}", record.patient_id());
+    println!("{}", import.record.patient_id());
+    eprintln!("{}", import.report);
     Ok(())
 }
 

@@ -82,7 +82,8 @@ pub(super) fn entry(
 }
 
 /// What becomes of a relative reference (`Type/id`) to a resource the record does not hold (a
-/// Practitioner, a Medication, an Organization): it can name nothing in the Bundle.
+/// Practitioner, a Medication, an Organization), or of a `urn:` one (an entry of the Bundle the
+/// record was imported from that the import skipped): it can name nothing in the Bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum OutsideReferences {
     /// Kept as it is (the IPS document, as it always was).
@@ -99,14 +100,14 @@ pub(super) type Targets = HashMap<String, Option<String>>;
 /// Rewrites `Type/id` (and `Type/id/_history/n`) references in `resource` to fullUrls and removes
 /// references to left-out resources, then any object or array that the removal left empty (FHIR
 /// forbids empty elements). Other references (absolute, contained `#id`, or to resources the record
-/// does not hold) stay as they are.
+/// does not hold) stay as they are, unless `outside` says otherwise.
 pub(super) fn rewrite(resource: &mut Value, targets: &Targets, outside: OutsideReferences) {
     // The resource itself never carries a `reference`, so it is never removed.
     keep(resource, targets, outside, MAX_DEPTH);
 }
 
 /// Whether `value` stays in its parent after rewriting. `levels` bounds the recursion; a record
-/// imported through `PatientRecord::from_bundle` is never deeper than this.
+/// imported through `PatientRecord::import` is never deeper than this.
 fn keep(value: &mut Value, targets: &Targets, outside: OutsideReferences, levels: usize) -> bool {
     match value {
         Value::Object(fields) => {
@@ -115,7 +116,7 @@ fn keep(value: &mut Value, targets: &Targets, outside: OutsideReferences, levels
                 match target(reference, targets) {
                     Some(Some(full_url)) => full_url.clone_into(reference),
                     Some(None) => return false,
-                    None => dangling = is_relative(reference),
+                    None => dangling = names_no_entry(reference),
                 }
             }
             let before = fields.len();
@@ -138,6 +139,14 @@ fn keep(value: &mut Value, targets: &Targets, outside: OutsideReferences, levels
         }
         _ => true,
     }
+}
+
+/// Whether a reference that is no target names nothing a shared Bundle holds: a relative `Type/id`
+/// (a resource on the server the record came from) or a `urn:` (an entry of the Bundle it was
+/// imported from: a shared Bundle's fullUrls are all fresh). An absolute URL may still be
+/// fetched, and a contained `#id` is inside the resource itself.
+fn names_no_entry(reference: &str) -> bool {
+    reference.starts_with("urn:") || is_relative(reference)
 }
 
 /// Whether `reference` has the relative form `Type/id` (or `Type/id/_history/n`) that names a
@@ -263,7 +272,8 @@ mod tests {
             "requester": { "reference": "Practitioner/dr/_history/2" },
             "performer": { "reference": "https://example.org/fhir/Practitioner/dr" },
             "recorder": { "reference": "#contained" },
-            "insurance": [{ "reference": "Coverage/elsewhere", "identifier": { "value": "X1" } }]
+            "insurance": [{ "reference": "Coverage/elsewhere", "identifier": { "value": "X1" } }],
+            "supportingInformation": [{ "reference": "urn:uuid:9a8b7c6d-0000-4000-8000-000000000001", "display": "skipped at import" }]
         });
 
         rewrite(
@@ -290,5 +300,49 @@ mod tests {
             resource["insurance"],
             json!([{ "identifier": { "value": "X1" } }])
         );
+        assert_eq!(
+            resource["supportingInformation"],
+            json!([{ "display": "skipped at import" }])
+        );
+    }
+
+    #[test]
+    fn a_contained_resource_is_copied_and_its_local_reference_kept() {
+        // What import makes of a MedicationStatement that names a Medication of its Bundle.
+        let statement = json!({
+            "resourceType": "MedicationStatement",
+            "id": "s1",
+            "contained": [{
+                "resourceType": "Medication",
+                "id": "medication",
+                "text": { "status": "generated", "div": "<div>imported</div>" },
+                "code": { "text": "Anastrozole 1 mg tablet" },
+                "manufacturer": { "reference": "Organization/o1", "display": "Maker" }
+            }],
+            "medicationReference": { "reference": "#medication" },
+            "subject": { "reference": "Patient/p" }
+        });
+        for outside in [
+            OutsideReferences::Keep,
+            OutsideReferences::KeepOnlyTheDescription,
+        ] {
+            let copied = entry(Uuid::nil(), &statement, &targets(), outside);
+            let resource = &copied["resource"];
+            assert_eq!(resource["medicationReference"]["reference"], "#medication");
+            let contained = &resource["contained"][0];
+            assert_eq!(contained["id"], "medication", "a local id is not rewritten");
+            assert_eq!(contained["code"]["text"], "Anastrozole 1 mg tablet");
+            assert!(
+                contained.get("text").is_none(),
+                "imported narrative dropped"
+            );
+            let maker = &contained["manufacturer"];
+            match outside {
+                OutsideReferences::Keep => assert_eq!(maker["reference"], "Organization/o1"),
+                OutsideReferences::KeepOnlyTheDescription => {
+                    assert_eq!(*maker, json!({ "display": "Maker" }));
+                }
+            }
+        }
     }
 }

@@ -2,11 +2,24 @@
 //!
 //! The IPS builder (`super::ips`) trusts a [`PatientRecord`] to hold one Patient and only resources
 //! it knows how to place, each with a usable `id`: checking that once, here, keeps the builder free of
-//! error paths. Import refuses rather than repairs, because silently dropping part of a patient's
-//! record would share less than the patient believes they share.
+//! error paths.
 //!
-//! Every [`ImportError`] message is safe to log and to show: it names entry indexes, field names and
-//! resource type names taken from fixed lists, never a value from the bundle, which is health data.
+//! Real Bundles (an IPS document, a transaction from an EHR export, a search result) carry more
+//! than the patient's shareable data: Practitioners, Organizations, Encounters, a document's
+//! Composition. [`PatientRecord::import`] takes the shareable resources, and either skips the rest
+//! and says so in an [`ImportReport`] ([`Unimportable::Skip`]) or refuses the Bundle
+//! ([`Unimportable::Refuse`], `import-bundle --strict`). What it takes is checked as strictly as
+//! ever: a resource it would import that is malformed refuses the Bundle, because repairing or
+//! dropping it would share less than the patient believes they share. A Medication that a
+//! MedicationStatement or MedicationRequest names is not lost with the other supporting resources:
+//! it travels inside the statement as a contained resource (`medication`).
+//!
+//! Every [`ImportError`] message, and the report, is safe to log and to show: it names entry
+//! indexes, field names and resource type names taken from fixed lists, never a value from the
+//! bundle, which is health data.
+
+mod medication;
+mod report;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -15,17 +28,21 @@ use serde_json::Value;
 
 use crate::issuer::ResourceType;
 
+pub use report::ImportReport;
+
 /// More entries than any one patient's summary needs; the cap bounds the work an import can cause.
 pub(crate) const MAX_ENTRIES: usize = 10_000;
 
 /// Nesting allowed inside one resource (the resource object is level 1). Real resources stay under
 /// 15; the cap keeps the recursive walks here and in the IPS builder far from the stack's limit.
+/// It holds after a Medication is put in a resource's `contained` too.
 pub(crate) const MAX_DEPTH: usize = 32;
 
 /// One patient's resources, as stored: the Patient plus resources of the shareable types, each a
 /// FHIR R4 JSON object with `resourceType` and `id`.
 ///
-/// References between them use the relative form `Type/id`.
+/// References between them use the relative form `Type/id`; a Medication a statement names is in
+/// that statement's `contained`, referenced as `#id`.
 pub struct PatientRecord {
     pub(crate) patient: Value,
     pub(crate) resources: Vec<Value>,
@@ -40,6 +57,24 @@ impl fmt::Debug for PatientRecord {
     }
 }
 
+/// What [`PatientRecord::import`] does with an entry that is not the patient's shareable data: a
+/// resource of another type (Practitioner, Encounter, a Medication nothing names) or a
+/// transaction's request without a resource (a `DELETE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unimportable {
+    /// Leave it out and count it in the [`ImportReport`].
+    Skip,
+    /// Refuse the Bundle with [`ImportError::NotImportable`], which names what is left over.
+    Refuse,
+}
+
+/// A record read from a Bundle, and the account of every entry.
+#[derive(Debug)]
+pub struct Import {
+    pub record: PatientRecord,
+    pub report: ImportReport,
+}
+
 /// Why a bundle cannot become a [`PatientRecord`]. Indexes count from 0 in `Bundle.entry`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportError {
@@ -51,15 +86,23 @@ pub enum ImportError {
     EntriesNotAnArray,
     #[error("the Bundle has {count} entries; at most {max} are accepted")]
     TooManyEntries { count: usize, max: usize },
-    #[error("entry {index} has no `resource` object")]
+    #[error("entry {index} has no `resource` object (and no `request`)")]
     MissingResource { index: usize },
     #[error("entry {index}: `resourceType` is missing or not a string")]
     MissingResourceType { index: usize },
-    #[error("entry {index}: {} is not a shareable resource type", resource_type_label(.resource_type))]
-    UnsupportedType {
-        index: usize,
-        /// `None` when the name is not a FHIR R4 resource type (and so is not repeated here).
-        resource_type: Option<&'static str>,
+    /// Refused even when skipping: a misspelt `Condition` must not be skipped as "another type".
+    #[error("entry {index}: `resourceType` is not a FHIR R4 resource type")]
+    UnknownResourceType { index: usize },
+    #[error(
+        "the Bundle holds what cannot be imported: {} (the first is entry {first}); \
+         the shareable types are {}, and Medications that they name",
+        report::counts(.left_over),
+        shareable_types()
+    )]
+    NotImportable {
+        first: usize,
+        /// What is left over and how many of each, as the report counts them.
+        left_over: Vec<(&'static str, usize)>,
     },
     #[error("entry {index} ({resource_type}): `id` is missing or not a string")]
     MissingId {
@@ -89,12 +132,16 @@ pub enum ImportError {
     MultiplePatients { first: usize, second: usize },
 }
 
-fn bundle_type_label(bundle_type: &Option<&'static str>) -> &'static str {
-    bundle_type.unwrap_or("(missing or unknown)")
+fn shareable_types() -> String {
+    let names: Vec<&str> = ResourceType::EMBEDDED
+        .iter()
+        .map(|resource_type| resource_type.as_str())
+        .collect();
+    names.join(", ")
 }
 
-fn resource_type_label(resource_type: &Option<&'static str>) -> &'static str {
-    resource_type.unwrap_or("a resourceType that is not a FHIR R4 resource type")
+fn bundle_type_label(bundle_type: &Option<&'static str>) -> &'static str {
+    bundle_type.unwrap_or("(missing or unknown)")
 }
 
 const ACCEPTED_BUNDLE_TYPES: [&str; 4] = ["collection", "transaction", "searchset", "document"];
@@ -148,20 +195,29 @@ fn known_name(mut names: impl Iterator<Item = &'static str>, name: &str) -> Opti
 
 const DEMO_BUNDLE: &str = include_str!("demo_patient.json");
 
+/// What an entry without a resource but with a `request` is called in the report: a transaction's
+/// or batch's `DELETE` or `GET`, which has nothing to import (an import replaces the record).
+const REQUEST_WITHOUT_RESOURCE: &str = "request without a resource";
+
 impl PatientRecord {
-    /// From a FHIR Bundle of type collection, transaction, searchset or document: exactly one
-    /// Patient, every other entry of a shareable type (a document's Composition is skipped: the IPS
-    /// builder writes its own), each resource with a valid FHIR `id`.
+    /// From a FHIR R4 Bundle of type collection, transaction, searchset or document: exactly one
+    /// Patient, the resources of the shareable types (each with a valid FHIR `id`), and the
+    /// Medications that their `medicationReference` names, moved into their `contained`.
+    /// Everything else is skipped or refused, as `unimportable` says; a document's Composition
+    /// (entry 0) is skipped either way, since the shared Bundles are built without it.
     ///
-    /// References that name another entry by its `fullUrl` (as transaction bundles do with
-    /// `urn:uuid:` URLs) are rewritten to `Type/id`, the one form the record uses.
-    pub fn from_bundle(bundle: &Value) -> Result<Self, ImportError> {
+    /// References that name another imported entry by its `fullUrl` (as transaction bundles do
+    /// with `urn:uuid:` URLs) are rewritten to `Type/id`, the one form the record uses.
+    pub fn import(bundle: &Value, unimportable: Unimportable) -> Result<Import, ImportError> {
         let (entries, is_document) = bundle_entries(bundle)?;
-        let mut importer = Importer::default();
+        let mut importer = Importer {
+            is_document,
+            ..Importer::default()
+        };
         for (index, entry) in entries.iter().enumerate() {
-            importer.add(index, entry, is_document)?;
+            importer.add(index, entry)?;
         }
-        importer.finish()
+        importer.finish(unimportable)
     }
 
     pub fn patient_id(&self) -> &str {
@@ -176,7 +232,9 @@ impl PatientRecord {
         // Both steps are proven by the unit test `demo_record_has_every_shareable_type`.
         let bundle: Value =
             serde_json::from_str(DEMO_BUNDLE).expect("the demo patient bundle is valid JSON");
-        Self::from_bundle(&bundle).expect("the demo patient bundle imports")
+        Self::import(&bundle, Unimportable::Refuse)
+            .expect("the demo patient bundle imports")
+            .record
     }
 }
 
@@ -209,58 +267,99 @@ fn bundle_entries(bundle: &Value) -> Result<(&[Value], bool), ImportError> {
 
 #[derive(Default)]
 struct Importer {
+    is_document: bool,
     patient: Option<(usize, Value)>,
-    resources: Vec<Value>,
+    /// The imported resources but the Patient, each with its entry index and type.
+    resources: Vec<(usize, ResourceType, Value)>,
     /// `(resourceType, id)` to the first entry index that used it.
     seen: HashMap<(&'static str, String), usize>,
-    /// An entry's `fullUrl` to the `Type/id` that replaces it in references.
+    /// An imported entry's `fullUrl` to the `Type/id` that replaces it in references.
     aliases: HashMap<String, String>,
+    medications: medication::Medications,
+    report: ImportReport,
 }
 
 impl Importer {
-    fn add(&mut self, index: usize, entry: &Value, is_document: bool) -> Result<(), ImportError> {
-        let resource = entry
-            .get("resource")
-            .filter(|resource| resource.is_object())
-            .ok_or(ImportError::MissingResource { index })?;
+    fn add(&mut self, index: usize, entry: &Value) -> Result<(), ImportError> {
+        let Some(resource) = entry.get("resource") else {
+            // FHIR allows an entry without a resource only when it carries a request (bdl-5).
+            if entry.get("request").is_some_and(Value::is_object) {
+                self.report.skip(REQUEST_WITHOUT_RESOURCE, index);
+                return Ok(());
+            }
+            return Err(ImportError::MissingResource { index });
+        };
+        if !resource.is_object() {
+            return Err(ImportError::MissingResource { index });
+        }
         let type_name = resource
             .get("resourceType")
             .and_then(Value::as_str)
             .ok_or(ImportError::MissingResourceType { index })?;
-        if is_document && type_name == "Composition" {
-            return Ok(());
-        }
-        let resource_type = ResourceType::parse(type_name).ok_or_else(|| {
-            let resource_type = known_name(R4_RESOURCE_TYPES.split_ascii_whitespace(), type_name);
-            ImportError::UnsupportedType {
-                index,
-                resource_type,
-            }
-        })?;
-        let id = checked_id(index, resource_type, resource)?;
+        let Some(resource_type) = ResourceType::parse(type_name) else {
+            return self.add_unshareable(index, entry, resource, type_name);
+        };
+        let id = checked_id(index, resource_type.as_str(), resource)?;
         if let (ResourceType::Patient, Some((first, _))) = (resource_type, &self.patient) {
             return Err(ImportError::MultiplePatients {
                 first: *first,
                 second: index,
             });
         }
-        self.remember(index, resource_type, id, entry)?;
+        self.remember(index, resource_type.as_str(), id)?;
+        // A `#` fullUrl is no URL (bdl-7 wants an absolute one), and as an alias it would rewrite
+        // references to contained resources.
+        if let Some(full_url) = entry.get("fullUrl").and_then(Value::as_str)
+            && !full_url.starts_with('#')
+        {
+            self.aliases.insert(
+                full_url.to_owned(),
+                format!("{}/{id}", resource_type.as_str()),
+            );
+        }
+        self.report.import(resource_type);
         if resource_type == ResourceType::Patient {
             self.patient = Some((index, resource.clone()));
         } else {
-            self.resources.push(resource.clone());
+            self.resources
+                .push((index, resource_type, resource.clone()));
         }
+        Ok(())
+    }
+
+    /// A resource of a type the record does not hold: kept aside when it is a Medication (a
+    /// statement may name it), else counted as skipped. Nothing in it is read beyond its type,
+    /// so a skipped resource is never walked.
+    fn add_unshareable(
+        &mut self,
+        index: usize,
+        entry: &Value,
+        resource: &Value,
+        type_name: &str,
+    ) -> Result<(), ImportError> {
+        let type_name = known_name(R4_RESOURCE_TYPES.split_ascii_whitespace(), type_name)
+            .ok_or(ImportError::UnknownResourceType { index })?;
+        if self.is_document && index == 0 && type_name == "Composition" {
+            self.report.skip_document_composition();
+            return Ok(());
+        }
+        if type_name == medication::MEDICATION {
+            let id = checked_id(index, type_name, resource)?;
+            self.remember(index, type_name, id)?;
+            let full_url = entry.get("fullUrl").and_then(Value::as_str);
+            self.medications.add(index, id, full_url, resource);
+            return Ok(());
+        }
+        self.report.skip(type_name, index);
         Ok(())
     }
 
     fn remember(
         &mut self,
         index: usize,
-        resource_type: ResourceType,
+        type_name: &'static str,
         id: &str,
-        entry: &Value,
     ) -> Result<(), ImportError> {
-        let type_name = resource_type.as_str();
         if let Some(first) = self.seen.get(&(type_name, id.to_owned())) {
             return Err(ImportError::DuplicateId {
                 index,
@@ -269,33 +368,61 @@ impl Importer {
             });
         }
         self.seen.insert((type_name, id.to_owned()), index);
-        if let Some(full_url) = entry.get("fullUrl").and_then(Value::as_str) {
-            self.aliases
-                .insert(full_url.to_owned(), format!("{type_name}/{id}"));
-        }
         Ok(())
     }
 
-    fn finish(self) -> Result<PatientRecord, ImportError> {
-        let (_, mut patient) = self.patient.ok_or(ImportError::NoPatient)?;
-        let mut resources = self.resources;
-        if !self.aliases.is_empty() {
-            relativize_references(&mut patient, &self.aliases);
-            for resource in &mut resources {
-                relativize_references(resource, &self.aliases);
+    fn finish(self, unimportable: Unimportable) -> Result<Import, ImportError> {
+        let Importer {
+            patient,
+            mut resources,
+            aliases,
+            mut medications,
+            mut report,
+            ..
+        } = self;
+        let (_, mut patient) = patient.ok_or(ImportError::NoPatient)?;
+        // Before references are rewritten: a statement names its Medication by the forms the
+        // Bundle uses (a fullUrl, `Medication/id`), which `medications` knows.
+        for (index, resource_type, resource) in &mut resources {
+            if medications.contain_in(*resource_type, resource)
+                && nests_deeper_than(resource, MAX_DEPTH)
+            {
+                return Err(ImportError::TooDeep {
+                    index: *index,
+                    resource_type: resource_type.as_str(),
+                    max: MAX_DEPTH,
+                });
             }
         }
-        Ok(PatientRecord { patient, resources })
+        medications.report_to(&mut report);
+        if unimportable == Unimportable::Refuse
+            && let Some(error) = report.not_importable()
+        {
+            return Err(error);
+        }
+        let mut resources: Vec<Value> = resources
+            .into_iter()
+            .map(|(_, _, resource)| resource)
+            .collect();
+        if !aliases.is_empty() {
+            relativize_references(&mut patient, &aliases);
+            for resource in &mut resources {
+                relativize_references(resource, &aliases);
+            }
+        }
+        Ok(Import {
+            record: PatientRecord { patient, resources },
+            report,
+        })
     }
 }
 
 /// The resource's `id`, after the depth check that every later walk over the resource relies on.
-fn checked_id(
+fn checked_id<'r>(
     index: usize,
-    resource_type: ResourceType,
-    resource: &Value,
-) -> Result<&str, ImportError> {
-    let type_name = resource_type.as_str();
+    type_name: &'static str,
+    resource: &'r Value,
+) -> Result<&'r str, ImportError> {
     if nests_deeper_than(resource, MAX_DEPTH) {
         return Err(ImportError::TooDeep {
             index,

@@ -7,8 +7,10 @@
 //! - Resources are copied as every shared Bundle copies them (`super::entries`): `urn:uuid:`
 //!   fullUrls, references rewritten to them, a reference to a withheld resource removed, imported
 //!   narrative dropped. A relative reference to something the record does not hold (a
-//!   Practitioner, a Medication) loses its `reference` and keeps its `display` and `identifier`,
-//!   so every reference left names an entry.
+//!   Practitioner, a Medication outside the imported Bundle), or a `urn:` one to an entry the
+//!   import skipped, loses its `reference` and keeps its `display` and `identifier`, so every
+//!   reference left names an entry or a contained resource (a Medication the import moved into
+//!   its statement stays there, named by `#id`).
 //! - No `meta.profile`: the profile says resources should not carry one (receivers must not
 //!   require it), and a stored profile claim (an IPS one, say) would be wrong here.
 //! - Resources marked `entered-in-error` are left out; everything else of a selected type goes in

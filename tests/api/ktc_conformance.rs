@@ -152,6 +152,7 @@ fn check_bundle(bundle: &Value) {
             resource["meta"].get("profile").is_none(),
             "no meta.profile: {resource}"
         );
+        check_contained_references(resource);
     }
     if let Some(extensions) = bundle["meta"].get("extension") {
         for extension in extensions.as_array().expect("an array of extensions") {
@@ -186,7 +187,31 @@ fn check_bundle(bundle: &Value) {
     }
 }
 
-const PATIENT_SUMMARY: &str = "60591-5";
+/// A `#id` reference names a resource in the `contained` of the resource it sits in (`#` alone
+/// names that resource itself), as FHIR resolves it.
+fn check_contained_references(resource: &Value) {
+    let mut references = Vec::new();
+    collect_references(resource, &mut references);
+    for reference in references {
+        let Some(id) = reference.strip_prefix('#') else {
+            continue;
+        };
+        let found = id.is_empty()
+            || contained(resource)
+                .iter()
+                .any(|inner| inner["id"].as_str() == Some(id));
+        assert!(found, "{reference} names no contained resource: {resource}");
+    }
+}
+
+fn contained(resource: &Value) -> &[Value] {
+    resource["contained"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+pub(crate) const PATIENT_SUMMARY: &str = "60591-5";
 const PATIENT_NOTE: &str = "51855-5";
 
 /// Section 3: a PatientSharedDocumentReference, and its PDF read back by an independent reader.
@@ -285,36 +310,72 @@ pub(crate) fn pdf_text(pdf: &[u8]) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// What a reader of the summary must find for a resource: the patient's name, or the text of its
-/// main concept (falling back to its codings' displays).
+/// What a reader of the summary must find for a resource: the patient's name, or the words of
+/// its main concept; for a statement that names its medicine by a contained Medication, that
+/// Medication's.
 fn names_of(resource: &Value) -> Vec<String> {
-    let words = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
     if resource["resourceType"] == "Patient" {
         return resource["name"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|name| name["text"].as_str())
-            .map(words)
+            .filter_map(human_name)
             .collect();
     }
     for field in ["code", "vaccineCode", "medicationCodeableConcept", "type"] {
-        let concept = &resource[field];
-        if let Some(text) = concept["text"].as_str() {
-            return vec![words(text)];
-        }
-        let displays: Vec<String> = concept["coding"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|coding| coding["display"].as_str())
-            .map(words)
-            .collect();
-        if !displays.is_empty() {
-            return displays;
+        let names = concept_names(&resource[field]);
+        if !names.is_empty() {
+            return names;
         }
     }
+    if let Some(id) = resource["medicationReference"]["reference"]
+        .as_str()
+        .and_then(|reference| reference.strip_prefix('#'))
+        && let Some(medication) = contained(resource).iter().find(|inner| inner["id"] == id)
+    {
+        return concept_names(&medication["code"]);
+    }
     resource["title"].as_str().map(words).into_iter().collect()
+}
+
+fn words(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A HumanName as written (`text`), else its given names and family name.
+fn human_name(name: &Value) -> Option<String> {
+    if let Some(text) = name["text"].as_str() {
+        return Some(words(text));
+    }
+    let parts: Vec<&str> = name["given"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&name["family"]))
+        .filter_map(Value::as_str)
+        .collect();
+    (!parts.is_empty()).then(|| words(&parts.join(" ")))
+}
+
+/// A CodeableConcept's `text`, else every coding's display, else (no display at all) their codes.
+fn concept_names(concept: &Value) -> Vec<String> {
+    if let Some(text) = concept["text"].as_str() {
+        return vec![words(text)];
+    }
+    let codings: Vec<&Value> = concept["coding"].as_array().into_iter().flatten().collect();
+    let displays: Vec<String> = codings
+        .iter()
+        .filter_map(|coding| coding["display"].as_str())
+        .map(words)
+        .collect();
+    if !displays.is_empty() {
+        return displays;
+    }
+    codings
+        .iter()
+        .filter_map(|coding| coding["code"].as_str())
+        .map(words)
+        .collect()
 }
 
 /// `Bundle.meta.extension[].url` of the app attestation.
@@ -462,7 +523,7 @@ async fn direct_links_pass_a_kill_the_clipboard_receivers_checks() {
     );
 }
 
-fn documents(bundle: &Value) -> Vec<&Value> {
+pub(crate) fn documents(bundle: &Value) -> Vec<&Value> {
     bundle["entry"]
         .as_array()
         .expect("entries")
@@ -472,7 +533,7 @@ fn documents(bundle: &Value) -> Vec<&Value> {
         .collect()
 }
 
-fn loinc(document: &Value) -> &str {
+pub(crate) fn loinc(document: &Value) -> &str {
     document["type"]["coding"][0]["code"]
         .as_str()
         .expect("a code")

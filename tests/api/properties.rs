@@ -21,7 +21,7 @@ use shl_gateway::crypto::jwe::{self, ShlKey};
 use shl_gateway::crypto::{Keys, PurposeKey};
 use shl_gateway::http::client_ip;
 use shl_gateway::issuer::ValidatedLabel;
-use shl_gateway::issuer::fhir::PatientRecord;
+use shl_gateway::issuer::fhir::{ImportError, PatientRecord, Unimportable};
 use shl_gateway::issuer::ticket;
 use shl_gateway::passcode::{Passcode, PasscodeError};
 use shl_gateway::qr::{self, ErrorCorrection, SvgOptions};
@@ -139,6 +139,9 @@ fn bundle_like() -> impl Strategy<Value = Value> {
                     "Observation",
                     "Composition",
                     "Unknown",
+                    "Practitioner",
+                    "Medication",
+                    "MedicationStatement",
                 ]),
                 "[A-Za-z0-9.-]{0,70}|.{0,8}",
                 any_json(),
@@ -146,7 +149,8 @@ fn bundle_like() -> impl Strategy<Value = Value> {
                 .prop_map(|(resource_type, id, extra)| {
                     json!({
                         "fullUrl": format!("urn:uuid:{id}"),
-                        "resource": {"resourceType": resource_type, "id": id, "subject": {"reference": "Patient/p1"}, "extension": extra}
+                        "resource": {"resourceType": resource_type, "id": id, "subject": {"reference": "Patient/p1"}, "extension": extra,
+                                     "medicationReference": {"reference": format!("Medication/{id}")}}
                     })
                 }),
             0..6,
@@ -376,10 +380,25 @@ proptest! {
 
     #[test]
     fn bundle_import_never_panics_on_arbitrary_json(value in prop_oneof![any_json(), bundle_like()]) {
-        if let Err(error) = PatientRecord::from_bundle(&value) {
-            // Messages are safe to show: they never quote a value from the bundle.
-            let message = error.to_string();
-            prop_assert!(!message.is_empty());
+        let lenient = PatientRecord::import(&value, Unimportable::Skip);
+        let strict = PatientRecord::import(&value, Unimportable::Refuse);
+        match (lenient, strict) {
+            (Ok(import), Ok(strict)) => {
+                // Strict accepts only what it can take whole (a document's Composition aside).
+                prop_assert_eq!(&import.report, &strict.report);
+                let skipped = import.report.skipped();
+                prop_assert!(skipped.is_empty() || skipped == [("Composition", 1)], "{:?}", skipped);
+            }
+            (Ok(import), Err(error)) => {
+                prop_assert!(matches!(error, ImportError::NotImportable { .. }), "{}", error);
+                prop_assert!(!import.report.skipped().is_empty());
+            }
+            (Err(error), strict) => {
+                // Messages are safe to show: they never quote a value from the bundle. What is
+                // checked fails the same way whether the rest is skipped or refused.
+                prop_assert!(!error.to_string().is_empty());
+                prop_assert_eq!(strict.err(), Some(error));
+            }
         }
     }
 

@@ -674,10 +674,17 @@
         byTypeAndId.set(`${resource.resourceType}/${resource.id}`, resource);
       }
     }
-    return (reference) => {
+    // `container` is the resource a reference sits in: a `#id` names one of its contained
+    // resources (as a Medication moved into its MedicationStatement at import).
+    return (reference, container) => {
       const ref = str(reference && reference.reference);
       if (!ref) {
         return null;
+      }
+      if (ref.startsWith('#')) {
+        const id = ref.slice(1);
+        const inside = isObject(container) ? list(container.contained) : [];
+        return inside.find((resource) => isObject(resource) && resource.id === id) || null;
       }
       if (byUrl.has(ref)) {
         return byUrl.get(ref);
@@ -725,7 +732,7 @@
   function describeMedication(statement, resolve) {
     let name = conceptText(statement.medicationCodeableConcept);
     if (!name && statement.medicationReference) {
-      const medication = resolve(statement.medicationReference);
+      const medication = resolve(statement.medicationReference, statement);
       name = (medication && conceptText(medication.code)) || str(statement.medicationReference.display);
     }
     const dosage = list(statement.dosage).find(isObject);

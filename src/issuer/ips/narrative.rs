@@ -173,7 +173,8 @@ fn allergy(allergy: &Value) -> Vec<Option<String>> {
 }
 
 /// A MedicationStatement, or a MedicationRequest (`dosageInstruction`, and `authoredOn` for
-/// "Since").
+/// "Since"). The medicine is its `medicationCodeableConcept`, else the reference's `display`, else
+/// the code of the contained Medication the reference names (import puts it there).
 fn medication(medication: &Value) -> Vec<Option<String>> {
     let dosage = joined(
         items(&medication["dosage"])
@@ -183,11 +184,20 @@ fn medication(medication: &Value) -> Vec<Option<String>> {
     );
     vec![
         concept(&medication["medicationCodeableConcept"])
-            .or_else(|| text(&medication["medicationReference"]["display"])),
+            .or_else(|| text(&medication["medicationReference"]["display"]))
+            .or_else(|| {
+                concept(&contained(medication, &medication["medicationReference"])?["code"])
+            }),
         text(&medication["status"]),
         dosage,
         when(medication, "effective").or_else(|| text(&medication["authoredOn"])),
     ]
+}
+
+/// The resource in `resource.contained` that a `#id` reference names.
+fn contained<'r>(resource: &'r Value, reference: &Value) -> Option<&'r Value> {
+    let id = reference["reference"].as_str()?.strip_prefix('#')?;
+    items(&resource["contained"]).find(|inner| inner["id"] == id)
 }
 
 fn immunization(immunization: &Value) -> Vec<Option<String>> {
@@ -356,6 +366,32 @@ mod tests {
         );
         assert_eq!(html.matches(MISSING).count(), 3, "{html}");
         assert!(html.starts_with(DIV_OPEN) && html.ends_with("</div>"));
+    }
+
+    #[test]
+    fn a_medication_is_named_by_its_contained_medication() {
+        let statement = json!({
+            "contained": [
+                { "resourceType": "Provenance", "id": "other" },
+                { "resourceType": "Medication", "id": "medication", "code": { "coding": [{ "display": "Anastrozole 1 mg" }] } }
+            ],
+            "medicationReference": { "reference": "#medication" },
+            "status": "active"
+        });
+        assert_eq!(
+            medication(&statement)[0],
+            Some("Anastrozole 1 mg".to_owned())
+        );
+        let mut elsewhere = statement.clone();
+        elsewhere["medicationReference"]["reference"] = json!("Medication/medication");
+        assert_eq!(
+            medication(&elsewhere)[0],
+            None,
+            "only a contained one is read"
+        );
+        let mut described = statement;
+        described["medicationReference"]["display"] = json!("Arimidex");
+        assert_eq!(medication(&described)[0], Some("Arimidex".to_owned()));
     }
 
     #[test]

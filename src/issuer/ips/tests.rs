@@ -507,3 +507,45 @@ fn the_medication_summary_counts_requests_and_statements_alike() {
     );
     assert_eq!(empty_reason(&both_none_on_file, "10160-0"), "unavailable");
 }
+
+#[test]
+fn the_hl7_example_keeps_its_medications_inside_the_statements() {
+    // The IG's IPS document, imported: its two MedicationStatements name Medication entries,
+    // which import moves into them.
+    let bundle: Value = serde_json::from_str(include_str!(
+        "../../../tests/fixtures/hl7-ips-bundle-01.json"
+    ))
+    .expect("JSON");
+    let record = PatientRecord::import(&bundle, crate::issuer::fhir::Unimportable::Skip)
+        .expect("imports")
+        .record;
+
+    let document = build_ips(&record, &options(&[]));
+
+    assert_ips_document(&document);
+    let statements: Vec<&Value> = resources(&document)
+        .filter(|resource| resource["resourceType"] == "MedicationStatement")
+        .collect();
+    assert_eq!(statements.len(), 2);
+    for statement in statements {
+        let id = statement["medicationReference"]["reference"]
+            .as_str()
+            .and_then(|reference| reference.strip_prefix('#'))
+            .expect("a contained reference");
+        let medication = statement["contained"]
+            .as_array()
+            .expect("contained")
+            .iter()
+            .find(|inner| inner["id"] == id)
+            .expect("the reference resolves inside the statement");
+        assert_eq!(medication["resourceType"], "Medication");
+    }
+    let medications = section(&document, "10160-0").expect("the medication summary");
+    let div = medications["text"]["div"].as_str().expect("narrative");
+    for name in [
+        "Product containing anastrozole (medicinal product)",
+        "Black Cohosh Extract herbal supplement",
+    ] {
+        assert!(div.contains(name), "{name} in {div}");
+    }
+}

@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::issuer::fhir::Unimportable;
 
 const BUNDLE_ID: &str = "0b7e3f52-8c1d-4a6e-9f20-5d4c3b2a1908";
 const TIMESTAMP: &str = "2026-12-06T10:00:00.000Z";
@@ -28,10 +29,12 @@ fn record(resources: Vec<Value>) -> PatientRecord {
             .into_iter()
             .map(|resource| json!({ "resource": resource })),
     );
-    PatientRecord::from_bundle(
+    PatientRecord::import(
         &json!({"resourceType": "Bundle", "type": "collection", "entry": entries}),
+        Unimportable::Refuse,
     )
     .expect("a valid record")
+    .record
 }
 
 fn condition(id: &str) -> Value {

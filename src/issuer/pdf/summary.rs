@@ -194,16 +194,23 @@ impl Reader<'_> {
         }
     }
 
+    /// Named by its medicine: `medicationCodeableConcept`, else the code of the Medication that
+    /// `medicationReference` names (contained, as import puts it, or another entry), else the
+    /// reference's `display`, which is kept as a line when the code names the item.
     fn medication(&self, r: &Map<String, Value>) -> Item {
         let referenced = r.get("medicationReference");
-        let named = concept(r.get("medicationCodeableConcept"))
-            .or_else(|| text(referenced.and_then(|reference| reference.get("display"))))
-            .or_else(|| {
-                let target = self.resolve(r, referenced?)?;
-                concept(target.get("code"))
-            });
-        let mut item = Item::new(named, "Medication not named");
-        codes(&mut item, r.get("medicationCodeableConcept"));
+        let medicine = r.get("medicationCodeableConcept").or_else(|| {
+            let target = self.resolve(r, referenced?)?;
+            target.get("code")
+        });
+        let described = text(referenced.and_then(|reference| reference.get("display")));
+        let mut item = Item::new(
+            concept(medicine).or_else(|| described.clone()),
+            "Medication not named",
+        );
+        codes(&mut item, medicine);
+        let described = described.filter(|described| *described != item.title);
+        item.add("Described as", described);
         let request = type_of(r) == "MedicationRequest";
         item.add(
             "Status",

@@ -202,6 +202,43 @@ fn renders_are_deterministic() {
 }
 
 #[test]
+fn a_medication_is_named_by_the_medication_its_statement_contains() {
+    // As import stores the HL7 IPS example's statements: the Medication inside, named by `#id`.
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "name": [{"text": "Martha DeLarosa"}]}},
+            {"fullUrl": "urn:uuid:2", "resource": {
+                "resourceType": "MedicationStatement",
+                "contained": [{"resourceType": "Medication", "id": "medication", "code": {"coding": [
+                    {"system": "http://snomed.info/sct", "code": "108774000", "display": "Product containing anastrozole (medicinal product)"},
+                    {"system": "http://www.whocc.no/atc", "code": "L02BG03", "display": "anastrozole"}
+                ]}}],
+                "medicationReference": {"reference": "#medication", "display": "Arimidex"},
+                "status": "active"
+            }},
+            {"fullUrl": "urn:uuid:3", "resource": {
+                "resourceType": "MedicationRequest",
+                "medicationReference": {"reference": "#missing", "display": "Black cohosh"},
+                "status": "active"
+            }},
+        ]
+    });
+    let text = extracted(&render_summary(&bundle, None, SHARED_AT).expect("renders"));
+    for expected in [
+        "Product containing anastrozole (medicinal product)",
+        "Code: SNOMED CT 108774000; http://www.whocc.no/atc L02BG03 anastrozole",
+        "Described as: Arimidex",
+        // Nothing to resolve: the reference's description names it.
+        "Black cohosh",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in {text}");
+    }
+    assert!(!text.contains("Medication not named"), "{text}");
+}
+
+#[test]
 fn greek_and_cyrillic_names_round_trip() {
     let bundle = json!({
         "resourceType": "Bundle",
