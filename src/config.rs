@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::http::HeaderValue;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 use zeroize::Zeroizing;
@@ -173,6 +173,135 @@ impl std::str::FromStr for PatientToken {
             patient_id: patient_id.to_owned(),
         })
     }
+}
+
+/// Parses `--patient-token` without the echo clap's own errors make (`invalid value '...'`):
+/// the value holds a token, so the message says what is wrong and never repeats it.
+#[derive(Debug, Clone, Copy)]
+struct PatientTokenParser;
+
+impl TypedValueParser for PatientTokenParser {
+    type Value = PatientToken;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<PatientToken, clap::Error> {
+        let reason = match value.to_str().map(str::parse::<PatientToken>) {
+            Some(Ok(token)) => return Ok(token),
+            Some(Err(reason)) => reason,
+            None => "the value is not UTF-8",
+        };
+        let message = format!(
+            "invalid value for --patient-token (SHL_GATEWAY_PATIENT_TOKEN): {reason} (the value \
+             is not repeated: it holds a token)\n"
+        );
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(command))
+    }
+}
+
+/// Variables renamed, each as `(former name, current name)`. The former name is still read, with
+/// a warning at startup, when the current one is not set.
+const RENAMED_VARIABLES: [(&str, &str); 1] =
+    [("SHL_GATEWAY_PATIENT_TOKENS", "SHL_GATEWAY_PATIENT_TOKEN")];
+
+/// A variable set under its former name: read (the current name is not set), or ignored (it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenamedVariable {
+    pub former: &'static str,
+    pub current: &'static str,
+    pub ignored: bool,
+}
+
+impl RenamedVariable {
+    /// Logs the rename: both names, never the value (`SHL_GATEWAY_PATIENT_TOKENS` holds tokens).
+    pub fn warn(&self) {
+        if self.ignored {
+            tracing::warn!(
+                variable = self.former,
+                replaced_by = self.current,
+                "environment variable ignored: it was renamed, and the new name is set too; \
+                 remove the old one"
+            );
+        } else {
+            tracing::warn!(
+                variable = self.former,
+                replaced_by = self.current,
+                "environment variable renamed: the old name still works for now; rename it"
+            );
+        }
+    }
+}
+
+impl Cli {
+    /// The process's command line and `SHL_GATEWAY_*` variables, plus the variables found under
+    /// a former name (for `serve` to log once logging is set up).
+    ///
+    /// An empty variable counts as unset: `SHL_GATEWAY_UPSTREAM_URL=` in a compose file or a
+    /// Kubernetes manifest means "no upstream", not "an empty URL" that fails to parse.
+    pub fn from_env() -> (Self, Vec<RenamedVariable>) {
+        let (command, renamed) = Self::command_for_environment(&|name| std::env::var_os(name));
+        let mut matches = command.get_matches();
+        match Self::from_arg_matches_mut(&mut matches) {
+            Ok(cli) => (cli, renamed),
+            Err(error) => error.format(&mut Self::command()).exit(),
+        }
+    }
+
+    /// The command whose flags read the environment as [`Cli::from_env`] says, `lookup` giving
+    /// a variable's value. Clap reads a variable when `Arg::env` is called: pointing a flag at no
+    /// variable (an empty one: `--help` then shows none for it), or at its former name, is how
+    /// both rules apply without changing the process's environment.
+    fn command_for_environment(
+        lookup: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> (clap::Command, Vec<RenamedVariable>) {
+        let is_set = |name: &str| lookup(name).is_some_and(|value| !value.is_empty());
+        let renamed = RENAMED_VARIABLES
+            .iter()
+            .filter(|(former, _)| is_set(former))
+            .map(|&(former, current)| RenamedVariable {
+                former,
+                current,
+                ignored: is_set(current),
+            })
+            .collect();
+        let read = |arg: clap::Arg| {
+            let Some(name) = arg
+                .get_env()
+                .and_then(|name| name.to_str())
+                .map(str::to_owned)
+            else {
+                return arg;
+            };
+            if is_set(&name) {
+                return arg;
+            }
+            let former = RENAMED_VARIABLES
+                .iter()
+                .find(|(former, current)| *current == name && is_set(former));
+            match (former, lookup(&name)) {
+                (Some((former, _)), _) => arg.env(former),
+                (None, Some(_empty)) => arg.env(None),
+                (None, None) => arg,
+            }
+        };
+        (map_args(Self::command(), &read), renamed)
+    }
+}
+
+/// `command` with `f` applied to every argument, subcommands' included.
+fn map_args(command: clap::Command, f: &dyn Fn(clap::Arg) -> clap::Arg) -> clap::Command {
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|subcommand| subcommand.get_name().to_owned())
+        .collect();
+    let mut command = command.mut_args(f);
+    for name in subcommands {
+        command = command.mut_subcommand(name, |subcommand| map_args(subcommand, f));
+    }
+    command
 }
 
 /// `--log-format`'s words for [`LogFormat`], with their `--help` (kept here, like the Redis
@@ -404,12 +533,14 @@ pub struct EmbeddedConfig {
     #[arg(long, env = "SHL_GATEWAY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<SecretString>,
 
-    /// Embedded mode: a bearer token and the patient it acts for, `TOKEN=PATIENT_ID`; repeat the
+    /// Embedded mode: a bearer token and the patient it acts for, TOKEN=PATIENT_ID; repeat the
     /// flag (or comma-separate in the variable) for several. Stored only as an HMAC.
     #[arg(
         long = "patient-token",
-        env = "SHL_GATEWAY_PATIENT_TOKENS",
+        env = "SHL_GATEWAY_PATIENT_TOKEN",
+        value_name = "TOKEN=PATIENT_ID",
         value_delimiter = ',',
+        value_parser = PatientTokenParser,
         hide_env_values = true
     )]
     pub patient_tokens: Vec<PatientToken>,
@@ -1152,7 +1283,6 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     /// The headings `--help` groups `serve`'s flags under, in order.
     const HEADINGS: [&str; 10] = [
@@ -1174,14 +1304,43 @@ mod tests {
         config
     }
 
-    /// `--flag` reads `SHL_GATEWAY_FLAG`; `--patient-token`, repeatable, reads the plural.
+    /// `--flag` reads `SHL_GATEWAY_FLAG`, without exception (the README's rule).
     fn variable_of(long: &str) -> String {
-        let name = if long == "patient-token" {
-            "patient-tokens"
-        } else {
-            long
-        };
-        format!("SHL_GATEWAY_{}", name.replace('-', "_").to_uppercase())
+        format!("SHL_GATEWAY_{}", long.replace('-', "_").to_uppercase())
+    }
+
+    /// Every argument of `command` and of its subcommands, with the subcommands' path.
+    fn all_args(command: &clap::Command, path: &str) -> Vec<(String, clap::Arg)> {
+        let mut args: Vec<(String, clap::Arg)> = command
+            .get_arguments()
+            .map(|arg| (path.to_owned(), arg.clone()))
+            .collect();
+        for subcommand in command.get_subcommands() {
+            let path = format!("{path} {}", subcommand.get_name());
+            args.extend(all_args(subcommand, &path));
+        }
+        args
+    }
+
+    /// A stand-in for the process environment: `set` holds the variables and their values.
+    fn environment(set: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> + use<> {
+        let set: Vec<(String, String)> = set
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        move |name| {
+            set.iter()
+                .find(|(known, _)| known == name)
+                .map(|(_, value)| value.into())
+        }
+    }
+
+    fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+        command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(long))
+            .and_then(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
     }
 
     fn serve_flags() -> Vec<clap::Arg> {
@@ -1271,6 +1430,97 @@ mod tests {
             let long = arg.get_long().expect("every serve flag is long");
             let env = arg.get_env().map(|env| env.to_string_lossy().into_owned());
             assert_eq!(env, Some(variable_of(long)), "--{long}");
+        }
+    }
+
+    #[test]
+    fn every_variable_of_every_command_follows_the_rule() {
+        let mut checked = 0;
+        for (command, arg) in all_args(&Cli::command(), "shl-gateway") {
+            let Some(env) = arg.get_env() else { continue };
+            let long = arg.get_long().expect("a flag with a variable is long");
+            assert_eq!(
+                env.to_string_lossy(),
+                variable_of(long),
+                "{command} --{long}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 60, "{checked}");
+    }
+
+    #[test]
+    fn an_empty_variable_counts_as_unset() {
+        let lookup = environment(&[
+            ("SHL_GATEWAY_UPSTREAM_URL", ""),
+            ("SHL_GATEWAY_UPSTREAM_TIMEOUT", ""),
+        ]);
+        let (command, renamed) = Cli::command_for_environment(&lookup);
+        assert!(renamed.is_empty());
+        assert_eq!(env_of(&command, "upstream-url"), None);
+        assert_eq!(env_of(&command, "upstream-timeout"), None);
+        assert_eq!(
+            env_of(&command, "public-url").as_deref(),
+            Some("SHL_GATEWAY_PUBLIC_URL"),
+            "an unset variable keeps its flag's variable (and --help shows it)"
+        );
+        // The flags fall back to their defaults whatever the real environment holds.
+        let matches = command
+            .try_get_matches_from(["shl-gateway"])
+            .expect("parses");
+        let cli = Cli::from_arg_matches(&matches).expect("a Cli");
+        assert_eq!(cli.serve.upstream.upstream_url, None);
+        assert_eq!(cli.serve.upstream.upstream_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_renamed_variable_is_read_until_its_new_name_is_set() {
+        let former_only = environment(&[("SHL_GATEWAY_PATIENT_TOKENS", "token=patient")]);
+        let (command, renamed) = Cli::command_for_environment(&former_only);
+        assert_eq!(
+            env_of(&command, "patient-token").as_deref(),
+            Some("SHL_GATEWAY_PATIENT_TOKENS")
+        );
+        assert_eq!(
+            renamed,
+            [RenamedVariable {
+                former: "SHL_GATEWAY_PATIENT_TOKENS",
+                current: "SHL_GATEWAY_PATIENT_TOKEN",
+                ignored: false,
+            }]
+        );
+
+        for current in ["", "token=patient"] {
+            let both = environment(&[
+                ("SHL_GATEWAY_PATIENT_TOKENS", "old=patient"),
+                ("SHL_GATEWAY_PATIENT_TOKEN", current),
+            ]);
+            let (command, renamed) = Cli::command_for_environment(&both);
+            let new_name_set = !current.is_empty();
+            let expected = if new_name_set {
+                "SHL_GATEWAY_PATIENT_TOKEN"
+            } else {
+                "SHL_GATEWAY_PATIENT_TOKENS"
+            };
+            assert_eq!(env_of(&command, "patient-token").as_deref(), Some(expected));
+            assert_eq!(renamed[0].ignored, new_name_set, "{current:?}");
+        }
+
+        let (_, renamed) = Cli::command_for_environment(&environment(&[]));
+        assert!(renamed.is_empty());
+    }
+
+    #[test]
+    fn a_refused_patient_token_is_not_echoed() {
+        for bad in [
+            "no-equals-sign-secret-value",
+            "a-long-enough-secret-value=bad/id",
+        ] {
+            let error = Cli::try_parse_from(["shl-gateway", "--patient-token", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains("--patient-token"), "{error}");
+            assert!(!error.contains("secret-value"), "{error}");
         }
     }
 

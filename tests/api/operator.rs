@@ -1,0 +1,106 @@
+//! The first hour of an operator: the real binary started from its variables, its errors when a
+//! start fails, and its logs as a terminal, a pipe or a log shipper reads them.
+
+use serde_json::{Value, json};
+
+use crate::helpers::GatewayChild;
+
+/// The JSON log events among `lines` (the dev-token banner and text lines are skipped).
+fn events(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+async fn health_links(address: &str, token: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{address}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": "{ healthLinks { id } }"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn the_former_patient_tokens_variable_still_works_and_its_warning_holds_no_token() {
+    let token = "former-variable-token-7f3a9c2e";
+    let mapping = format!("{token}=demo-alex");
+    let data_dir = tempfile::tempdir().expect("tempdir").keep();
+    let gateway = GatewayChild::spawn_with_env(
+        data_dir,
+        None,
+        &[("SHL_GATEWAY_PATIENT_TOKENS", &mapping)],
+        "info",
+        &["--demo", "on"],
+    );
+
+    let answer = health_links(&gateway.address, token).await;
+
+    assert_eq!(answer["data"]["healthLinks"], json!([]), "{answer}");
+    let lines = gateway.into_lines();
+    let warning = events(&lines)
+        .into_iter()
+        .find(|event| event["variable"] == "SHL_GATEWAY_PATIENT_TOKENS")
+        .unwrap_or_else(|| panic!("no rename warning: {lines:?}"));
+    assert_eq!(warning["level"], "WARN");
+    assert_eq!(warning["replaced_by"], "SHL_GATEWAY_PATIENT_TOKEN");
+    assert!(lines.iter().all(|line| !line.contains(token)), "{lines:?}");
+}
+
+#[tokio::test]
+async fn the_patient_token_variable_is_read_under_its_flags_name() {
+    let token = "current-variable-token-0b8e41d6";
+    let mapping = format!("{token}=demo-alex");
+    let data_dir = tempfile::tempdir().expect("tempdir").keep();
+    let gateway = GatewayChild::spawn_with_env(
+        data_dir,
+        None,
+        &[("SHL_GATEWAY_PATIENT_TOKEN", &mapping)],
+        "info",
+        &["--demo", "on"],
+    );
+
+    let answer = health_links(&gateway.address, token).await;
+
+    assert_eq!(answer["data"]["healthLinks"], json!([]), "{answer}");
+    let lines = gateway.into_lines();
+    assert!(
+        events(&lines)
+            .iter()
+            .all(|event| event["variable"].is_null()),
+        "no rename warning: {lines:?}"
+    );
+}
+
+#[test]
+fn empty_variables_count_as_unset() {
+    let data_dir = tempfile::tempdir().expect("tempdir").keep();
+    // As a compose file writes them: present, and empty. Set, each would fail to parse.
+    let gateway = GatewayChild::spawn_with_env(
+        data_dir,
+        None,
+        &[
+            ("SHL_GATEWAY_UPSTREAM_URL", ""),
+            ("SHL_GATEWAY_UPSTREAM_TIMEOUT", ""),
+            ("SHL_GATEWAY_PATIENT_TOKEN", ""),
+            ("SHL_GATEWAY_SECRET_KEY", ""),
+        ],
+        "info",
+        &[],
+    );
+
+    let lines = gateway.into_lines();
+    let started = events(&lines)
+        .into_iter()
+        .find(|event| event["message"] == "issuer ready")
+        .unwrap_or_else(|| panic!("no startup line: {lines:?}"));
+    assert_eq!(
+        started["mode"], "embedded",
+        "no upstream URL: embedded mode"
+    );
+}
