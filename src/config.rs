@@ -29,6 +29,7 @@ use zeroize::Zeroizing;
 use crate::crypto::attestation::{
     AppAttestation, new_private_key_pem, parse_private_key, parse_retired_key,
 };
+use crate::database::DatabaseKind;
 use crate::graphql::{OperationLimits, SchemaOptions};
 use crate::http::server::ConnectionLimits;
 use crate::http::{HttpSettings, WorkSlots};
@@ -64,8 +65,11 @@ pub enum Command {
     ImportBundle {
         /// The Bundle file: exactly one Patient, plus resources of the shareable types.
         file: PathBuf,
+        /// The embedded store, as `serve` takes it: sqlite://PATH?mode=rwc or
+        /// postgres://USER:PASSWORD@HOST:5432/DATABASE. Default: the SQLite file in --data-dir.
         #[arg(long, env = "SHL_GATEWAY_DATABASE_URL", hide_env_values = true)]
         database_url: Option<SecretString>,
+        /// The gateway's data directory, as `serve` takes it (for its SQLite store).
         #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
@@ -81,6 +85,7 @@ pub enum Command {
     },
     /// Exit 0 if the gateway at `--listen` answers `/healthz` (for images without curl).
     Healthcheck {
+        /// The gateway's address, as `serve` takes it (a wildcard address is probed on loopback).
         #[arg(long, env = "SHL_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
         /// Set (as for `serve`): the listener speaks HTTPS, so probe with HTTPS.
@@ -528,8 +533,9 @@ pub struct EmbeddedConfig {
     #[arg(long, env = "SHL_GATEWAY_PUBLIC_URL")]
     pub public_url: Option<Url>,
 
-    /// Embedded mode's store: `sqlite://file?mode=rwc` or `postgres://...` (for replicas).
-    /// Default: a SQLite file in --data-dir.
+    /// Embedded mode's store: sqlite://PATH?mode=rwc (a file) or
+    /// postgres://USER:PASSWORD@HOST:5432/DATABASE (shared by replicas). Default: a SQLite file in
+    /// --data-dir.
     #[arg(long, env = "SHL_GATEWAY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<SecretString>,
 
@@ -808,8 +814,11 @@ pub struct KeyConfig {
     #[arg(long, env = "SHL_GATEWAY_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
 
-    /// Directory for state a single instance keeps: the generated secret key, and by default
-    /// the SQLite store and the audit file.
+    /// Directory for the state a single instance keeps, created 0700 and each file in it 0600:
+    /// the generated secret key (secret-key) unless --secret-key or --secret-key-file; the SQLite
+    /// store (shl-gateway.db, with its -wal and -shm files) unless --database-url; the audit
+    /// trail (audit.jsonl) unless --audit-log or --audit-database-url; in demo mode, the
+    /// development token (dev-token).
     #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 }
@@ -844,8 +853,20 @@ impl Default for Config {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
-    humantime::parse_duration(text)
+/// `--database-url` and its variable, as messages name them.
+pub(crate) const DATABASE_URL: &str = "--database-url (SHL_GATEWAY_DATABASE_URL)";
+
+/// A duration flag's value. humantime's own messages ("expected number at 0") do not say what a
+/// duration looks like; this one does, and keeps humantime's detail when it helps (a missing or
+/// unknown unit, a number too large).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    const FORM: &str = "expected a duration such as 10s, 500ms, 2m or 1h";
+    humantime::parse_duration(text).map_err(|error| match error {
+        humantime::DurationError::UnknownUnit { .. } | humantime::DurationError::NumberOverflow => {
+            format!("{FORM} ({error})")
+        }
+        _ => FORM.to_owned(),
+    })
 }
 
 pub(crate) use crate::crypto::SecretKey;
@@ -856,11 +877,13 @@ impl Config {
         Self::augment_args(clap::Command::new("shl-gateway")).mut_args(|arg| arg.env(None))
     }
 
-    /// Checks what clap cannot, with messages that name the flag and its variable.
+    /// Checks what clap cannot, with messages that name the flag and its variable. Nothing is
+    /// read or written here: a start refused at this step leaves no trace.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         self.upstream.validate()?;
         self.embedded.validate()?;
         self.attestation.validate()?;
+        self.audit.validate()?;
         if self.embedded.public_url.is_none()
             && self.upstream.upstream_url.is_none()
             && self.listener.listen.ip().is_unspecified()
@@ -989,6 +1012,10 @@ impl UpstreamConfig {
 
 impl EmbeddedConfig {
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.database_url {
+            DatabaseKind::of(url.expose_secret())
+                .map_err(|error| anyhow::anyhow!("{DATABASE_URL}: {error}"))?;
+        }
         if let Some(url) = &self.public_url {
             let plain = matches!(url.scheme(), "http" | "https")
                 && url.query().is_none()
@@ -1038,6 +1065,23 @@ impl EmbeddedConfig {
             passcode_attempts: self.passcode_attempts,
             location_ticket_lifetime: self.location_ticket_lifetime,
         }
+    }
+}
+
+impl AuditConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.audit_database_url {
+            let kind = DatabaseKind::of(url.expose_secret()).map_err(|error| {
+                anyhow::anyhow!("--audit-database-url (SHL_GATEWAY_AUDIT_DATABASE_URL): {error}")
+            })?;
+            if kind != DatabaseKind::Postgres {
+                bail!(
+                    "--audit-database-url (SHL_GATEWAY_AUDIT_DATABASE_URL) takes a PostgreSQL URL \
+                     (postgres://USER:PASSWORD@HOST:5432/DATABASE); for a file, use --audit-log"
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1522,6 +1566,106 @@ mod tests {
             assert!(error.contains("--patient-token"), "{error}");
             assert!(!error.contains("secret-value"), "{error}");
         }
+    }
+
+    /// Every `--help` text, of the binary and of each subcommand, with the command's path.
+    fn every_help(command: &mut clap::Command, path: &str, helps: &mut Vec<(String, String)>) {
+        helps.push((path.to_owned(), command.render_long_help().to_string()));
+        for subcommand in command.get_subcommands_mut() {
+            let path = format!("{path} {}", subcommand.get_name());
+            every_help(subcommand, &path, helps);
+        }
+    }
+
+    #[test]
+    fn no_help_text_shows_code() {
+        // What a doc comment written for rustdoc leaves in `--help`: paths, intra-doc links,
+        // variants and types (`--redis-failure-policy` once said "Answer `Err(QuotaError::...)`").
+        const CODE: [&str; 9] = [
+            "::", "`]", "Err(", "Ok(", "Some(", "None`", "Self", "Option<", "Vec<",
+        ];
+        let mut helps = Vec::new();
+        every_help(&mut Cli::command(), "shl-gateway", &mut helps);
+        assert!(helps.len() >= 9, "{}", helps.len());
+        for (path, help) in helps {
+            for code in CODE {
+                assert!(
+                    !help.contains(code),
+                    "`{path} --help` shows {code:?}:\n{help}"
+                );
+            }
+            // An intra-doc link, [`Type`]; the text "`[` and `{`" is not one.
+            let link = help
+                .match_indices("[`")
+                .find(|(at, _)| help[at + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
+            assert!(link.is_none(), "`{path} --help` shows a doc link:\n{help}");
+        }
+    }
+
+    #[test]
+    fn data_dir_help_names_every_file_kept_there() {
+        let help = Cli::command().render_long_help().to_string();
+        let data_dir = &help[help.find("--data-dir <DATA_DIR>").expect("--data-dir")..];
+        let data_dir = &data_dir[..data_dir.find("[default").expect("its default")];
+        for file in [
+            crate::files::SECRET_KEY_FILE,
+            crate::files::STORE_FILE,
+            crate::files::AUDIT_FILE,
+            "dev-token",
+        ] {
+            assert!(data_dir.contains(file), "{file}: {data_dir}");
+        }
+    }
+
+    #[test]
+    fn a_duration_flag_says_what_a_duration_looks_like() {
+        for value in ["ten", "", "10", "10 parsecs"] {
+            let error = Cli::try_parse_from(["shl-gateway", "--upstream-timeout", value])
+                .expect_err(value)
+                .to_string();
+            assert!(
+                error.contains("expected a duration such as 10s, 500ms"),
+                "{value:?}: {error}"
+            );
+            assert!(!error.contains("expected number at"), "{value:?}: {error}");
+        }
+        let cli = Cli::try_parse_from(["shl-gateway", "--upstream-timeout", "1500ms"])
+            .expect("a duration");
+        assert_eq!(
+            cli.serve.upstream.upstream_timeout,
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn a_database_url_of_another_kind_is_refused_before_anything_runs() {
+        for (url, expected) in [
+            (
+                "mysql://root:hunter2@db/shl",
+                "mysql: URLs are not supported",
+            ),
+            ("garbage", "not a database URL"),
+            (
+                "/var/lib/shl/shl.db",
+                "sqlite:///var/lib/shl/shl.db?mode=rwc",
+            ),
+        ] {
+            let mut config = Config::default();
+            config.embedded.database_url = Some(SecretString::from(url));
+            let error = config.validate().expect_err(url).to_string();
+            assert!(error.starts_with(DATABASE_URL), "{error}");
+            assert!(error.contains(expected), "{error}");
+            assert!(
+                error.contains("postgres://") || error.contains("sqlite://"),
+                "{error}"
+            );
+            assert!(!error.contains("stored data"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        let mut config = Config::default();
+        config.audit.audit_database_url = Some(SecretString::from("sqlite://audit.db"));
+        let error = config.validate().expect_err("not PostgreSQL").to_string();
+        assert!(error.contains("--audit-log"), "{error}");
     }
 
     #[test]

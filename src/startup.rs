@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::audit::{AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
+use crate::audit::{AuditError, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
 use crate::clock::now_ms;
 use crate::config::{AuditConfig, Config, DemoMode, EmbeddedConfig, RedisConfig};
 use crate::crypto::{AuditKey, Keys};
@@ -388,10 +388,24 @@ async fn open_audit_sink(
         }
     };
     let sink = FileAuditSink::open(&path, key, config.audit_chain.clone()).map_err(|error| {
-        anyhow::anyhow!(
-            "--audit-log (SHL_GATEWAY_AUDIT_LOG) {}: {error}",
-            path.display()
-        )
+        // Locked: the usual cause is a second gateway started on the same directory.
+        match (&error, &config.audit_log) {
+            (AuditError::Locked(_), None) => anyhow::anyhow!(
+                "--data-dir (SHL_GATEWAY_DATA_DIR) {}: another shl-gateway uses this --data-dir \
+                 (its audit file {} is locked); stop it, or give each gateway its own --data-dir",
+                data_dir.display(),
+                path.display()
+            ),
+            (AuditError::Locked(_), Some(_)) => anyhow::anyhow!(
+                "--audit-log (SHL_GATEWAY_AUDIT_LOG) {}: another shl-gateway writes this audit \
+                 file; stop it, or give each gateway its own --audit-log",
+                path.display()
+            ),
+            _ => anyhow::anyhow!(
+                "--audit-log (SHL_GATEWAY_AUDIT_LOG) {}: {error}",
+                path.display()
+            ),
+        }
     })?;
     Ok(Arc::new(sink))
 }
@@ -510,8 +524,11 @@ pub async fn open_store(
     database_url: Option<&SecretString>,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<SqlStore> {
-    let url = match database_url {
-        Some(url) => url.expose_secret().to_owned(),
+    let (url, what) = match database_url {
+        Some(url) => (
+            url.expose_secret().to_owned(),
+            format!("{}: cannot open the store", crate::config::DATABASE_URL),
+        ),
         None => {
             crate::files::create_private_dir(data_dir).with_context(|| {
                 format!(
@@ -519,9 +536,13 @@ pub async fn open_store(
                     data_dir.display()
                 )
             })?;
-            format!(
-                "sqlite://{}?mode=rwc",
-                data_dir.join(crate::files::STORE_FILE).display()
+            let file = data_dir.join(crate::files::STORE_FILE);
+            (
+                format!("sqlite://{}?mode=rwc", file.display()),
+                format!(
+                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot open the store {}",
+                    file.display()
+                ),
             )
         }
     };
@@ -529,9 +550,7 @@ pub async fn open_store(
         prepare_sqlite_file(&path, &url)
             .with_context(|| format!("cannot prepare the store file {}", path.display()))?;
     }
-    SqlStore::connect(&url)
-        .await
-        .context("--database-url (SHL_GATEWAY_DATABASE_URL): cannot open the store")
+    SqlStore::connect(&url).await.context(what)
 }
 
 /// The file a `sqlite:` URL names, unless it is an in-memory database.

@@ -104,3 +104,56 @@ fn empty_variables_count_as_unset() {
         "no upstream URL: embedded mode"
     );
 }
+
+/// Runs the gateway with `args` (and `--listen 127.0.0.1:0 --data-dir DATA_DIR`) in an empty
+/// environment, expecting it to stop by itself within 30 s; returns its exit status and stderr.
+fn failed_start(data_dir: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::io::Read as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gateway starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway did not stop: {args:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    (status, stderr)
+}
+
+#[test]
+fn a_second_gateway_on_the_same_data_dir_says_so() {
+    let first = GatewayChild::spawn("info", &[]);
+
+    let (status, stderr) = failed_start(&first.data_dir, &[]);
+
+    assert!(!status.success());
+    assert!(
+        stderr.contains("another shl-gateway uses this --data-dir"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&first.data_dir.display().to_string()),
+        "{stderr}"
+    );
+    drop(first.into_lines());
+}
