@@ -35,7 +35,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("shl-gateway: {error:#}");
+            eprintln!("shl-gateway: {}", shl_gateway::telemetry::report(&error));
             ExitCode::FAILURE
         }
     }

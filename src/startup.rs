@@ -524,33 +524,23 @@ pub async fn open_store(
     database_url: Option<&SecretString>,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<SqlStore> {
-    let (url, what) = match database_url {
-        Some(url) => (
-            url.expose_secret().to_owned(),
-            format!("{}: cannot open the store", crate::config::DATABASE_URL),
-        ),
+    const DATA_DIR: &str = "--data-dir (SHL_GATEWAY_DATA_DIR)";
+    let (url, flag) = match database_url {
+        Some(url) => (url.expose_secret().to_owned(), crate::config::DATABASE_URL),
         None => {
-            crate::files::create_private_dir(data_dir).with_context(|| {
-                format!(
-                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
-                    data_dir.display()
-                )
-            })?;
+            crate::files::create_private_dir(data_dir)
+                .with_context(|| format!("{DATA_DIR}: cannot create {}", data_dir.display()))?;
             let file = data_dir.join(crate::files::STORE_FILE);
-            (
-                format!("sqlite://{}?mode=rwc", file.display()),
-                format!(
-                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot open the store {}",
-                    file.display()
-                ),
-            )
+            (format!("sqlite://{}?mode=rwc", file.display()), DATA_DIR)
         }
     };
     if let Some(path) = sqlite_file(&url) {
         prepare_sqlite_file(&path, &url)
-            .with_context(|| format!("cannot prepare the store file {}", path.display()))?;
+            .with_context(|| format!("{flag}: cannot prepare the store file {}", path.display()))?;
     }
-    SqlStore::connect(&url).await.context(what)
+    SqlStore::connect(&url)
+        .await
+        .with_context(|| format!("{flag}: cannot open the store"))
 }
 
 /// The file a `sqlite:` URL names, unless it is an in-memory database.

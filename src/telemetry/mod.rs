@@ -10,6 +10,9 @@ use tracing_subscriber::{EnvFilter, fmt};
 
 #[cfg(feature = "otel")]
 mod otel;
+mod report;
+
+pub use report::report;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
