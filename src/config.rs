@@ -1228,14 +1228,30 @@ impl From<&QuotaConfig> for QuotaSpecs {
 }
 
 impl KeyConfig {
-    /// The secret key from --secret-key, --secret-key-file, or (single instance) the data
-    /// directory, where one is generated on first start.
-    pub fn load_secret_key(&self) -> anyhow::Result<SecretKey> {
+    /// The secret key `serve` starts with: from --secret-key, --secret-key-file, or (single
+    /// instance) the data directory. On a first start there is none in the data directory: one
+    /// is generated, and returned unwritten, for [`StartKey::keep`] to write once the start has
+    /// passed every step that can fail without the disk (see `Application::build`).
+    pub fn key_for_start(&self) -> anyhow::Result<StartKey> {
         if self.secret_key.is_none() && self.secret_key_file.is_none() {
-            // Single instance: make the key on first start; reading it is then the same path.
-            load_or_create_key(&self.data_dir)?;
+            let path = self.data_dir.join(crate::files::SECRET_KEY_FILE);
+            match std::fs::symlink_metadata(&path) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(StartKey {
+                        key: generate_key()?,
+                        unwritten: Some(path),
+                    });
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| format!("cannot read {}", path.display()));
+                }
+                Ok(_) => {}
+            }
         }
-        self.load_existing()
+        Ok(StartKey {
+            key: self.load_existing()?,
+            unwritten: None,
+        })
     }
 
     /// The configured key, or the one kept in the data directory; never a new one (for
@@ -1247,7 +1263,7 @@ impl KeyConfig {
             let path = self
                 .secret_key_file
                 .clone()
-                .unwrap_or_else(|| self.data_dir.join("secret-key"));
+                .unwrap_or_else(|| self.data_dir.join(crate::files::SECRET_KEY_FILE));
             read_key_file(&path).with_context(|| {
                 format!(
                     "cannot read the secret key from {} (--secret-key-file or --data-dir)",
@@ -1273,31 +1289,57 @@ fn read_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The generated key is 32 random bytes, base64url: printable, so an operator can copy it to
-/// other replicas' `--secret-key-file`.
-fn load_or_create_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    use base64::Engine as _;
-    let path = data_dir.join("secret-key");
-    match read_key_file(&path) {
-        Ok(key) => return Ok(key),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => {
-            return Err(error).with_context(|| format!("cannot read {}", path.display()));
-        }
+/// The secret key of a start, and where to keep it if it was just generated.
+#[derive(Debug)]
+pub struct StartKey {
+    key: SecretKey,
+    /// Set: the key was generated for this file of the data directory, which does not hold it yet.
+    unwritten: Option<PathBuf>,
+}
+
+impl StartKey {
+    pub fn key(&self) -> &SecretKey {
+        &self.key
     }
-    crate::files::create_private_dir(data_dir).with_context(|| {
-        format!(
-            "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
-            data_dir.display()
-        )
-    })?;
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw)
+
+    /// Writes a generated key to the data directory (`0600`, never over an existing file); a key
+    /// read from somewhere is already kept.
+    pub fn keep(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.unwritten else {
+            return Ok(());
+        };
+        if let Some(dir) = path.parent() {
+            crate::files::create_private_dir(dir).with_context(|| {
+                format!(
+                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
+                    dir.display()
+                )
+            })?;
+        }
+        write_private_file(path, self.key.expose_secret()).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::AlreadyExists {
+                // Two gateways started at once on a new data directory: one key must win.
+                anyhow::anyhow!(
+                    "--data-dir (SHL_GATEWAY_DATA_DIR): {} appeared while this gateway started: \
+                     another shl-gateway uses this --data-dir",
+                    path.display()
+                )
+            } else {
+                anyhow::anyhow!("cannot write {}: {error}", path.display())
+            }
+        })
+    }
+}
+
+/// 32 random bytes, base64url: printable, so an operator can copy the key to other replicas'
+/// `--secret-key-file`. The text is the key (what the file holds is what is used).
+fn generate_key() -> anyhow::Result<SecretKey> {
+    use base64::Engine as _;
+    let mut raw = Zeroizing::new([0u8; 32]);
+    getrandom::fill(raw.as_mut())
         .map_err(|_| anyhow::anyhow!("the OS random number generator failed"))?;
-    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-    write_private_file(&path, encoded.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(encoded.into_bytes())
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref());
+    Ok(SecretBox::new(Box::new(encoded.into_bytes())))
 }
 
 #[cfg(unix)]
@@ -1899,25 +1941,51 @@ mod tests {
             secret_key: Some(SecretString::from("too short")),
             ..with_upstream().key
         };
-        let error = key.load_secret_key().expect_err("short");
+        let error = key.key_for_start().expect_err("short");
         assert!(!error.to_string().contains("too short"));
     }
 
     #[test]
-    fn a_generated_key_is_kept_and_reused() {
+    fn a_generated_key_is_written_only_when_kept_and_then_reused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = KeyConfig {
             data_dir: dir.path().join("data"),
             ..with_upstream().key
         };
-        let first = key.load_secret_key().expect("generated");
-        let second = key.load_secret_key().expect("reloaded");
-        assert_eq!(first.expose_secret(), second.expose_secret());
-        assert!(first.expose_secret().len() >= MIN_SECRET_KEY_BYTES);
+
+        let generated = key.key_for_start().expect("generated");
+        assert!(!key.data_dir.exists(), "nothing written before keep");
+        generated.keep().expect("written");
+        let again = key.key_for_start().expect("reloaded");
+        again.keep().expect("nothing to write");
+
+        let first = generated.key().expose_secret();
+        assert_eq!(first, again.key().expose_secret());
+        assert!(first.len() >= MIN_SECRET_KEY_BYTES);
         assert_eq!(
             key.load_existing().expect("kept").expose_secret(),
-            first.expose_secret(),
+            first,
             "audit verify reads the same key"
+        );
+    }
+
+    #[test]
+    fn a_key_generated_twice_for_one_data_dir_is_kept_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = KeyConfig {
+            data_dir: dir.path().join("data"),
+            ..with_upstream().key
+        };
+        let (first, second) = (
+            key.key_for_start().expect("generated"),
+            key.key_for_start().expect("generated"),
+        );
+        first.keep().expect("written");
+        let error = second.keep().expect_err("the file exists now").to_string();
+        assert!(error.contains("another shl-gateway"), "{error}");
+        assert_eq!(
+            key.load_existing().expect("kept").expose_secret(),
+            first.key().expose_secret()
         );
     }
 

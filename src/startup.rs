@@ -19,13 +19,15 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::audit::{AuditError, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
 use crate::clock::now_ms;
 use crate::config::{AuditConfig, Config, DemoMode, EmbeddedConfig, RedisConfig};
+use crate::crypto::attestation::AppAttestation;
 use crate::crypto::{AuditKey, Keys};
+use crate::database::DatabaseKind;
 use crate::graphql::{SchemaOptions, build_executor};
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, Readiness, WorkSlots, router};
 use crate::idempotency::{Idempotency, IdempotencyStore, InProcessStore, RedisStore};
 use crate::issuer::Issuer;
-use crate::issuer::embedded::{EmbeddedIssuer, MAX_SHL_URL_LEN};
+use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
 use crate::issuer::fhir::PatientRecord;
 use crate::issuer::store::{LinkStore, SqlStore};
 use crate::links::{LinkAccesses, LinkService};
@@ -83,21 +85,23 @@ impl ShutdownHandle {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        if uses_data_dir(&config) {
-            crate::files::secure_data_dir(&config.key.data_dir).with_context(|| {
-                format!(
-                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot prepare {}",
-                    config.key.data_dir.display()
-                )
-            })?;
-        }
-        let keys = Keys::derive(&config.key.load_secret_key()?);
+        // First every step that can fail for a reason other than the disk, writing nothing: a
+        // start refused here (a port taken, a certificate, a key file, a database or Redis URL,
+        // an unreachable PostgreSQL) leaves no data directory, secret key, audit file or store.
+        let secret_key = config.key.key_for_start()?;
+        let keys = Keys::derive(secret_key.key());
         let listen = config.listener.listen;
         // Bound first: with port 0, the public URL of embedded links needs the real port.
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("--listen (SHL_GATEWAY_LISTEN): cannot bind {listen}"))?;
         let local_addr = listener.local_addr()?;
+        let metrics_listener = match config.listener.metrics_listen {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!("--metrics-listen (SHL_GATEWAY_METRICS_LISTEN): cannot bind {address}")
+            })?),
+            None => None,
+        };
 
         let tls = match (&config.listener.tls_cert, &config.listener.tls_key) {
             (Some(cert), Some(key)) => {
@@ -110,14 +114,41 @@ impl Application {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
 
-        let upstream = config.upstream.settings();
-        let audit = AuditTrail::new(
-            open_audit_sink(&config.audit, &config.key.data_dir, &keys).await?,
-            keys.audit_actor.clone(),
-        );
-        let audit_at_shutdown = audit.clone();
+        let mode = match config.upstream.settings() {
+            Some(settings) => {
+                if config.attestation.attestation_key_file.is_some() {
+                    tracing::warn!(
+                        "--attestation-key-file is ignored in upstream mode: b.well makes no \
+                         DIRECT links here"
+                    );
+                }
+                ModeStart::Upstream(build_upstream_issuer(&config, settings)?)
+            }
+            None => ModeStart::Embedded(Box::new(
+                EmbeddedStart::check(&config, &format!("{scheme}://{local_addr}")).await?,
+            )),
+        };
+        let audit_database = open_audit_database(&config.audit, &keys).await?;
         let quotas = build_quota_store(&config.redis, config.quotas.rate_limit_max_keys).await?;
         let idempotency = Arc::new(build_idempotency(&config, &keys)?);
+
+        // Then the state kept on disk, the generated key first: the audit chain and the store's
+        // token HMACs depend on it.
+        if uses_data_dir(&config) {
+            crate::files::secure_data_dir(&config.key.data_dir).with_context(|| {
+                format!(
+                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot prepare {}",
+                    config.key.data_dir.display()
+                )
+            })?;
+        }
+        secret_key.keep()?;
+        let audit_sink = match audit_database {
+            Some(sink) => sink,
+            None => open_audit_file(&config.audit, &config.key.data_dir, &keys)?,
+        };
+        let audit = AuditTrail::new(audit_sink, keys.audit_actor.clone());
+        let audit_at_shutdown = audit.clone();
         let rate_policy = RatePolicy::new(
             quotas.store.clone(),
             keys.rate_limit.clone(),
@@ -127,20 +158,10 @@ impl Application {
         let mut development_token = None;
         let mut purge = None;
         let mut embedded_routes = None;
-        let issuer: Arc<dyn Issuer> = match upstream {
-            Some(settings) => {
-                if config.attestation.attestation_key_file.is_some() {
-                    tracing::warn!(
-                        "--attestation-key-file is ignored in upstream mode: b.well makes no \
-                         DIRECT links here"
-                    );
-                }
-                build_upstream_issuer(&config, settings)?
-            }
-            None => {
-                let default_public_url = format!("{scheme}://{local_addr}");
-                let embedded =
-                    Arc::new(build_embedded_issuer(&config, &keys, &default_public_url).await?);
+        let issuer: Arc<dyn Issuer> = match mode {
+            ModeStart::Upstream(upstream) => upstream,
+            ModeStart::Embedded(embedded_start) => {
+                let embedded = Arc::new(embedded_start.open(&config, &keys).await?);
                 development_token =
                     set_up_identities(&config.embedded, &keys, local_addr, embedded.store())
                         .await?;
@@ -183,12 +204,6 @@ impl Application {
             .listener
             .http_settings(config.graphql.graphiql_assets_dir(), work_slots.clone())?;
         let connection_limits = ConnectionLimits::from(&config.listener);
-        let metrics_listener = match config.listener.metrics_listen {
-            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
-                format!("--metrics-listen (SHL_GATEWAY_METRICS_LISTEN): cannot bind {address}")
-            })?),
-            None => None,
-        };
         // Installs the recorder before the first request, so early counts are not lost.
         let _ = crate::metrics::handle();
         let app_router = router(state, &http_settings, embedded_routes);
@@ -353,22 +368,32 @@ impl Application {
     }
 }
 
-/// The audit sink: PostgreSQL (`--audit-database-url`, one chain per replica) or a JSON-lines
-/// file (`--audit-log`, default in `--data-dir`). Opening verifies the chain's tail.
-async fn open_audit_sink(
+/// The audit sink in PostgreSQL (`--audit-database-url`, one chain per replica), or `None` for
+/// a file. Opening verifies the chain's tail.
+async fn open_audit_database(
+    config: &AuditConfig,
+    keys: &Keys,
+) -> anyhow::Result<Option<Arc<dyn AuditSink>>> {
+    let Some(url) = &config.audit_database_url else {
+        return Ok(None);
+    };
+    let key = AuditKey::from(&keys.audit_chain);
+    let sink = PostgresAuditSink::connect(url.expose_secret(), key, config.audit_chain.clone())
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!("--audit-database-url (SHL_GATEWAY_AUDIT_DATABASE_URL): {error}")
+        })?;
+    Ok(Some(Arc::new(sink)))
+}
+
+/// The audit sink as a JSON-lines file (`--audit-log`, default in `--data-dir`). Opening creates
+/// the file, or verifies its chain's tail.
+fn open_audit_file(
     config: &AuditConfig,
     data_dir: &std::path::Path,
     keys: &Keys,
 ) -> anyhow::Result<Arc<dyn AuditSink>> {
     let key = AuditKey::from(&keys.audit_chain);
-    if let Some(url) = &config.audit_database_url {
-        let sink = PostgresAuditSink::connect(url.expose_secret(), key, config.audit_chain.clone())
-            .await
-            .map_err(|error| {
-                anyhow::anyhow!("--audit-database-url (SHL_GATEWAY_AUDIT_DATABASE_URL): {error}")
-            })?;
-        return Ok(Arc::new(sink));
-    }
     let path = match &config.audit_log {
         Some(path) => {
             // Outside the data directory too, the trail names recipients and addresses.
@@ -482,41 +507,73 @@ fn build_upstream_issuer(
     )))
 }
 
-async fn build_embedded_issuer(
-    config: &Config,
-    keys: &Keys,
-    default_public_url: &str,
-) -> anyhow::Result<EmbeddedIssuer> {
-    let default_public_url = default_public_url
-        .parse()
-        .context("cannot form the default --public-url")?;
-    let settings = config.embedded.settings(default_public_url);
-    let longest = settings.longest_manifest_url();
-    anyhow::ensure!(
-        longest.len() <= MAX_SHL_URL_LEN,
-        "--public-url (SHL_GATEWAY_PUBLIC_URL) is too long: manifest URLs would have {} characters, \
-         the SHL limit is {MAX_SHL_URL_LEN}",
-        longest.len()
-    );
-    // Before the store: a bad key file stops the start before anything is created.
-    let attestation = config.attestation.load(&settings.public_url)?;
-    if let Some(attestation) = &attestation {
-        tracing::info!(
-            kid = attestation.kid(),
-            issuer = attestation.issuer(),
-            retired_keys = attestation.retired_keys(),
-            "app attestation on: DIRECT links are attested, /.well-known/jwks.json served"
+/// The issuer of each mode, as far as it is made before anything is written.
+enum ModeStart {
+    Upstream(Arc<dyn Issuer>),
+    Embedded(Box<EmbeddedStart>),
+}
+
+/// Embedded mode's issuer, made in two steps so that a failed start writes nothing:
+/// [`EmbeddedStart::check`] works out the settings, loads the attestation key and connects a
+/// PostgreSQL store; [`EmbeddedStart::open`], once nothing else can fail, opens a SQLite store
+/// (creating its file) and makes the issuer.
+struct EmbeddedStart {
+    settings: EmbeddedSettings,
+    attestation: Option<AppAttestation>,
+    /// A PostgreSQL store, connected and migrated; `None`: SQLite, opened by `open`.
+    remote_store: Option<SqlStore>,
+}
+
+impl EmbeddedStart {
+    async fn check(config: &Config, default_public_url: &str) -> anyhow::Result<Self> {
+        let default_public_url = default_public_url
+            .parse()
+            .context("cannot form the default --public-url")?;
+        let settings = config.embedded.settings(default_public_url);
+        let longest = settings.longest_manifest_url();
+        anyhow::ensure!(
+            longest.len() <= MAX_SHL_URL_LEN,
+            "--public-url (SHL_GATEWAY_PUBLIC_URL) is too long: manifest URLs would have {} \
+             characters, the SHL limit is {MAX_SHL_URL_LEN}",
+            longest.len()
         );
+        let attestation = config.attestation.load(&settings.public_url)?;
+        if let Some(attestation) = &attestation {
+            tracing::info!(
+                kid = attestation.kid(),
+                issuer = attestation.issuer(),
+                retired_keys = attestation.retired_keys(),
+                "app attestation on: DIRECT links are attested, /.well-known/jwks.json served"
+            );
+        }
+        let database_url = config.embedded.database_url.as_ref();
+        let remote = database_url
+            .is_some_and(|url| DatabaseKind::of(url.expose_secret()) == Ok(DatabaseKind::Postgres));
+        let remote_store = match remote {
+            true => Some(open_store(database_url, &config.key.data_dir).await?),
+            false => None,
+        };
+        Ok(Self {
+            settings,
+            attestation,
+            remote_store,
+        })
     }
-    let store = open_store(config.embedded.database_url.as_ref(), &config.key.data_dir).await?;
-    let hasher = PasscodeHasher::new(
-        keys.passcode_pepper.clone(),
-        config.embedded.max_concurrent_passcode_hashes,
-    );
-    Ok(
-        EmbeddedIssuer::new(Arc::new(store), keys.clone(), hasher, settings)
-            .with_attestation(attestation),
-    )
+
+    async fn open(self: Box<Self>, config: &Config, keys: &Keys) -> anyhow::Result<EmbeddedIssuer> {
+        let store = match self.remote_store {
+            Some(store) => store,
+            None => open_store(config.embedded.database_url.as_ref(), &config.key.data_dir).await?,
+        };
+        let hasher = PasscodeHasher::new(
+            keys.passcode_pepper.clone(),
+            config.embedded.max_concurrent_passcode_hashes,
+        );
+        Ok(
+            EmbeddedIssuer::new(Arc::new(store), keys.clone(), hasher, self.settings)
+                .with_attestation(self.attestation),
+        )
+    }
 }
 
 /// Opens (and migrates) the embedded store: `--database-url`, or a SQLite file in `--data-dir`.

@@ -157,3 +157,81 @@ fn a_second_gateway_on_the_same_data_dir_says_so() {
     );
     drop(first.into_lines());
 }
+
+/// A port nothing listens on: bound, then freed.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn a_refused_database_is_said_at_once_each_cause_once() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let url = format!("postgres://shl:hunter2@127.0.0.1:{}/shl", closed_port());
+    let started = std::time::Instant::now();
+
+    let (status, stderr) = failed_start(&root.path().join("data"), &["--database-url", &url]);
+
+    assert!(!status.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "not after the pool's 5 s: {:?}",
+        started.elapsed()
+    );
+    let report: Vec<&str> = stderr
+        .lines()
+        .skip_while(|line| !line.starts_with("shl-gateway: "))
+        .collect();
+    assert_eq!(
+        report[0], "shl-gateway: --database-url (SHL_GATEWAY_DATABASE_URL): cannot open the store",
+        "{stderr}"
+    );
+    assert!(
+        report[1].starts_with("  caused by: cannot connect to PostgreSQL at 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("connection refused").count(), 1, "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn a_start_that_fails_writes_nothing_to_disk() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let taken = taken.local_addr().expect("address").to_string();
+    let refused = format!("postgres://shl:pw@127.0.0.1:{}/shl", closed_port());
+    let failures: [(&[&str], &str); 6] = [
+        (
+            &["--database-url", "mysql://root:pw@db/shl"],
+            "mysql: URLs are not supported",
+        ),
+        (&["--database-url", "garbage"], "not a database URL"),
+        (&["--database-url", &refused], "connection refused"),
+        (&["--audit-database-url", &refused], "connection refused"),
+        (&["--metrics-listen", &taken], "--metrics-listen"),
+        (
+            &[
+                "--tls-cert",
+                "/nonexistent/cert.pem",
+                "--tls-key",
+                "/nonexistent/key.pem",
+            ],
+            "--tls-cert",
+        ),
+    ];
+    for (args, expected) in failures {
+        let root = tempfile::tempdir().expect("tempdir");
+        let data_dir = root.path().join("data");
+
+        let (status, stderr) = failed_start(&data_dir, args);
+
+        assert!(!status.success(), "{args:?}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(
+            !data_dir.exists(),
+            "{args:?} left {:?}",
+            std::fs::read_dir(&data_dir).map(|entries| entries.count())
+        );
+    }
+}
