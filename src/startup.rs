@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use url::Url;
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -26,10 +27,10 @@ use crate::graphql::{SchemaOptions, build_executor};
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, Readiness, WorkSlots, router};
 use crate::idempotency::{Idempotency, IdempotencyStore, InProcessStore, RedisStore};
-use crate::issuer::Issuer;
 use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
 use crate::issuer::fhir::PatientRecord;
 use crate::issuer::store::{LinkStore, SqlStore};
+use crate::issuer::{Issuer, IssuerMode};
 use crate::links::{LinkAccesses, LinkService};
 use crate::passcode::PasscodeHasher;
 use crate::ratelimit::{
@@ -178,7 +179,7 @@ impl Application {
                 embedded
             }
         };
-        tracing::info!(mode = issuer.mode().as_str(), "issuer ready");
+        log_configuration(&config, issuer.mode());
 
         let schema_options = SchemaOptions::from(&config.graphql);
         let readiness = Readiness::default();
@@ -394,24 +395,18 @@ fn open_audit_file(
     keys: &Keys,
 ) -> anyhow::Result<Arc<dyn AuditSink>> {
     let key = AuditKey::from(&keys.audit_chain);
-    let path = match &config.audit_log {
-        Some(path) => {
-            // Outside the data directory too, the trail names recipients and addresses.
-            crate::files::tighten(path).with_context(|| {
-                format!("--audit-log (SHL_GATEWAY_AUDIT_LOG): {}", path.display())
-            })?;
-            path.clone()
-        }
-        None => {
-            crate::files::create_private_dir(data_dir).with_context(|| {
-                format!(
-                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
-                    data_dir.display()
-                )
-            })?;
-            data_dir.join(crate::files::AUDIT_FILE)
-        }
-    };
+    let path = audit_file_path(config, data_dir);
+    match &config.audit_log {
+        // Outside the data directory too, the trail names recipients and addresses.
+        Some(_) => crate::files::tighten(&path)
+            .with_context(|| format!("--audit-log (SHL_GATEWAY_AUDIT_LOG): {}", path.display()))?,
+        None => crate::files::create_private_dir(data_dir).with_context(|| {
+            format!(
+                "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
+                data_dir.display()
+            )
+        })?,
+    }
     let sink = FileAuditSink::open(&path, key, config.audit_chain.clone()).map_err(|error| {
         // Locked: the usual cause is a second gateway started on the same directory.
         match (&error, &config.audit_log) {
@@ -433,6 +428,52 @@ fn open_audit_file(
         }
     })?;
     Ok(Arc::new(sink))
+}
+
+/// The one line that says what this start runs with: the mode, the upstream's host (never its
+/// path or credentials), the kinds of the store and of the audit trail, and the audit file.
+/// Neither database URL is named: they hold passwords.
+fn log_configuration(config: &Config, mode: IssuerMode) {
+    let upstream_host = match mode {
+        IssuerMode::Upstream => config
+            .upstream
+            .upstream_url
+            .as_ref()
+            .and_then(Url::host_str),
+        IssuerMode::Embedded => None,
+    };
+    let store = match (mode, &config.embedded.database_url) {
+        (IssuerMode::Upstream, _) => None,
+        (IssuerMode::Embedded, Some(url)) => match DatabaseKind::of(url.expose_secret()) {
+            Ok(DatabaseKind::Postgres) => Some("postgres"),
+            _ => Some("sqlite"),
+        },
+        (IssuerMode::Embedded, None) => Some("sqlite"),
+    };
+    let (audit, audit_file) = match &config.audit.audit_database_url {
+        Some(_) => ("postgres", None),
+        None => (
+            "file",
+            Some(audit_file_path(&config.audit, &config.key.data_dir)),
+        ),
+    };
+    let audit_file = audit_file.as_ref().map(|path| path.display().to_string());
+    tracing::info!(
+        mode = mode.as_str(),
+        upstream.host = upstream_host,
+        store,
+        audit,
+        audit.file = audit_file.as_deref(),
+        "gateway configured"
+    );
+}
+
+/// Where the audit file is: `--audit-log`, or in the data directory.
+fn audit_file_path(config: &AuditConfig, data_dir: &std::path::Path) -> std::path::PathBuf {
+    config
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| data_dir.join(crate::files::AUDIT_FILE))
 }
 
 /// Idempotent answers: in Redis when configured (a retry may reach any replica), else here.

@@ -97,7 +97,7 @@ fn empty_variables_count_as_unset() {
     let lines = gateway.into_lines();
     let started = events(&lines)
         .into_iter()
-        .find(|event| event["message"] == "issuer ready")
+        .find(|event| event["message"] == "gateway configured")
         .unwrap_or_else(|| panic!("no startup line: {lines:?}"));
     assert_eq!(
         started["mode"], "embedded",
@@ -234,4 +234,176 @@ fn a_start_that_fails_writes_nothing_to_disk() {
             std::fs::read_dir(&data_dir).map(|entries| entries.count())
         );
     }
+}
+
+/// The JSON event with this message, or a panic that shows every line.
+fn event<'a>(events: &'a [Value], message: &str, lines: &[String]) -> &'a Value {
+    events
+        .iter()
+        .find(|event| event["message"] == message)
+        .unwrap_or_else(|| panic!("no {message:?} line: {lines:?}"))
+}
+
+#[test]
+fn the_startup_line_names_mode_store_and_audit_sink() {
+    let gateway = GatewayChild::spawn("info", &[]);
+    let audit_file = gateway.data_dir.join("audit.jsonl");
+
+    let lines = gateway.into_lines();
+
+    let events = events(&lines);
+    let started = event(&events, "gateway configured", &lines);
+    assert_eq!(started["mode"], "embedded");
+    assert_eq!(started["store"], "sqlite");
+    assert_eq!(started["audit"], "file");
+    assert_eq!(started["audit.file"], audit_file.display().to_string());
+    assert!(started["upstream.host"].is_null());
+}
+
+#[test]
+fn the_startup_line_names_the_upstreams_host_and_nothing_else_of_its_url() {
+    let upstream = "https://client:hunter2@api.example.org:8443/v1/graphql?key=path-secret";
+    let gateway = GatewayChild::spawn("debug", &["--upstream-url", upstream]);
+
+    let lines = gateway.into_lines();
+
+    let events = events(&lines);
+    let started = event(&events, "gateway configured", &lines);
+    assert_eq!(started["mode"], "upstream");
+    assert_eq!(started["upstream.host"], "api.example.org");
+    assert!(started["store"].is_null(), "upstream mode has no store");
+    for secret in ["hunter2", "path-secret", "/v1/graphql"] {
+        assert!(
+            lines.iter().all(|line| !line.contains(secret)),
+            "{secret}: {lines:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn probes_are_logged_at_debug_and_a_shutdowns_503_is_no_error() {
+    let mut gateway = GatewayChild::spawn("debug", &["--shutdown-delay", "2s"]);
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{}{path}", gateway.address)).send();
+    for path in ["/healthz", "/readyz", "/metrics", "/graphql"] {
+        get(path).await.expect("answered");
+    }
+
+    gateway.terminate();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let status = get("/readyz").await.expect("still serving").status();
+        if status == 503 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never said 503"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        gateway
+            .wait_for_exit(std::time::Duration::from_secs(10))
+            .is_some()
+    );
+
+    let lines = gateway.into_lines();
+    let events = events(&lines);
+    let route = |event: &Value| event["span"]["route"].as_str().map(str::to_owned);
+    let answers: Vec<(String, String, u64)> = events
+        .iter()
+        .filter(|event| event["message"] == "finished processing request")
+        .map(|event| {
+            (
+                route(event).unwrap_or_default(),
+                event["level"].as_str().unwrap_or_default().to_owned(),
+                event["status"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        let levels: Vec<&str> = answers
+            .iter()
+            .filter(|(route, ..)| route == probe)
+            .map(|(_, level, _)| level.as_str())
+            .collect();
+        assert!(!levels.is_empty(), "{probe}: {answers:?}");
+        assert!(
+            levels.iter().all(|level| *level == "DEBUG"),
+            "{probe}: {answers:?}"
+        );
+    }
+    assert!(
+        answers.contains(&("/readyz".to_owned(), "DEBUG".to_owned(), 503)),
+        "{answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .any(|(route, level, _)| route == "/graphql" && level == "INFO"),
+        "other requests stay at INFO: {answers:?}"
+    );
+    let errors: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["level"] == "ERROR")
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn logs_and_the_dev_token_banner_written_to_a_pipe_carry_no_colour() {
+    use std::io::{BufRead as _, BufReader, Read};
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    // Text logs (the format with colours at a terminal), demo mode (the banner), both streams
+    // piped, as a container runtime or `2>file` takes them.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--demo",
+            "on",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gateway starts");
+    let (sender, lines) = std::sync::mpsc::channel::<String>();
+    for stream in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+    }
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(seen.iter().any(|line: &String| line.contains("listening"))
+        && seen
+            .iter()
+            .any(|line| line.contains("Authorization: Bearer")))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no banner and listening line: {seen:?}");
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+
+    assert!(seen.iter().all(|line| !line.contains("\x1b[")), "{seen:?}");
 }
