@@ -1,9 +1,9 @@
 //! The HTTP surface: routes, and the middleware every request passes through.
 //!
 //! Outer to inner: panic guard, request id (sanitized, then set), client address, trace span
-//! (request id, method, route template, never the raw path) and the access log (probes at
-//! DEBUG: `access_log`), id echoed on the response, request
-//! metrics, `Connection: close` while draining, security headers, and error answers made JSON.
+//! (request id, method, route template, never the raw path) and the access log (`access_log`:
+//! probes at DEBUG), id echoed on the response, request metrics, `Connection: close` while
+//! draining, security headers, and error answers made JSON.
 //! Then, on the work routes only: the per-address quota, the whole body read within its deadline
 //! and memory budget, and a work slot (`work_slots`) or `503` at once; `/graphql` adds its body
 //! limit and CORS allowlist. `server` owns the connections underneath all of it.
