@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use axum::http::HeaderValue;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use clap::{Args, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 use zeroize::Zeroizing;
@@ -29,6 +29,7 @@ use zeroize::Zeroizing;
 use crate::crypto::attestation::{
     AppAttestation, new_private_key_pem, parse_private_key, parse_retired_key,
 };
+use crate::database::DatabaseKind;
 use crate::graphql::{OperationLimits, SchemaOptions};
 use crate::http::server::ConnectionLimits;
 use crate::http::{HttpSettings, WorkSlots};
@@ -66,8 +67,11 @@ pub enum Command {
         /// The Bundle file (collection, document, transaction or searchset): exactly one
         /// Patient; resources of the shareable types are imported, the rest is skipped.
         file: PathBuf,
+        /// The embedded store, as `serve` takes it: sqlite://PATH?mode=rwc or
+        /// postgres://USER:PASSWORD@HOST:5432/DATABASE. Default: the SQLite file in --data-dir.
         #[arg(long, env = "SHL_GATEWAY_DATABASE_URL", hide_env_values = true)]
         database_url: Option<SecretString>,
+        /// The gateway's data directory, as `serve` takes it (for its SQLite store).
         #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Refuse the Bundle, naming what would be skipped, instead of skipping it (a document's
@@ -89,6 +93,7 @@ pub enum Command {
     },
     /// Exit 0 if the gateway at `--listen` answers `/healthz` (for images without curl).
     Healthcheck {
+        /// The gateway's address, as `serve` takes it (a wildcard address is probed on loopback).
         #[arg(long, env = "SHL_GATEWAY_LISTEN", default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
         /// Set (as for `serve`): the listener speaks HTTPS, so probe with HTTPS.
@@ -181,6 +186,135 @@ impl std::str::FromStr for PatientToken {
             patient_id: patient_id.to_owned(),
         })
     }
+}
+
+/// Parses `--patient-token` without the echo clap's own errors make (`invalid value '...'`):
+/// the value holds a token, so the message says what is wrong and never repeats it.
+#[derive(Debug, Clone, Copy)]
+struct PatientTokenParser;
+
+impl TypedValueParser for PatientTokenParser {
+    type Value = PatientToken;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<PatientToken, clap::Error> {
+        let reason = match value.to_str().map(str::parse::<PatientToken>) {
+            Some(Ok(token)) => return Ok(token),
+            Some(Err(reason)) => reason,
+            None => "the value is not UTF-8",
+        };
+        let message = format!(
+            "invalid value for --patient-token (SHL_GATEWAY_PATIENT_TOKEN): {reason} (the value \
+             is not repeated: it holds a token)\n"
+        );
+        Err(clap::Error::raw(clap::error::ErrorKind::ValueValidation, message).with_cmd(command))
+    }
+}
+
+/// Variables renamed, each as `(former name, current name)`. The former name is still read, with
+/// a warning at startup, when the current one is not set.
+const RENAMED_VARIABLES: [(&str, &str); 1] =
+    [("SHL_GATEWAY_PATIENT_TOKENS", "SHL_GATEWAY_PATIENT_TOKEN")];
+
+/// A variable set under its former name: read (the current name is not set), or ignored (it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenamedVariable {
+    pub former: &'static str,
+    pub current: &'static str,
+    pub ignored: bool,
+}
+
+impl RenamedVariable {
+    /// Logs the rename: both names, never the value (`SHL_GATEWAY_PATIENT_TOKENS` holds tokens).
+    pub fn warn(&self) {
+        if self.ignored {
+            tracing::warn!(
+                variable = self.former,
+                replaced_by = self.current,
+                "environment variable ignored: it was renamed, and the new name is set too; \
+                 remove the old one"
+            );
+        } else {
+            tracing::warn!(
+                variable = self.former,
+                replaced_by = self.current,
+                "environment variable renamed: the old name still works for now; rename it"
+            );
+        }
+    }
+}
+
+impl Cli {
+    /// The process's command line and `SHL_GATEWAY_*` variables, plus the variables found under
+    /// a former name (for `serve` to log once logging is set up).
+    ///
+    /// An empty variable counts as unset: `SHL_GATEWAY_UPSTREAM_URL=` in a compose file or a
+    /// Kubernetes manifest means "no upstream", not "an empty URL" that fails to parse.
+    pub fn from_env() -> (Self, Vec<RenamedVariable>) {
+        let (command, renamed) = Self::command_for_environment(&|name| std::env::var_os(name));
+        let mut matches = command.get_matches();
+        match Self::from_arg_matches_mut(&mut matches) {
+            Ok(cli) => (cli, renamed),
+            Err(error) => error.format(&mut Self::command()).exit(),
+        }
+    }
+
+    /// The command whose flags read the environment as [`Cli::from_env`] says, `lookup` giving
+    /// a variable's value. Clap reads a variable when `Arg::env` is called: pointing a flag at no
+    /// variable (an empty one: `--help` then shows none for it), or at its former name, is how
+    /// both rules apply without changing the process's environment.
+    fn command_for_environment(
+        lookup: &dyn Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> (clap::Command, Vec<RenamedVariable>) {
+        let is_set = |name: &str| lookup(name).is_some_and(|value| !value.is_empty());
+        let renamed = RENAMED_VARIABLES
+            .iter()
+            .filter(|(former, _)| is_set(former))
+            .map(|&(former, current)| RenamedVariable {
+                former,
+                current,
+                ignored: is_set(current),
+            })
+            .collect();
+        let read = |arg: clap::Arg| {
+            let Some(name) = arg
+                .get_env()
+                .and_then(|name| name.to_str())
+                .map(str::to_owned)
+            else {
+                return arg;
+            };
+            if is_set(&name) {
+                return arg;
+            }
+            let former = RENAMED_VARIABLES
+                .iter()
+                .find(|(former, current)| *current == name && is_set(former));
+            match (former, lookup(&name)) {
+                (Some((former, _)), _) => arg.env(former),
+                (None, Some(_empty)) => arg.env(None),
+                (None, None) => arg,
+            }
+        };
+        (map_args(Self::command(), &read), renamed)
+    }
+}
+
+/// `command` with `f` applied to every argument, subcommands' included.
+fn map_args(command: clap::Command, f: &dyn Fn(clap::Arg) -> clap::Arg) -> clap::Command {
+    let subcommands: Vec<String> = command
+        .get_subcommands()
+        .map(|subcommand| subcommand.get_name().to_owned())
+        .collect();
+    let mut command = command.mut_args(f);
+    for name in subcommands {
+        command = command.mut_subcommand(name, |subcommand| map_args(subcommand, f));
+    }
+    command
 }
 
 /// `--log-format`'s words for [`LogFormat`], with their `--help` (kept here, like the Redis
@@ -407,17 +541,20 @@ pub struct EmbeddedConfig {
     #[arg(long, env = "SHL_GATEWAY_PUBLIC_URL")]
     pub public_url: Option<Url>,
 
-    /// Embedded mode's store: `sqlite://file?mode=rwc` or `postgres://...` (for replicas).
-    /// Default: a SQLite file in --data-dir.
+    /// Embedded mode's store: sqlite://PATH?mode=rwc (a file) or
+    /// postgres://USER:PASSWORD@HOST:5432/DATABASE (shared by replicas). Default: a SQLite file in
+    /// --data-dir.
     #[arg(long, env = "SHL_GATEWAY_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<SecretString>,
 
-    /// Embedded mode: a bearer token and the patient it acts for, `TOKEN=PATIENT_ID`; repeat the
+    /// Embedded mode: a bearer token and the patient it acts for, TOKEN=PATIENT_ID; repeat the
     /// flag (or comma-separate in the variable) for several. Stored only as an HMAC.
     #[arg(
         long = "patient-token",
-        env = "SHL_GATEWAY_PATIENT_TOKENS",
+        env = "SHL_GATEWAY_PATIENT_TOKEN",
+        value_name = "TOKEN=PATIENT_ID",
         value_delimiter = ',',
+        value_parser = PatientTokenParser,
         hide_env_values = true
     )]
     pub patient_tokens: Vec<PatientToken>,
@@ -685,8 +822,11 @@ pub struct KeyConfig {
     #[arg(long, env = "SHL_GATEWAY_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
 
-    /// Directory for state a single instance keeps: the generated secret key, and by default
-    /// the SQLite store and the audit file.
+    /// Directory for the state a single instance keeps, created 0700 and each file in it 0600:
+    /// the generated secret key (secret-key) unless --secret-key or --secret-key-file; the SQLite
+    /// store (shl-gateway.db, with its -wal and -shm files) unless --database-url; the audit
+    /// trail (audit.jsonl) unless --audit-log or --audit-database-url; in demo mode, the
+    /// development token (dev-token).
     #[arg(long, env = "SHL_GATEWAY_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
 }
@@ -721,8 +861,20 @@ impl Default for Config {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
-    humantime::parse_duration(text)
+/// `--database-url` and its variable, as messages name them.
+pub(crate) const DATABASE_URL: &str = "--database-url (SHL_GATEWAY_DATABASE_URL)";
+
+/// A duration flag's value. humantime's own messages ("expected number at 0") do not say what a
+/// duration looks like; this one does, and keeps humantime's detail when it helps (a missing or
+/// unknown unit, a number too large).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    const FORM: &str = "expected a duration such as 10s, 500ms, 2m or 1h";
+    humantime::parse_duration(text).map_err(|error| match error {
+        humantime::DurationError::UnknownUnit { .. } | humantime::DurationError::NumberOverflow => {
+            format!("{FORM} ({error})")
+        }
+        _ => FORM.to_owned(),
+    })
 }
 
 pub(crate) use crate::crypto::SecretKey;
@@ -733,11 +885,13 @@ impl Config {
         Self::augment_args(clap::Command::new("shl-gateway")).mut_args(|arg| arg.env(None))
     }
 
-    /// Checks what clap cannot, with messages that name the flag and its variable.
+    /// Checks what clap cannot, with messages that name the flag and its variable. Nothing is
+    /// read or written here: a start refused at this step leaves no trace.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         self.upstream.validate()?;
         self.embedded.validate()?;
         self.attestation.validate()?;
+        self.audit.validate()?;
         if self.embedded.public_url.is_none()
             && self.upstream.upstream_url.is_none()
             && self.listener.listen.ip().is_unspecified()
@@ -866,6 +1020,10 @@ impl UpstreamConfig {
 
 impl EmbeddedConfig {
     fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.database_url {
+            DatabaseKind::of(url.expose_secret())
+                .map_err(|error| anyhow::anyhow!("{DATABASE_URL}: {error}"))?;
+        }
         if let Some(url) = &self.public_url {
             let plain = matches!(url.scheme(), "http" | "https")
                 && url.query().is_none()
@@ -915,6 +1073,23 @@ impl EmbeddedConfig {
             passcode_attempts: self.passcode_attempts,
             location_ticket_lifetime: self.location_ticket_lifetime,
         }
+    }
+}
+
+impl AuditConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.audit_database_url {
+            let kind = DatabaseKind::of(url.expose_secret()).map_err(|error| {
+                anyhow::anyhow!("--audit-database-url (SHL_GATEWAY_AUDIT_DATABASE_URL): {error}")
+            })?;
+            if kind != DatabaseKind::Postgres {
+                bail!(
+                    "--audit-database-url (SHL_GATEWAY_AUDIT_DATABASE_URL) takes a PostgreSQL URL \
+                     (postgres://USER:PASSWORD@HOST:5432/DATABASE); for a file, use --audit-log"
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1061,14 +1236,30 @@ impl From<&QuotaConfig> for QuotaSpecs {
 }
 
 impl KeyConfig {
-    /// The secret key from --secret-key, --secret-key-file, or (single instance) the data
-    /// directory, where one is generated on first start.
-    pub fn load_secret_key(&self) -> anyhow::Result<SecretKey> {
+    /// The secret key `serve` starts with: from --secret-key, --secret-key-file, or (single
+    /// instance) the data directory. On a first start there is none in the data directory: one
+    /// is generated, and returned unwritten, for [`StartKey::keep`] to write once the start has
+    /// passed every step that can fail without the disk (see `Application::build`).
+    pub fn key_for_start(&self) -> anyhow::Result<StartKey> {
         if self.secret_key.is_none() && self.secret_key_file.is_none() {
-            // Single instance: make the key on first start; reading it is then the same path.
-            load_or_create_key(&self.data_dir)?;
+            let path = self.data_dir.join(crate::files::SECRET_KEY_FILE);
+            match std::fs::symlink_metadata(&path) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(StartKey {
+                        key: generate_key()?,
+                        unwritten: Some(path),
+                    });
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| format!("cannot read {}", path.display()));
+                }
+                Ok(_) => {}
+            }
         }
-        self.load_existing()
+        Ok(StartKey {
+            key: self.load_existing()?,
+            unwritten: None,
+        })
     }
 
     /// The configured key, or the one kept in the data directory; never a new one (for
@@ -1080,7 +1271,7 @@ impl KeyConfig {
             let path = self
                 .secret_key_file
                 .clone()
-                .unwrap_or_else(|| self.data_dir.join("secret-key"));
+                .unwrap_or_else(|| self.data_dir.join(crate::files::SECRET_KEY_FILE));
             read_key_file(&path).with_context(|| {
                 format!(
                     "cannot read the secret key from {} (--secret-key-file or --data-dir)",
@@ -1106,31 +1297,57 @@ fn read_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The generated key is 32 random bytes, base64url: printable, so an operator can copy it to
-/// other replicas' `--secret-key-file`.
-fn load_or_create_key(data_dir: &Path) -> anyhow::Result<Vec<u8>> {
-    use base64::Engine as _;
-    let path = data_dir.join("secret-key");
-    match read_key_file(&path) {
-        Ok(key) => return Ok(key),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => {
-            return Err(error).with_context(|| format!("cannot read {}", path.display()));
-        }
+/// The secret key of a start, and where to keep it if it was just generated.
+#[derive(Debug)]
+pub struct StartKey {
+    key: SecretKey,
+    /// Set: the key was generated for this file of the data directory, which does not hold it yet.
+    unwritten: Option<PathBuf>,
+}
+
+impl StartKey {
+    pub fn key(&self) -> &SecretKey {
+        &self.key
     }
-    crate::files::create_private_dir(data_dir).with_context(|| {
-        format!(
-            "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
-            data_dir.display()
-        )
-    })?;
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw)
+
+    /// Writes a generated key to the data directory (`0600`, never over an existing file); a key
+    /// read from somewhere is already kept.
+    pub fn keep(&self) -> anyhow::Result<()> {
+        let Some(path) = &self.unwritten else {
+            return Ok(());
+        };
+        if let Some(dir) = path.parent() {
+            crate::files::create_private_dir(dir).with_context(|| {
+                format!(
+                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
+                    dir.display()
+                )
+            })?;
+        }
+        write_private_file(path, self.key.expose_secret()).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::AlreadyExists {
+                // Two gateways started at once on a new data directory: one key must win.
+                anyhow::anyhow!(
+                    "--data-dir (SHL_GATEWAY_DATA_DIR): {} appeared while this gateway started: \
+                     another shl-gateway uses this --data-dir",
+                    path.display()
+                )
+            } else {
+                anyhow::anyhow!("cannot write {}: {error}", path.display())
+            }
+        })
+    }
+}
+
+/// 32 random bytes, base64url: printable, so an operator can copy the key to other replicas'
+/// `--secret-key-file`. The text is the key (what the file holds is what is used).
+fn generate_key() -> anyhow::Result<SecretKey> {
+    use base64::Engine as _;
+    let mut raw = Zeroizing::new([0u8; 32]);
+    getrandom::fill(raw.as_mut())
         .map_err(|_| anyhow::anyhow!("the OS random number generator failed"))?;
-    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
-    write_private_file(&path, encoded.as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(encoded.into_bytes())
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.as_ref());
+    Ok(SecretBox::new(Box::new(encoded.into_bytes())))
 }
 
 #[cfg(unix)]
@@ -1160,7 +1377,6 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     /// The headings `--help` groups `serve`'s flags under, in order.
     const HEADINGS: [&str; 10] = [
@@ -1182,14 +1398,43 @@ mod tests {
         config
     }
 
-    /// `--flag` reads `SHL_GATEWAY_FLAG`; `--patient-token`, repeatable, reads the plural.
+    /// `--flag` reads `SHL_GATEWAY_FLAG`, without exception (the README's rule).
     fn variable_of(long: &str) -> String {
-        let name = if long == "patient-token" {
-            "patient-tokens"
-        } else {
-            long
-        };
-        format!("SHL_GATEWAY_{}", name.replace('-', "_").to_uppercase())
+        format!("SHL_GATEWAY_{}", long.replace('-', "_").to_uppercase())
+    }
+
+    /// Every argument of `command` and of its subcommands, with the subcommands' path.
+    fn all_args(command: &clap::Command, path: &str) -> Vec<(String, clap::Arg)> {
+        let mut args: Vec<(String, clap::Arg)> = command
+            .get_arguments()
+            .map(|arg| (path.to_owned(), arg.clone()))
+            .collect();
+        for subcommand in command.get_subcommands() {
+            let path = format!("{path} {}", subcommand.get_name());
+            args.extend(all_args(subcommand, &path));
+        }
+        args
+    }
+
+    /// A stand-in for the process environment: `set` holds the variables and their values.
+    fn environment(set: &[(&str, &str)]) -> impl Fn(&str) -> Option<std::ffi::OsString> + use<> {
+        let set: Vec<(String, String)> = set
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        move |name| {
+            set.iter()
+                .find(|(known, _)| known == name)
+                .map(|(_, value)| value.into())
+        }
+    }
+
+    fn env_of(command: &clap::Command, long: &str) -> Option<String> {
+        command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(long))
+            .and_then(|arg| arg.get_env())
+            .map(|env| env.to_string_lossy().into_owned())
     }
 
     fn serve_flags() -> Vec<clap::Arg> {
@@ -1280,6 +1525,197 @@ mod tests {
             let env = arg.get_env().map(|env| env.to_string_lossy().into_owned());
             assert_eq!(env, Some(variable_of(long)), "--{long}");
         }
+    }
+
+    #[test]
+    fn every_variable_of_every_command_follows_the_rule() {
+        let mut checked = 0;
+        for (command, arg) in all_args(&Cli::command(), "shl-gateway") {
+            let Some(env) = arg.get_env() else { continue };
+            let long = arg.get_long().expect("a flag with a variable is long");
+            assert_eq!(
+                env.to_string_lossy(),
+                variable_of(long),
+                "{command} --{long}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 60, "{checked}");
+    }
+
+    #[test]
+    fn an_empty_variable_counts_as_unset() {
+        let lookup = environment(&[
+            ("SHL_GATEWAY_UPSTREAM_URL", ""),
+            ("SHL_GATEWAY_UPSTREAM_TIMEOUT", ""),
+        ]);
+        let (command, renamed) = Cli::command_for_environment(&lookup);
+        assert!(renamed.is_empty());
+        assert_eq!(env_of(&command, "upstream-url"), None);
+        assert_eq!(env_of(&command, "upstream-timeout"), None);
+        assert_eq!(
+            env_of(&command, "public-url").as_deref(),
+            Some("SHL_GATEWAY_PUBLIC_URL"),
+            "an unset variable keeps its flag's variable (and --help shows it)"
+        );
+        // The flags fall back to their defaults whatever the real environment holds.
+        let matches = command
+            .try_get_matches_from(["shl-gateway"])
+            .expect("parses");
+        let cli = Cli::from_arg_matches(&matches).expect("a Cli");
+        assert_eq!(cli.serve.upstream.upstream_url, None);
+        assert_eq!(cli.serve.upstream.upstream_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_renamed_variable_is_read_until_its_new_name_is_set() {
+        let former_only = environment(&[("SHL_GATEWAY_PATIENT_TOKENS", "token=patient")]);
+        let (command, renamed) = Cli::command_for_environment(&former_only);
+        assert_eq!(
+            env_of(&command, "patient-token").as_deref(),
+            Some("SHL_GATEWAY_PATIENT_TOKENS")
+        );
+        assert_eq!(
+            renamed,
+            [RenamedVariable {
+                former: "SHL_GATEWAY_PATIENT_TOKENS",
+                current: "SHL_GATEWAY_PATIENT_TOKEN",
+                ignored: false,
+            }]
+        );
+
+        for current in ["", "token=patient"] {
+            let both = environment(&[
+                ("SHL_GATEWAY_PATIENT_TOKENS", "old=patient"),
+                ("SHL_GATEWAY_PATIENT_TOKEN", current),
+            ]);
+            let (command, renamed) = Cli::command_for_environment(&both);
+            let new_name_set = !current.is_empty();
+            let expected = if new_name_set {
+                "SHL_GATEWAY_PATIENT_TOKEN"
+            } else {
+                "SHL_GATEWAY_PATIENT_TOKENS"
+            };
+            assert_eq!(env_of(&command, "patient-token").as_deref(), Some(expected));
+            assert_eq!(renamed[0].ignored, new_name_set, "{current:?}");
+        }
+
+        let (_, renamed) = Cli::command_for_environment(&environment(&[]));
+        assert!(renamed.is_empty());
+    }
+
+    #[test]
+    fn a_refused_patient_token_is_not_echoed() {
+        for bad in [
+            "no-equals-sign-secret-value",
+            "a-long-enough-secret-value=bad/id",
+        ] {
+            let error = Cli::try_parse_from(["shl-gateway", "--patient-token", bad])
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains("--patient-token"), "{error}");
+            assert!(!error.contains("secret-value"), "{error}");
+        }
+    }
+
+    /// Every `--help` text, of the binary and of each subcommand, with the command's path.
+    fn every_help(command: &mut clap::Command, path: &str, helps: &mut Vec<(String, String)>) {
+        helps.push((path.to_owned(), command.render_long_help().to_string()));
+        for subcommand in command.get_subcommands_mut() {
+            let path = format!("{path} {}", subcommand.get_name());
+            every_help(subcommand, &path, helps);
+        }
+    }
+
+    #[test]
+    fn no_help_text_shows_code() {
+        // What a doc comment written for rustdoc leaves in `--help`: paths, intra-doc links,
+        // variants and types (`--redis-failure-policy` once said "Answer `Err(QuotaError::...)`").
+        const CODE: [&str; 9] = [
+            "::", "`]", "Err(", "Ok(", "Some(", "None`", "Self", "Option<", "Vec<",
+        ];
+        let mut helps = Vec::new();
+        every_help(&mut Cli::command(), "shl-gateway", &mut helps);
+        assert!(helps.len() >= 9, "{}", helps.len());
+        for (path, help) in helps {
+            for code in CODE {
+                assert!(
+                    !help.contains(code),
+                    "`{path} --help` shows {code:?}:\n{help}"
+                );
+            }
+            // An intra-doc link, [`Type`]; the text "`[` and `{`" is not one.
+            let link = help
+                .match_indices("[`")
+                .find(|(at, _)| help[at + 2..].starts_with(|c: char| c.is_ascii_uppercase()));
+            assert!(link.is_none(), "`{path} --help` shows a doc link:\n{help}");
+        }
+    }
+
+    #[test]
+    fn data_dir_help_names_every_file_kept_there() {
+        let help = Cli::command().render_long_help().to_string();
+        let data_dir = &help[help.find("--data-dir <DATA_DIR>").expect("--data-dir")..];
+        let data_dir = &data_dir[..data_dir.find("[default").expect("its default")];
+        for file in [
+            crate::files::SECRET_KEY_FILE,
+            crate::files::STORE_FILE,
+            crate::files::AUDIT_FILE,
+            "dev-token",
+        ] {
+            assert!(data_dir.contains(file), "{file}: {data_dir}");
+        }
+    }
+
+    #[test]
+    fn a_duration_flag_says_what_a_duration_looks_like() {
+        for value in ["ten", "", "10", "10 parsecs"] {
+            let error = Cli::try_parse_from(["shl-gateway", "--upstream-timeout", value])
+                .expect_err(value)
+                .to_string();
+            assert!(
+                error.contains("expected a duration such as 10s, 500ms"),
+                "{value:?}: {error}"
+            );
+            assert!(!error.contains("expected number at"), "{value:?}: {error}");
+        }
+        let cli = Cli::try_parse_from(["shl-gateway", "--upstream-timeout", "1500ms"])
+            .expect("a duration");
+        assert_eq!(
+            cli.serve.upstream.upstream_timeout,
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn a_database_url_of_another_kind_is_refused_before_anything_runs() {
+        for (url, expected) in [
+            (
+                "mysql://root:hunter2@db/shl",
+                "mysql: URLs are not supported",
+            ),
+            ("garbage", "not a database URL"),
+            (
+                "/var/lib/shl/shl.db",
+                "sqlite:///var/lib/shl/shl.db?mode=rwc",
+            ),
+        ] {
+            let mut config = Config::default();
+            config.embedded.database_url = Some(SecretString::from(url));
+            let error = config.validate().expect_err(url).to_string();
+            assert!(error.starts_with(DATABASE_URL), "{error}");
+            assert!(error.contains(expected), "{error}");
+            assert!(
+                error.contains("postgres://") || error.contains("sqlite://"),
+                "{error}"
+            );
+            assert!(!error.contains("stored data"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+        let mut config = Config::default();
+        config.audit.audit_database_url = Some(SecretString::from("sqlite://audit.db"));
+        let error = config.validate().expect_err("not PostgreSQL").to_string();
+        assert!(error.contains("--audit-log"), "{error}");
     }
 
     #[test]
@@ -1513,25 +1949,51 @@ mod tests {
             secret_key: Some(SecretString::from("too short")),
             ..with_upstream().key
         };
-        let error = key.load_secret_key().expect_err("short");
+        let error = key.key_for_start().expect_err("short");
         assert!(!error.to_string().contains("too short"));
     }
 
     #[test]
-    fn a_generated_key_is_kept_and_reused() {
+    fn a_generated_key_is_written_only_when_kept_and_then_reused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = KeyConfig {
             data_dir: dir.path().join("data"),
             ..with_upstream().key
         };
-        let first = key.load_secret_key().expect("generated");
-        let second = key.load_secret_key().expect("reloaded");
-        assert_eq!(first.expose_secret(), second.expose_secret());
-        assert!(first.expose_secret().len() >= MIN_SECRET_KEY_BYTES);
+
+        let generated = key.key_for_start().expect("generated");
+        assert!(!key.data_dir.exists(), "nothing written before keep");
+        generated.keep().expect("written");
+        let again = key.key_for_start().expect("reloaded");
+        again.keep().expect("nothing to write");
+
+        let first = generated.key().expose_secret();
+        assert_eq!(first, again.key().expose_secret());
+        assert!(first.len() >= MIN_SECRET_KEY_BYTES);
         assert_eq!(
             key.load_existing().expect("kept").expose_secret(),
-            first.expose_secret(),
+            first,
             "audit verify reads the same key"
+        );
+    }
+
+    #[test]
+    fn a_key_generated_twice_for_one_data_dir_is_kept_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = KeyConfig {
+            data_dir: dir.path().join("data"),
+            ..with_upstream().key
+        };
+        let (first, second) = (
+            key.key_for_start().expect("generated"),
+            key.key_for_start().expect("generated"),
+        );
+        first.keep().expect("written");
+        let error = second.keep().expect_err("the file exists now").to_string();
+        assert!(error.contains("another shl-gateway"), "{error}");
+        assert_eq!(
+            key.load_existing().expect("kept").expose_secret(),
+            first.key().expose_secret()
         );
     }
 

@@ -32,7 +32,7 @@
 //! - Leaves: [`error`] (`AppError` and the closed list of codes clients see), [`clock`] (the one
 //!   clock), [`text`] (text rules for inputs), `metrics` (the recorder and every metric's name),
 //!   `readiness` (bounded probes, transitions logged once), `files` (the data directory `0700`,
-//!   its files `0600`).
+//!   its files `0600`), `database` (the database URLs taken, a first connection said in words).
 //!
 //! # Public surface
 //!
@@ -49,6 +49,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+mod database;
 pub mod error;
 mod files;
 pub mod graphql;

@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
 use secrecy::ExposeSecret as _;
-use shl_gateway::config::{AttestationCommand, AuditCommand, Cli, Command, Config};
+use shl_gateway::config::{
+    AttestationCommand, AuditCommand, Cli, Command, Config, RenamedVariable,
+};
 use shl_gateway::startup::Application;
 
 /// mimalloc instead of glibc's allocator: a request allocates and frees thousands of small
@@ -15,10 +16,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let (cli, renamed) = Cli::from_env();
     let result = match cli.command {
-        None => serve(cli.serve).await,
-        Some(Command::Serve(config)) => serve(*config).await,
+        None => serve(cli.serve, &renamed).await,
+        Some(Command::Serve(config)) => serve(*config, &renamed).await,
         Some(Command::Schema) => print_schema(),
         Some(Command::ImportBundle {
             file,
@@ -35,7 +36,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("shl-gateway: {error:#}");
+            eprintln!("shl-gateway: {}", shl_gateway::telemetry::report(&error));
             ExitCode::FAILURE
         }
     }
@@ -65,13 +66,16 @@ fn print_development_token(token: &str, address: std::net::SocketAddr) {
     println!();
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, renamed: &[RenamedVariable]) -> anyhow::Result<()> {
     let telemetry = &config.telemetry;
     shl_gateway::telemetry::init(
         telemetry.log_format,
         &telemetry.log_filter,
         telemetry.otlp_endpoint.as_deref(),
     )?;
+    for variable in renamed {
+        variable.warn();
+    }
     let application = Application::build(config).await?;
     if let Some(token) = application.development_token() {
         print_development_token(token.expose_secret(), application.local_addr());

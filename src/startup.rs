@@ -13,21 +13,24 @@ use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use url::Url;
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::audit::{AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
+use crate::audit::{AuditError, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
 use crate::clock::now_ms;
 use crate::config::{AuditConfig, Config, DemoMode, EmbeddedConfig, RedisConfig};
+use crate::crypto::attestation::AppAttestation;
 use crate::crypto::{AuditKey, Keys};
+use crate::database::DatabaseKind;
 use crate::graphql::{SchemaOptions, build_executor};
 use crate::http::server::ConnectionLimits;
 use crate::http::{AppState, Readiness, WorkSlots, router};
 use crate::idempotency::{Idempotency, IdempotencyStore, InProcessStore, RedisStore};
-use crate::issuer::Issuer;
-use crate::issuer::embedded::{EmbeddedIssuer, MAX_SHL_URL_LEN};
+use crate::issuer::embedded::{EmbeddedIssuer, EmbeddedSettings, MAX_SHL_URL_LEN};
 use crate::issuer::fhir::PatientRecord;
 use crate::issuer::store::{LinkStore, SqlStore};
+use crate::issuer::{Issuer, IssuerMode};
 use crate::links::{LinkAccesses, LinkService};
 use crate::passcode::PasscodeHasher;
 use crate::ratelimit::{
@@ -83,21 +86,23 @@ impl ShutdownHandle {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
-        if uses_data_dir(&config) {
-            crate::files::secure_data_dir(&config.key.data_dir).with_context(|| {
-                format!(
-                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot prepare {}",
-                    config.key.data_dir.display()
-                )
-            })?;
-        }
-        let keys = Keys::derive(&config.key.load_secret_key()?);
+        // First every step that can fail for a reason other than the disk, writing nothing: a
+        // start refused here (a port taken, a certificate, a key file, a database or Redis URL,
+        // an unreachable PostgreSQL) leaves no data directory, secret key, audit file or store.
+        let secret_key = config.key.key_for_start()?;
+        let keys = Keys::derive(secret_key.key());
         let listen = config.listener.listen;
         // Bound first: with port 0, the public URL of embedded links needs the real port.
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("--listen (SHL_GATEWAY_LISTEN): cannot bind {listen}"))?;
         let local_addr = listener.local_addr()?;
+        let metrics_listener = match config.listener.metrics_listen {
+            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
+                format!("--metrics-listen (SHL_GATEWAY_METRICS_LISTEN): cannot bind {address}")
+            })?),
+            None => None,
+        };
 
         let tls = match (&config.listener.tls_cert, &config.listener.tls_key) {
             (Some(cert), Some(key)) => {
@@ -110,14 +115,41 @@ impl Application {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
 
-        let upstream = config.upstream.settings();
-        let audit = AuditTrail::new(
-            open_audit_sink(&config.audit, &config.key.data_dir, &keys).await?,
-            keys.audit_actor.clone(),
-        );
-        let audit_at_shutdown = audit.clone();
+        let mode = match config.upstream.settings() {
+            Some(settings) => {
+                if config.attestation.attestation_key_file.is_some() {
+                    tracing::warn!(
+                        "--attestation-key-file is ignored in upstream mode: b.well makes no \
+                         DIRECT links here"
+                    );
+                }
+                ModeStart::Upstream(build_upstream_issuer(&config, settings)?)
+            }
+            None => ModeStart::Embedded(Box::new(
+                EmbeddedStart::check(&config, &format!("{scheme}://{local_addr}")).await?,
+            )),
+        };
+        let audit_database = open_audit_database(&config.audit, &keys).await?;
         let quotas = build_quota_store(&config.redis, config.quotas.rate_limit_max_keys).await?;
         let idempotency = Arc::new(build_idempotency(&config, &keys)?);
+
+        // Then the state kept on disk, the generated key first: the audit chain and the store's
+        // token HMACs depend on it.
+        if uses_data_dir(&config) {
+            crate::files::secure_data_dir(&config.key.data_dir).with_context(|| {
+                format!(
+                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot prepare {}",
+                    config.key.data_dir.display()
+                )
+            })?;
+        }
+        secret_key.keep()?;
+        let audit_sink = match audit_database {
+            Some(sink) => sink,
+            None => open_audit_file(&config.audit, &config.key.data_dir, &keys)?,
+        };
+        let audit = AuditTrail::new(audit_sink, keys.audit_actor.clone());
+        let audit_at_shutdown = audit.clone();
         let rate_policy = RatePolicy::new(
             quotas.store.clone(),
             keys.rate_limit.clone(),
@@ -127,20 +159,10 @@ impl Application {
         let mut development_token = None;
         let mut purge = None;
         let mut embedded_routes = None;
-        let issuer: Arc<dyn Issuer> = match upstream {
-            Some(settings) => {
-                if config.attestation.attestation_key_file.is_some() {
-                    tracing::warn!(
-                        "--attestation-key-file is ignored in upstream mode: b.well makes no \
-                         DIRECT links here"
-                    );
-                }
-                build_upstream_issuer(&config, settings)?
-            }
-            None => {
-                let default_public_url = format!("{scheme}://{local_addr}");
-                let embedded =
-                    Arc::new(build_embedded_issuer(&config, &keys, &default_public_url).await?);
+        let issuer: Arc<dyn Issuer> = match mode {
+            ModeStart::Upstream(upstream) => upstream,
+            ModeStart::Embedded(embedded_start) => {
+                let embedded = Arc::new(embedded_start.open(&config, &keys).await?);
                 development_token =
                     set_up_identities(&config.embedded, &keys, local_addr, embedded.store())
                         .await?;
@@ -157,7 +179,7 @@ impl Application {
                 embedded
             }
         };
-        tracing::info!(mode = issuer.mode().as_str(), "issuer ready");
+        log_configuration(&config, issuer.mode());
 
         let schema_options = SchemaOptions::from(&config.graphql);
         let readiness = Readiness::default();
@@ -183,12 +205,6 @@ impl Application {
             .listener
             .http_settings(config.graphql.graphiql_assets_dir(), work_slots.clone())?;
         let connection_limits = ConnectionLimits::from(&config.listener);
-        let metrics_listener = match config.listener.metrics_listen {
-            Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
-                format!("--metrics-listen (SHL_GATEWAY_METRICS_LISTEN): cannot bind {address}")
-            })?),
-            None => None,
-        };
         // Installs the recorder before the first request, so early counts are not lost.
         let _ = crate::metrics::handle();
         let app_router = router(state, &http_settings, embedded_routes);
@@ -353,47 +369,111 @@ impl Application {
     }
 }
 
-/// The audit sink: PostgreSQL (`--audit-database-url`, one chain per replica) or a JSON-lines
-/// file (`--audit-log`, default in `--data-dir`). Opening verifies the chain's tail.
-async fn open_audit_sink(
+/// The audit sink in PostgreSQL (`--audit-database-url`, one chain per replica), or `None` for
+/// a file. Opening verifies the chain's tail.
+async fn open_audit_database(
+    config: &AuditConfig,
+    keys: &Keys,
+) -> anyhow::Result<Option<Arc<dyn AuditSink>>> {
+    let Some(url) = &config.audit_database_url else {
+        return Ok(None);
+    };
+    let key = AuditKey::from(&keys.audit_chain);
+    let sink = PostgresAuditSink::connect(url.expose_secret(), key, config.audit_chain.clone())
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!("--audit-database-url (SHL_GATEWAY_AUDIT_DATABASE_URL): {error}")
+        })?;
+    Ok(Some(Arc::new(sink)))
+}
+
+/// The audit sink as a JSON-lines file (`--audit-log`, default in `--data-dir`). Opening creates
+/// the file, or verifies its chain's tail.
+fn open_audit_file(
     config: &AuditConfig,
     data_dir: &std::path::Path,
     keys: &Keys,
 ) -> anyhow::Result<Arc<dyn AuditSink>> {
     let key = AuditKey::from(&keys.audit_chain);
-    if let Some(url) = &config.audit_database_url {
-        let sink = PostgresAuditSink::connect(url.expose_secret(), key, config.audit_chain.clone())
-            .await
-            .map_err(|error| {
-                anyhow::anyhow!("--audit-database-url (SHL_GATEWAY_AUDIT_DATABASE_URL): {error}")
-            })?;
-        return Ok(Arc::new(sink));
+    let path = audit_file_path(config, data_dir);
+    match &config.audit_log {
+        // Outside the data directory too, the trail names recipients and addresses.
+        Some(_) => crate::files::tighten(&path)
+            .with_context(|| format!("--audit-log (SHL_GATEWAY_AUDIT_LOG): {}", path.display()))?,
+        None => crate::files::create_private_dir(data_dir).with_context(|| {
+            format!(
+                "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
+                data_dir.display()
+            )
+        })?,
     }
-    let path = match &config.audit_log {
-        Some(path) => {
-            // Outside the data directory too, the trail names recipients and addresses.
-            crate::files::tighten(path).with_context(|| {
-                format!("--audit-log (SHL_GATEWAY_AUDIT_LOG): {}", path.display())
-            })?;
-            path.clone()
-        }
-        None => {
-            crate::files::create_private_dir(data_dir).with_context(|| {
-                format!(
-                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
-                    data_dir.display()
-                )
-            })?;
-            data_dir.join(crate::files::AUDIT_FILE)
-        }
-    };
     let sink = FileAuditSink::open(&path, key, config.audit_chain.clone()).map_err(|error| {
-        anyhow::anyhow!(
-            "--audit-log (SHL_GATEWAY_AUDIT_LOG) {}: {error}",
-            path.display()
-        )
+        // Locked: the usual cause is a second gateway started on the same directory.
+        match (&error, &config.audit_log) {
+            (AuditError::Locked(_), None) => anyhow::anyhow!(
+                "--data-dir (SHL_GATEWAY_DATA_DIR) {}: another shl-gateway uses this --data-dir \
+                 (its audit file {} is locked); stop it, or give each gateway its own --data-dir",
+                data_dir.display(),
+                path.display()
+            ),
+            (AuditError::Locked(_), Some(_)) => anyhow::anyhow!(
+                "--audit-log (SHL_GATEWAY_AUDIT_LOG) {}: another shl-gateway writes this audit \
+                 file; stop it, or give each gateway its own --audit-log",
+                path.display()
+            ),
+            _ => anyhow::anyhow!(
+                "--audit-log (SHL_GATEWAY_AUDIT_LOG) {}: {error}",
+                path.display()
+            ),
+        }
     })?;
     Ok(Arc::new(sink))
+}
+
+/// The one line that says what this start runs with: the mode, the upstream's host (never its
+/// path or credentials), the kinds of the store and of the audit trail, and the audit file.
+/// Neither database URL is named: they hold passwords.
+fn log_configuration(config: &Config, mode: IssuerMode) {
+    let upstream_host = match mode {
+        IssuerMode::Upstream => config
+            .upstream
+            .upstream_url
+            .as_ref()
+            .and_then(Url::host_str),
+        IssuerMode::Embedded => None,
+    };
+    let store = match (mode, &config.embedded.database_url) {
+        (IssuerMode::Upstream, _) => None,
+        (IssuerMode::Embedded, Some(url)) => match DatabaseKind::of(url.expose_secret()) {
+            Ok(DatabaseKind::Postgres) => Some("postgres"),
+            _ => Some("sqlite"),
+        },
+        (IssuerMode::Embedded, None) => Some("sqlite"),
+    };
+    let (audit, audit_file) = match &config.audit.audit_database_url {
+        Some(_) => ("postgres", None),
+        None => (
+            "file",
+            Some(audit_file_path(&config.audit, &config.key.data_dir)),
+        ),
+    };
+    let audit_file = audit_file.as_ref().map(|path| path.display().to_string());
+    tracing::info!(
+        mode = mode.as_str(),
+        upstream.host = upstream_host,
+        store,
+        audit,
+        audit.file = audit_file.as_deref(),
+        "gateway configured"
+    );
+}
+
+/// Where the audit file is: `--audit-log`, or in the data directory.
+fn audit_file_path(config: &AuditConfig, data_dir: &std::path::Path) -> std::path::PathBuf {
+    config
+        .audit_log
+        .clone()
+        .unwrap_or_else(|| data_dir.join(crate::files::AUDIT_FILE))
 }
 
 /// Idempotent answers: in Redis when configured (a retry may reach any replica), else here.
@@ -468,41 +548,73 @@ fn build_upstream_issuer(
     )))
 }
 
-async fn build_embedded_issuer(
-    config: &Config,
-    keys: &Keys,
-    default_public_url: &str,
-) -> anyhow::Result<EmbeddedIssuer> {
-    let default_public_url = default_public_url
-        .parse()
-        .context("cannot form the default --public-url")?;
-    let settings = config.embedded.settings(default_public_url);
-    let longest = settings.longest_manifest_url();
-    anyhow::ensure!(
-        longest.len() <= MAX_SHL_URL_LEN,
-        "--public-url (SHL_GATEWAY_PUBLIC_URL) is too long: manifest URLs would have {} characters, \
-         the SHL limit is {MAX_SHL_URL_LEN}",
-        longest.len()
-    );
-    // Before the store: a bad key file stops the start before anything is created.
-    let attestation = config.attestation.load(&settings.public_url)?;
-    if let Some(attestation) = &attestation {
-        tracing::info!(
-            kid = attestation.kid(),
-            issuer = attestation.issuer(),
-            retired_keys = attestation.retired_keys(),
-            "app attestation on: DIRECT links are attested, /.well-known/jwks.json served"
+/// The issuer of each mode, as far as it is made before anything is written.
+enum ModeStart {
+    Upstream(Arc<dyn Issuer>),
+    Embedded(Box<EmbeddedStart>),
+}
+
+/// Embedded mode's issuer, made in two steps so that a failed start writes nothing:
+/// [`EmbeddedStart::check`] works out the settings, loads the attestation key and connects a
+/// PostgreSQL store; [`EmbeddedStart::open`], once nothing else can fail, opens a SQLite store
+/// (creating its file) and makes the issuer.
+struct EmbeddedStart {
+    settings: EmbeddedSettings,
+    attestation: Option<AppAttestation>,
+    /// A PostgreSQL store, connected and migrated; `None`: SQLite, opened by `open`.
+    remote_store: Option<SqlStore>,
+}
+
+impl EmbeddedStart {
+    async fn check(config: &Config, default_public_url: &str) -> anyhow::Result<Self> {
+        let default_public_url = default_public_url
+            .parse()
+            .context("cannot form the default --public-url")?;
+        let settings = config.embedded.settings(default_public_url);
+        let longest = settings.longest_manifest_url();
+        anyhow::ensure!(
+            longest.len() <= MAX_SHL_URL_LEN,
+            "--public-url (SHL_GATEWAY_PUBLIC_URL) is too long: manifest URLs would have {} \
+             characters, the SHL limit is {MAX_SHL_URL_LEN}",
+            longest.len()
         );
+        let attestation = config.attestation.load(&settings.public_url)?;
+        if let Some(attestation) = &attestation {
+            tracing::info!(
+                kid = attestation.kid(),
+                issuer = attestation.issuer(),
+                retired_keys = attestation.retired_keys(),
+                "app attestation on: DIRECT links are attested, /.well-known/jwks.json served"
+            );
+        }
+        let database_url = config.embedded.database_url.as_ref();
+        let remote = database_url
+            .is_some_and(|url| DatabaseKind::of(url.expose_secret()) == Ok(DatabaseKind::Postgres));
+        let remote_store = match remote {
+            true => Some(open_store(database_url, &config.key.data_dir).await?),
+            false => None,
+        };
+        Ok(Self {
+            settings,
+            attestation,
+            remote_store,
+        })
     }
-    let store = open_store(config.embedded.database_url.as_ref(), &config.key.data_dir).await?;
-    let hasher = PasscodeHasher::new(
-        keys.passcode_pepper.clone(),
-        config.embedded.max_concurrent_passcode_hashes,
-    );
-    Ok(
-        EmbeddedIssuer::new(Arc::new(store), keys.clone(), hasher, settings)
-            .with_attestation(attestation),
-    )
+
+    async fn open(self: Box<Self>, config: &Config, keys: &Keys) -> anyhow::Result<EmbeddedIssuer> {
+        let store = match self.remote_store {
+            Some(store) => store,
+            None => open_store(config.embedded.database_url.as_ref(), &config.key.data_dir).await?,
+        };
+        let hasher = PasscodeHasher::new(
+            keys.passcode_pepper.clone(),
+            config.embedded.max_concurrent_passcode_hashes,
+        );
+        Ok(
+            EmbeddedIssuer::new(Arc::new(store), keys.clone(), hasher, self.settings)
+                .with_attestation(self.attestation),
+        )
+    }
 }
 
 /// Opens (and migrates) the embedded store: `--database-url`, or a SQLite file in `--data-dir`.
@@ -510,28 +622,23 @@ pub async fn open_store(
     database_url: Option<&SecretString>,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<SqlStore> {
-    let url = match database_url {
-        Some(url) => url.expose_secret().to_owned(),
+    const DATA_DIR: &str = "--data-dir (SHL_GATEWAY_DATA_DIR)";
+    let (url, flag) = match database_url {
+        Some(url) => (url.expose_secret().to_owned(), crate::config::DATABASE_URL),
         None => {
-            crate::files::create_private_dir(data_dir).with_context(|| {
-                format!(
-                    "--data-dir (SHL_GATEWAY_DATA_DIR): cannot create {}",
-                    data_dir.display()
-                )
-            })?;
-            format!(
-                "sqlite://{}?mode=rwc",
-                data_dir.join(crate::files::STORE_FILE).display()
-            )
+            crate::files::create_private_dir(data_dir)
+                .with_context(|| format!("{DATA_DIR}: cannot create {}", data_dir.display()))?;
+            let file = data_dir.join(crate::files::STORE_FILE);
+            (format!("sqlite://{}?mode=rwc", file.display()), DATA_DIR)
         }
     };
     if let Some(path) = sqlite_file(&url) {
         prepare_sqlite_file(&path, &url)
-            .with_context(|| format!("cannot prepare the store file {}", path.display()))?;
+            .with_context(|| format!("{flag}: cannot prepare the store file {}", path.display()))?;
     }
     SqlStore::connect(&url)
         .await
-        .context("--database-url (SHL_GATEWAY_DATABASE_URL): cannot open the store")
+        .with_context(|| format!("{flag}: cannot open the store"))
 }
 
 /// The file a `sqlite:` URL names, unless it is an in-memory database.

@@ -173,15 +173,20 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
     async fn close(&self);
 }
 
-/// Why an audit record could not be made durable, or a chain could not be opened.
+/// Why an audit record could not be made durable, or a chain could not be opened. A wrapped
+/// error's text is part of the message, and not also its `source()`, so that a report walking
+/// the causes says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("the audit sink is closed")]
     Closed,
     #[error("audit storage I/O failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("audit database failed: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database's first connection failed: where to, and why, in words (never the URL).
+    #[error("{0}")]
+    Connect(String),
     #[error("audit record was not durable within {0:?}")]
     Timeout(Duration),
     #[error("audit sink unavailable: {0}")]
@@ -194,12 +199,36 @@ pub enum AuditError {
     InvalidChainName(String),
     #[error("audit key must be 32 bytes")]
     InvalidKey,
-    #[error("audit file {0} is locked by another writer")]
+    #[error("the audit file {0} is locked: another process writes it")]
     Locked(String),
     #[error("action {0:?} is written by the audit sink itself")]
     ReservedAction(AuditAction),
     #[error("audit record could not be encoded: {0}")]
-    Encode(#[from] serde_json::Error),
+    Encode(serde_json::Error),
+}
+
+impl From<std::io::Error> for AuditError {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error)
+    }
+}
+
+impl From<sqlx::Error> for AuditError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+impl From<serde_json::Error> for AuditError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Encode(error)
+    }
+}
+
+impl From<crate::database::ConnectError> for AuditError {
+    fn from(error: crate::database::ConnectError) -> Self {
+        Self::Connect(error.to_string())
+    }
 }
 
 impl From<InvalidKeyLength> for AuditError {

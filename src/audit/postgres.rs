@@ -239,6 +239,9 @@ async fn pool(url: &str, connections: u32, timeout: Duration) -> Result<PgPool, 
     let statement_timeout = format!("{}ms", timeout.as_millis());
     let options = PgConnectOptions::from_str(url)?
         .options([("statement_timeout", statement_timeout.as_str())]);
+    // Said at once and in words (connection refused, ...) rather than by the pool's "timed out"
+    // after its retries.
+    crate::database::check_connection(url, crate::database::CONNECT_TIMEOUT).await?;
     Ok(PgPoolOptions::new()
         .max_connections(connections)
         .acquire_timeout(timeout)

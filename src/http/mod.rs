@@ -1,12 +1,14 @@
 //! The HTTP surface: routes, and the middleware every request passes through.
 //!
 //! Outer to inner: panic guard, request id (sanitized, then set), client address, trace span
-//! (request id, method, route template, never the raw path), id echoed on the response, request
-//! metrics, `Connection: close` while draining, security headers, and error answers made JSON.
+//! (request id, method, route template, never the raw path) and the access log (`access_log`:
+//! probes at DEBUG), id echoed on the response, request metrics, `Connection: close` while
+//! draining, security headers, and error answers made JSON.
 //! Then, on the work routes only: the per-address quota, the whole body read within its deadline
 //! and memory budget, and a work slot (`work_slots`) or `503` at once; `/graphql` adds its body
 //! limit and CORS allowlist. `server` owns the connections underneath all of it.
 
+mod access_log;
 mod client_ip;
 mod graphiql;
 mod graphql;
@@ -32,11 +34,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::classify::SharedClassifier;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::trace::TraceLayer;
 
 pub(crate) use client_ip::ClientIp;
 pub use client_ip::client_ip;
@@ -139,6 +141,7 @@ pub(crate) fn router(
     let health_routes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .layer(axum::middleware::map_response(access_log::mark_probe))
         .with_state(state.clone());
     let rate_policy = state.rate_policy.clone();
     let readiness = state.readiness.clone();
@@ -177,7 +180,8 @@ pub(crate) fn router(
     );
     router = router.merge(health_routes);
     if settings.metrics_route {
-        router = router.merge(metrics::router());
+        router = router
+            .merge(metrics::router().layer(axum::middleware::map_response(access_log::mark_probe)));
     }
 
     router.fallback(not_found).layer(
@@ -194,9 +198,9 @@ pub(crate) fn router(
                 client_ip::resolve,
             ))
             .layer(
-                TraceLayer::new_for_http()
+                TraceLayer::new(SharedClassifier::new(access_log::ProbesNeverFail))
                     .make_span_with(request_span)
-                    .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                    .on_response(access_log::LogAnswer),
             )
             .layer(PropagateRequestIdLayer::new(REQUEST_ID_HEADER))
             .layer(axum::middleware::from_fn(metrics::record_request))

@@ -4,12 +4,17 @@
 //! method, route template) because the HTTP layer opens a span per request; JSON lines put them
 //! under `span`. Log lines carry fields, not secrets: see the README's "never logged" list.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, fmt};
 
 #[cfg(feature = "otel")]
 mod otel;
+mod report;
+
+pub use report::report;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +42,19 @@ pub fn init(format: LogFormat, filter: &str, otlp_endpoint: Option<&str>) -> any
     };
     let registry = tracing_subscriber::registry().with(filter).with(otel);
     match format {
+        // Colour for a person at a terminal only: written to a file or a pipe (a container's
+        // log driver, `2>gateway.log`), escape codes are noise in every line.
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
             .try_init()?,
         LogFormat::Json => registry
             .with(
                 fmt::layer()
+                    .with_ansi(false)
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)

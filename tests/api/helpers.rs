@@ -374,6 +374,18 @@ impl GatewayChild {
         log_filter: &str,
         args: &[&str],
     ) -> Self {
+        Self::spawn_with_env(data_dir, umask, &[], log_filter, args)
+    }
+
+    /// Like [`Self::spawn_in`], with these variables set in the process's otherwise empty
+    /// environment.
+    pub(crate) fn spawn_with_env(
+        data_dir: std::path::PathBuf,
+        umask: Option<&str>,
+        env: &[(&str, &str)],
+        log_filter: &str,
+        args: &[&str],
+    ) -> Self {
         use std::io::{BufRead as _, BufReader, Read};
         let mut command = match umask {
             Some(umask) => {
@@ -394,6 +406,7 @@ impl GatewayChild {
             .args(args)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

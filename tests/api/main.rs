@@ -17,6 +17,7 @@ mod ktc_conformance;
 mod manifest_protocol;
 mod metrics;
 mod operation_limits;
+mod operator;
 mod passcode_attempts;
 mod postgres_tls;
 mod properties;

@@ -175,7 +175,7 @@ async fn a_full_disk_fails_creation_and_readiness_and_both_recover_once_space_is
         )),
         ..Config::default().key
     }
-    .load_secret_key()
+    .load_existing()
     .expect("key");
     let keys = shl_gateway::crypto::Keys::derive(&secret);
     let report = shl_gateway::audit::verify_file(&audit_path, keys.audit_chain.as_bytes());

@@ -13,14 +13,40 @@ pub use sql::SqlStore;
 use super::LinkMode;
 use super::fhir::PatientRecord;
 
+/// Why the store failed. A wrapped error's text is part of the message, and not also its
+/// `source()`, so that a report walking the causes says it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     #[error("migration error: {0}")]
-    Migration(#[from] sqlx::migrate::MigrateError),
+    Migration(sqlx::migrate::MigrateError),
     #[error("stored data is not valid: {0}")]
     Corrupt(&'static str),
+    /// The URL is of no database the gateway speaks (the message names those it does).
+    #[error("{0}")]
+    UnsupportedUrl(String),
+    /// The first connection failed: where to, and why, in words (never the URL).
+    #[error("{0}")]
+    Connect(String),
+}
+
+impl From<crate::database::ConnectError> for StoreError {
+    fn from(error: crate::database::ConnectError) -> Self {
+        Self::Connect(error.to_string())
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        Self::Migration(error)
+    }
 }
 
 /// A link as the issuer keeps it. It holds no key: the issuer cannot rebuild the link's URL.

@@ -12,6 +12,7 @@ use super::{
     AccessAction, AccessOutcome, AccessRecord, AttemptReservation, AttemptVerdict, LinkRecord,
     LinkStore, StoreError,
 };
+use crate::database::{CONNECT_TIMEOUT, DatabaseKind, check_connection};
 use crate::issuer::LinkMode;
 use crate::issuer::fhir::PatientRecord;
 
@@ -50,22 +51,19 @@ const LINK_COLUMNS: &str = "id, patient_id, label, mode, flag, resource_types, p
 impl SqlStore {
     /// Connects (`sqlite://path?mode=rwc`, `sqlite::memory:`, `postgres://...`) and migrates.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
-            return Err(StoreError::Corrupt(
-                "database URL must start with sqlite: or postgres:",
-            ));
+        let backend = match DatabaseKind::of(url).map_err(StoreError::UnsupportedUrl)? {
+            DatabaseKind::Postgres => Backend::Postgres,
+            DatabaseKind::Sqlite => Backend::Sqlite,
         };
+        // Said at once and in words (connection refused, ...) rather than by the pool's
+        // "timed out" after its retries.
+        check_connection(url, CONNECT_TIMEOUT).await?;
         let pool = AnyPoolOptions::new()
             .max_connections(match backend {
                 Backend::Sqlite => 4,
                 Backend::Postgres => 16,
             })
-            .acquire_timeout(std::time::Duration::from_secs(5))
+            .acquire_timeout(CONNECT_TIMEOUT)
             .after_connect(move |connection, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
