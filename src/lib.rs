@@ -27,8 +27,13 @@
 //!   [`ratelimit`]: GCRA quotas in process (governor) and across replicas (Redis), the policy of
 //!   which quota applies to what; [`passcode`]: CSPRNG passcodes, peppered argon2id hashing;
 //!   [`qr`]: QR encoding, compact SVG and the bounded renderer.
+//! - [`receiver`]: the receiver side of SMART Health Links (what an EHR does with a link):
+//!   decode, payload rules (SHL and Kill the Clipboard), retrieval through a hardened HTTP
+//!   client, decryption, the content's profile, the app attestation; [`inspect`]: the
+//!   `inspect` command's stage-by-stage report over it.
 //! - [`crypto`]: the keys (the secret, per-purpose keys, SHL and audit keys), HMAC and JWE, and
-//!   the app attestation of DIRECT links (P-256 keys, the ES256 JWT, the JWKS).
+//!   the app attestation of DIRECT links (P-256 keys, the ES256 JWT, the JWKS, and verifying
+//!   one against a JWKS).
 //! - Leaves: [`error`] (`AppError` and the closed list of codes clients see), [`clock`] (the one
 //!   clock), [`text`] (text rules for inputs), `metrics` (the recorder and every metric's name),
 //!   `readiness` (bounded probes, transitions logged once), `files` (the data directory `0700`,
@@ -54,6 +59,7 @@ mod files;
 pub mod graphql;
 pub mod http;
 pub mod idempotency;
+pub mod inspect;
 pub mod issuer;
 pub mod links;
 mod metrics;
@@ -61,6 +67,7 @@ pub mod passcode;
 pub mod qr;
 pub mod ratelimit;
 mod readiness;
+pub mod receiver;
 pub mod startup;
 pub mod telemetry;
 pub mod text;
