@@ -699,3 +699,105 @@ async fn the_binary_passes_the_gateways_links_and_prints_no_secret() {
     }
     app.stop().await;
 }
+
+/// A link to `url` with a fresh key, as a test server's sender would make it.
+fn shlink_to(url: &str, flag: &str) -> String {
+    use base64::Engine as _;
+    let key = shl_gateway::crypto::jwe::ShlKey::generate().expect("key");
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let payload = json!({"url": url, "flag": flag, "key": key.to_base64url(), "exp": now + 600});
+    format!(
+        "shlink:/{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload.to_string())
+    )
+}
+
+#[tokio::test]
+async fn inspect_reports_what_the_hardening_refused() {
+    use std::time::Duration;
+    // A sender on 127.0.0.1 that redirects, answers too much, or answers too slowly.
+    let router = Router::new()
+        .route(
+            "/redirect",
+            axum::routing::get(|| async {
+                (
+                    StatusCode::FOUND,
+                    [(header::LOCATION, "http://169.254.169.254/")],
+                )
+            }),
+        )
+        .route("/big", axum::routing::get(|| async { "x".repeat(4_096) }))
+        .route(
+            "/manifest",
+            axum::routing::post(|headers: axum::http::HeaderMap| async move {
+                let host = headers[header::HOST].to_str().expect("host").to_owned();
+                let files: Vec<Value> = (0..16)
+                    .map(|_| {
+                        json!({"contentType": "application/fhir+json",
+                                    "location": format!("http://{host}/slow")})
+                    })
+                    .collect();
+                axum::Json(json!({"files": files}))
+            }),
+        )
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                "not a JWE"
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let mut options = local_options(None);
+    options.receiver.outbound.max_response_bytes = 1_000;
+    let mut impatient = local_options(None);
+    impatient.receiver.deadline = Duration::from_secs(1);
+    let retrieve = |report: &Report| {
+        assert_eq!(
+            report.fail_stage,
+            Some(Stage::Retrieve),
+            "{}",
+            report.to_json()
+        );
+        report.stage(Stage::Retrieve).expect("ran").message.clone()
+    };
+
+    let redirected = inspect_link(
+        &shlink_to(&format!("http://{address}/redirect"), "U"),
+        &options,
+    )
+    .await;
+    let oversized = inspect_link(&shlink_to(&format!("http://{address}/big"), "U"), &options).await;
+    let started = std::time::Instant::now();
+    let slow = inspect_link(
+        &shlink_to(&format!("http://{address}/manifest"), ""),
+        &impatient,
+    )
+    .await;
+    let slow_took = started.elapsed();
+    let private = inspect_link(
+        &shlink_to(&format!("https://{address}/big"), "U"),
+        &InspectOptions::new("shl-gateway inspect"),
+    )
+    .await;
+
+    assert_eq!(
+        retrieve(&redirected),
+        "file GET: answered a redirect (HTTP 302); redirects are not followed"
+    );
+    assert_eq!(
+        retrieve(&oversized),
+        "file GET: the answer is larger than 1000 bytes"
+    );
+    assert_eq!(retrieve(&slow), "retrieval took longer than 1s");
+    assert!(slow_took < Duration::from_secs(3), "{slow_took:?}");
+    assert_eq!(
+        retrieve(&private),
+        "file GET: 127.0.0.1 is a loopback address: refused \
+         (--allow-http permits it, for tests and local use)"
+    );
+}
