@@ -238,19 +238,16 @@ pub fn check(
             None => fail(&mut violations, "v must be an integer"),
         },
     };
-    if profile == Profile::Ktc {
+    let ktc = kill_the_clipboard_rules(fields);
+    match profile {
         // The profile's own rules, on top of the base ones.
-        if fields.get("flag").and_then(Value::as_str) != Some("U") {
-            let found = fields
-                .get("flag")
-                .map_or_else(|| "none".to_owned(), Value::to_string);
-            violations.push(format!(
-                "Kill the Clipboard requires flag exactly \"U\" (found {found})"
-            ));
-        }
-        if fields.get("exp").is_none() {
-            violations.push("Kill the Clipboard requires exp".to_owned());
-        }
+        Profile::Ktc => violations.extend(ktc),
+        // Not required here, but worth knowing: Kill the Clipboard receivers (EHRs) refuse it.
+        Profile::Shl if !ktc.is_empty() => warnings.push(format!(
+            "a Kill the Clipboard receiver would refuse this link: {}",
+            ktc.join("; ")
+        )),
+        Profile::Shl => {}
     }
 
     match (url, key, flags) {
@@ -266,6 +263,24 @@ pub fn check(
         }),
         _ => Err(PayloadError { violations }),
     }
+}
+
+/// The Kill the Clipboard profile's payload rules beyond SHL's: flag exactly `U` (no manifest,
+/// no passcode) and an `exp`.
+fn kill_the_clipboard_rules(fields: &Map<String, Value>) -> Vec<String> {
+    let mut violations = Vec::new();
+    if fields.get("flag").and_then(Value::as_str) != Some("U") {
+        let found = fields
+            .get("flag")
+            .map_or_else(|| "none".to_owned(), Value::to_string);
+        violations.push(format!(
+            "Kill the Clipboard requires flag exactly \"U\" (found {found})"
+        ));
+    }
+    if fields.get("exp").is_none() {
+        violations.push("Kill the Clipboard requires exp".to_owned());
+    }
+    violations
 }
 
 /// Records a violation; the field has no usable value.

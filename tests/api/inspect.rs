@@ -540,6 +540,14 @@ async fn inspect_passes_the_gateways_own_passcode_and_direct_links() {
     assert!(message(&by_location, Stage::Retrieve).contains("1 file (by location"));
     assert!(message(&embedded, Stage::Retrieve).contains("1 file (embedded"));
     assert!(message(&by_location, Stage::Bundle).starts_with("IPS document: "));
+    // The passcode link is fine SHL, and the report says what a Kill the Clipboard EHR would do.
+    let payload_warnings = &by_location.stage(Stage::Payload).expect("ran").warnings;
+    assert!(
+        payload_warnings
+            .iter()
+            .any(|warning| warning.starts_with("a Kill the Clipboard receiver would refuse")),
+        "{payload_warnings:?}"
+    );
     assert_eq!(direct.profile, Some(Profile::Ktc));
     assert!(message(&direct, Stage::Payload).starts_with("flag U; exp "));
     assert!(message(&direct, Stage::Bundle).starts_with("PatientSharedBundle: "));

@@ -138,6 +138,14 @@ fn a_passcode_link_without_exp_is_plain_shl_but_not_kill_the_clipboard() {
     let passcode_link = json!({"url": "https://shl.example.org/m/abc", "flag": "LP", "key": KEY});
     let payload = checked(&passcode_link, Profile::Shl).expect("valid SHL");
     assert!(payload.flags.passcode && payload.flags.long_term && !payload.flags.direct);
+    assert_eq!(
+        payload.warnings,
+        [
+            "a Kill the Clipboard receiver would refuse this link: Kill the Clipboard requires \
+             flag exactly \"U\" (found \"LP\"); Kill the Clipboard requires exp"
+        ],
+        "what an EHR will say is worth knowing"
+    );
 
     assert_eq!(
         violations(&passcode_link, Profile::Ktc),
@@ -266,6 +274,7 @@ fn what_is_unusual_but_allowed_is_a_warning() {
         [
             "url is plain http: receivers fetch over https only",
             "unknown flag letter 'X' ignored",
+            r#"a Kill the Clipboard receiver would refuse this link: Kill the Clipboard requires flag exactly "U" (found "LUX")"#,
         ]
     );
     assert_eq!(payload.version, Some(1));
