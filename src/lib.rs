@@ -43,12 +43,13 @@
 //!
 //! The crate is a binary's library: what is `pub` here is what `main`, the API tests
 //! (`tests/api`) and the benchmarks reach, nothing more. `main` runs [`startup::Application`]
-//! from a [`config::Cli`], and the `audit` and `import-bundle` commands. The tests and benchmarks
-//! also drive the parts they measure or check on their own: the QR encoder, JWE and keys,
-//! passcodes, location tickets, the IPS builder, the store, the quota store and policy, the
-//! client-address walk, the executor and the link service. Everything else is `pub(crate)` or
-//! private, and `unreachable_pub` (Cargo.toml) keeps any `pub` honest, so the compiler reports
-//! dead code instead of taking it for API.
+//! from a [`config::Cli`], and the `audit`, `import-bundle` and `inspect` commands. The tests
+//! and benchmarks also drive the parts they measure or check on their own: the QR encoder, JWE
+//! and keys, passcodes, location tickets, the IPS builder, the store, the quota store and
+//! policy, the client-address walk, the executor, the link service and the receiver's stages
+//! (whose settings also carry what only tests need: a resolver override, an extra CA).
+//! Everything else is `pub(crate)` or private, and `unreachable_pub` (Cargo.toml) keeps any
+//! `pub` honest, so the compiler reports dead code instead of taking it for API.
 
 pub mod audit;
 pub mod clock;

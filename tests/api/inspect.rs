@@ -653,8 +653,15 @@ async fn the_binary_passes_the_gateways_links_and_prints_no_secret() {
         );
         move || {
             let passcode_run = run_binary(
-                &["--allow-http", "--format", "json", "-"],
-                &[("SHL_GATEWAY_PASSCODE", &passcode)],
+                &[
+                    "--allow-http",
+                    "--format",
+                    "json",
+                    "--passcode",
+                    &passcode,
+                    "-",
+                ],
+                &[],
                 Some(&format!("{passcode_viewer}\n")),
             );
             let direct_run = run_binary(&["--allow-http", &direct_viewer], &[], None);
