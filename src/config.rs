@@ -33,6 +33,7 @@ use crate::database::DatabaseKind;
 use crate::graphql::{OperationLimits, SchemaOptions};
 use crate::http::server::ConnectionLimits;
 use crate::http::{HttpSettings, WorkSlots};
+use crate::inspect::{InspectInput, InspectOptions, ProfileChoice};
 use crate::issuer::embedded::EmbeddedSettings;
 use crate::ratelimit::{QuotaSpec, QuotaSpecs, RedisFailurePolicy};
 use crate::telemetry::LogFormat;
@@ -100,6 +101,9 @@ pub enum Command {
         #[arg(long, env = "SHL_GATEWAY_TLS_CERT")]
         tls_cert: Option<PathBuf>,
     },
+    /// Receive any SMART Health Link as an EHR would and report each stage (decode, payload,
+    /// retrieve, decrypt, bundle, attestation). Exits 0 only when every required check passes.
+    Inspect(Box<InspectArgs>),
 }
 
 /// Shared by `serve` and the subcommands that take the same flag.
@@ -1374,6 +1378,137 @@ fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// `shl-gateway inspect`: what to inspect and how. Becomes an [`InspectInput`] and
+/// [`InspectOptions`] ([`InspectArgs::into_inspection`]).
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["link", "file", "jwe"])))]
+pub struct InspectArgs {
+    /// The link: shlink:/... or a viewer URL ending #shlink:/... `-` reads it from standard
+    /// input, which keeps it (and its key) out of the process list and the shell history.
+    pub link: Option<SecretString>,
+
+    /// Offline: judge this decrypted Bundle (JSON) instead of a link.
+    #[arg(long, env = "SHL_GATEWAY_FILE")]
+    pub file: Option<PathBuf>,
+
+    /// Offline: decrypt this compact JWE file with --key, then judge it.
+    #[arg(long, env = "SHL_GATEWAY_JWE", requires = "key")]
+    pub jwe: Option<PathBuf>,
+
+    /// The link's key for --jwe (43 base64url characters). Prefer the variable: a process
+    /// list shows command lines.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_KEY",
+        hide_env_values = true,
+        requires = "jwe"
+    )]
+    pub key: Option<SecretString>,
+
+    /// `recipient` of the manifest request or file fetch: the sharer's access log shows it.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_RECIPIENT",
+        default_value = "shl-gateway inspect"
+    )]
+    pub recipient: String,
+
+    /// The passcode of a P link. Prefer the variable: a process list shows command lines.
+    #[arg(long, env = "SHL_GATEWAY_PASSCODE", hide_env_values = true)]
+    pub passcode: Option<SecretString>,
+
+    /// Allow plain http, and loopback, private and link-local addresses (tests and local use:
+    /// a stranger's link could otherwise make this machine reach inside its network).
+    #[arg(long, env = "SHL_GATEWAY_ALLOW_HTTP")]
+    pub allow_http: bool,
+
+    /// The rules to hold the link to.
+    #[arg(long, env = "SHL_GATEWAY_PROFILE", value_enum, default_value = "auto")]
+    pub profile: InspectProfile,
+
+    /// How to print the report.
+    #[arg(long, env = "SHL_GATEWAY_FORMAT", value_enum, default_value = "text")]
+    pub format: ReportFormat,
+}
+
+/// `--profile` of `inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InspectProfile {
+    /// Kill the Clipboard for U links (and collection Bundles), plain SHL otherwise
+    Auto,
+    /// Kill the Clipboard: flag exactly U, exp required, a PatientSharedBundle
+    Ktc,
+    /// SMART Health Links STU1: any flags; an IPS document or a PatientSharedBundle
+    Shl,
+}
+
+/// `--format` of `inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    /// One line per stage, for a person
+    Text,
+    /// One JSON document: `ok`, `profile`, `failStage` and `stages`, for a CI job
+    Json,
+}
+
+/// The largest `--file` or `--jwe` read: what the receiver would accept from a server.
+const MAX_INSPECT_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
+impl InspectArgs {
+    /// Reads what is to be inspected (standard input for `-`, the files) and the options.
+    pub fn into_inspection(self) -> anyhow::Result<(InspectInput, InspectOptions, ReportFormat)> {
+        let input = if let Some(path) = &self.file {
+            InspectInput::Bundle(read_bounded(path)?)
+        } else if let (Some(path), Some(key)) = (&self.jwe, self.key) {
+            InspectInput::Jwe {
+                jwe: read_bounded(path)?,
+                key,
+            }
+        } else if let Some(link) = self.link {
+            if link.expose_secret() == "-" {
+                use std::io::Read as _;
+                let mut text = String::new();
+                std::io::stdin()
+                    .take(64 * 1024)
+                    .read_to_string(&mut text)
+                    .context("cannot read the link from standard input")?;
+                InspectInput::Link(SecretString::from(text))
+            } else {
+                InspectInput::Link(link)
+            }
+        } else {
+            bail!("give a link, --file or --jwe");
+        };
+        let mut options = InspectOptions::new(self.recipient);
+        options.profile = match self.profile {
+            InspectProfile::Auto => ProfileChoice::Auto,
+            InspectProfile::Ktc => ProfileChoice::Ktc,
+            InspectProfile::Shl => ProfileChoice::Shl,
+        };
+        options.passcode = self.passcode;
+        options.receiver.outbound.allow_http = self.allow_http;
+        options.receiver.outbound.allow_private_addresses = self.allow_http;
+        Ok((input, options, self.format))
+    }
+}
+
+fn read_bounded(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INSPECT_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > MAX_INSPECT_FILE_BYTES {
+        bail!(
+            "{} is larger than {MAX_INSPECT_FILE_BYTES} bytes",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2002,5 +2137,102 @@ mod tests {
         let mut config = with_upstream();
         config.key.secret_key = Some(SecretString::from("x".repeat(40)));
         assert!(!format!("{config:?}").contains(&"x".repeat(40)));
+    }
+
+    fn inspect_args(args: &[&str]) -> Result<InspectArgs, clap::Error> {
+        // The variables switched off, as for `Config::default`: the test's environment is not
+        // the command line under test.
+        let command = Cli::command()
+            .mut_subcommand("inspect", |inspect| inspect.mut_args(|arg| arg.env(None)));
+        let matches =
+            command.try_get_matches_from(["shl-gateway", "inspect"].iter().chain(args))?;
+        match Cli::from_arg_matches(&matches)?.command {
+            Some(Command::Inspect(args)) => Ok(*args),
+            _ => panic!("not inspect"),
+        }
+    }
+
+    #[test]
+    fn inspect_flags_read_their_variables_and_the_readme_names_them() {
+        let command = Cli::command();
+        let inspect = command.find_subcommand("inspect").expect("inspect");
+        let readme = include_str!("../README.md");
+        let flags: Vec<&str> = inspect
+            .get_arguments()
+            .filter_map(clap::Arg::get_long)
+            .filter(|long| *long != "help")
+            .collect();
+        assert_eq!(flags.len(), 8, "{flags:?}");
+        for long in flags {
+            let arg = inspect
+                .get_arguments()
+                .find(|arg| arg.get_long() == Some(long))
+                .expect("the flag");
+            let env = arg.get_env().map(|env| env.to_string_lossy().into_owned());
+            assert_eq!(env, Some(variable_of(long)), "--{long}");
+            assert!(readme.contains(&format!("`--{long}`")), "--{long}");
+        }
+    }
+
+    #[test]
+    fn inspect_takes_exactly_one_input_and_defaults_to_a_strict_receiver() {
+        let args = inspect_args(&["shlink:/abc"]).expect("a link");
+        assert_eq!(args.recipient, "shl-gateway inspect");
+        assert_eq!(args.profile, InspectProfile::Auto);
+        assert_eq!(args.format, ReportFormat::Text);
+        let (_, options, _) = args.into_inspection().expect("options");
+        assert!(!options.receiver.outbound.allow_http);
+        assert!(!options.receiver.outbound.allow_private_addresses);
+        assert_eq!(options.profile, ProfileChoice::Auto);
+
+        let (_, options, format) = inspect_args(&[
+            "--allow-http",
+            "--profile",
+            "ktc",
+            "--format",
+            "json",
+            "--recipient",
+            "Springfield Clinic",
+            "shlink:/abc",
+        ])
+        .expect("flags")
+        .into_inspection()
+        .expect("options");
+        assert!(options.receiver.outbound.allow_http);
+        assert!(options.receiver.outbound.allow_private_addresses);
+        assert_eq!(options.profile, ProfileChoice::Ktc);
+        assert_eq!(options.receiver.recipient, "Springfield Clinic");
+        assert_eq!(format, ReportFormat::Json);
+
+        for refused in [
+            &[][..],
+            &["shlink:/abc", "--file", "bundle.json"],
+            &["--jwe", "file.jwe"],
+            &["--key", "k"],
+            &["--file", "a.json", "--jwe", "b.jwe", "--key", "k"],
+        ] {
+            assert!(inspect_args(refused).is_err(), "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn inspect_reads_its_files_and_never_shows_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let jwe = dir.path().join("file.jwe");
+        std::fs::write(&jwe, "a.b.c.d.e").expect("write");
+        let key = "rxTgYlOaKJPFtcEd0qcceN8wEU4p94SqAwIWQe6uX7Q";
+        let args = inspect_args(&["--jwe", jwe.to_str().expect("utf-8"), "--key", key])
+            .expect("jwe and key");
+        assert!(!format!("{args:?}").contains(key));
+        let (input, _, _) = args.into_inspection().expect("read");
+        assert!(matches!(input, InspectInput::Jwe { ref jwe, .. } if jwe == b"a.b.c.d.e"));
+        assert!(!format!("{input:?}").contains(key));
+
+        let missing = inspect_args(&["--file", "/nonexistent/bundle.json"])
+            .expect("parses")
+            .into_inspection()
+            .map(|_| ())
+            .expect_err("no such file");
+        assert!(missing.to_string().contains("cannot read"), "{missing}");
     }
 }

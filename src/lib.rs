@@ -27,8 +27,13 @@
 //!   [`ratelimit`]: GCRA quotas in process (governor) and across replicas (Redis), the policy of
 //!   which quota applies to what; [`passcode`]: CSPRNG passcodes, peppered argon2id hashing;
 //!   [`qr`]: QR encoding, compact SVG and the bounded renderer.
+//! - [`receiver`]: the receiver side of SMART Health Links (what an EHR does with a link):
+//!   decode, payload rules (SHL and Kill the Clipboard), retrieval through a hardened HTTP
+//!   client, decryption, the content's profile, the app attestation; [`inspect`]: the
+//!   `inspect` command's stage-by-stage report over it.
 //! - [`crypto`]: the keys (the secret, per-purpose keys, SHL and audit keys), HMAC and JWE, and
-//!   the app attestation of DIRECT links (P-256 keys, the ES256 JWT, the JWKS).
+//!   the app attestation of DIRECT links (P-256 keys, the ES256 JWT, the JWKS, and verifying
+//!   one against a JWKS).
 //! - Leaves: [`error`] (`AppError` and the closed list of codes clients see), [`clock`] (the one
 //!   clock), [`text`] (text rules for inputs), `metrics` (the recorder and every metric's name),
 //!   `readiness` (bounded probes, transitions logged once), `files` (the data directory `0700`,
@@ -38,12 +43,13 @@
 //!
 //! The crate is a binary's library: what is `pub` here is what `main`, the API tests
 //! (`tests/api`) and the benchmarks reach, nothing more. `main` runs [`startup::Application`]
-//! from a [`config::Cli`], and the `audit` and `import-bundle` commands. The tests and benchmarks
-//! also drive the parts they measure or check on their own: the QR encoder, JWE and keys,
-//! passcodes, location tickets, the IPS builder, the store, the quota store and policy, the
-//! client-address walk, the executor and the link service. Everything else is `pub(crate)` or
-//! private, and `unreachable_pub` (Cargo.toml) keeps any `pub` honest, so the compiler reports
-//! dead code instead of taking it for API.
+//! from a [`config::Cli`], and the `audit`, `import-bundle` and `inspect` commands. The tests
+//! and benchmarks also drive the parts they measure or check on their own: the QR encoder, JWE
+//! and keys, passcodes, location tickets, the IPS builder, the store, the quota store and
+//! policy, the client-address walk, the executor, the link service and the receiver's stages
+//! (whose settings also carry what only tests need: a resolver override, an extra CA).
+//! Everything else is `pub(crate)` or private, and `unreachable_pub` (Cargo.toml) keeps any
+//! `pub` honest, so the compiler reports dead code instead of taking it for API.
 
 pub mod audit;
 pub mod clock;
@@ -55,6 +61,7 @@ mod files;
 pub mod graphql;
 pub mod http;
 pub mod idempotency;
+pub mod inspect;
 pub mod issuer;
 pub mod links;
 mod metrics;
@@ -62,6 +69,7 @@ pub mod passcode;
 pub mod qr;
 pub mod ratelimit;
 mod readiness;
+pub mod receiver;
 pub mod startup;
 pub mod telemetry;
 pub mod text;

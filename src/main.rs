@@ -32,6 +32,8 @@ async fn main() -> ExitCode {
         Some(Command::Healthcheck { listen, tls_cert }) => {
             healthcheck(listen, tls_cert.is_some()).await
         }
+        // Its exit code says whether the link passed, not only whether the command ran.
+        Some(Command::Inspect(args)) => return inspect(*args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -156,6 +158,31 @@ fn attestation(command: AttestationCommand) -> anyhow::Result<()> {
             println!("{kid}");
             Ok(())
         }
+    }
+}
+
+/// `inspect`: the report on stdout; exit 0 when every required check passes, 1 when one
+/// fails, 2 when the input cannot be read. No logging is set up: nothing but the report is
+/// written, and the report holds no key, passcode or link.
+#[expect(clippy::print_stdout, reason = "the report is the command's output")]
+async fn inspect(args: shl_gateway::config::InspectArgs) -> ExitCode {
+    use shl_gateway::config::ReportFormat;
+    let (input, options, format) = match args.into_inspection() {
+        Ok(inspection) => inspection,
+        Err(error) => {
+            eprintln!("shl-gateway inspect: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = shl_gateway::inspect::inspect(input, &options).await;
+    match format {
+        ReportFormat::Text => println!("{report}"),
+        ReportFormat::Json => println!("{}", report.to_json()),
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -8,13 +8,15 @@
 //!   idempotency); [`AuditKey`]: the key of the audit chain's MACs.
 //! - `HmacSha256`: the one MAC, behind every purpose key and the audit chain.
 //! - `attestation`: the app attestation of Kill the Clipboard bundles (ES256 over P-256), its
-//!   keys' thumbprints and the JWKS that publishes them.
+//!   keys' thumbprints and the JWKS that publishes them; `jws`: the receiver's side, verifying
+//!   such a JWT against an issuer's JWKS.
 //!
 //! Every type here that holds key bytes wipes them when dropped and prints `[REDACTED]` as
 //! `Debug`; none has a `Display`.
 
 pub(crate) mod attestation;
 pub mod jwe;
+pub mod jws;
 mod keys;
 mod mac;
 

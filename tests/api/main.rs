@@ -13,6 +13,7 @@ mod helpers;
 mod http_transport;
 mod idempotency;
 mod import_bundle;
+mod inspect;
 mod ktc_conformance;
 mod manifest_protocol;
 mod metrics;
