@@ -75,8 +75,9 @@ pub struct ShutdownHandle(watch::Sender<bool>);
 
 impl ShutdownHandle {
     pub fn shutdown(&self) {
-        // Nobody listening means the server already stopped, which is what was asked.
-        let _ = self.0.send(true);
+        // Stored even with nobody listening yet: `send` would drop it, and a server whose task
+        // had not yet started (stopped right after spawning it) would then never stop.
+        self.0.send_replace(true);
     }
 }
 
