@@ -30,7 +30,8 @@
 //! - [`crypto`]: the keys (the secret, per-purpose keys, SHL and audit keys), HMAC and JWE, and
 //!   the app attestation of DIRECT links (P-256 keys, the ES256 JWT, the JWKS).
 //! - Leaves: [`error`] (`AppError` and the closed list of codes clients see), [`clock`] (the one
-//!   clock), [`text`] (text rules for inputs), `metrics` (the recorder and every metric's name),
+//!   clock), [`text`] (text rules for inputs), `demo` (demo mode's development token, kept in
+//!   the data directory), `metrics` (the recorder and every metric's name),
 //!   `readiness` (bounded probes, transitions logged once), `files` (the data directory `0700`,
 //!   its files `0600`).
 //!
@@ -49,6 +50,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod crypto;
+mod demo;
 pub mod error;
 mod files;
 pub mod graphql;

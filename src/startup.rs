@@ -142,9 +142,14 @@ impl Application {
                 let default_public_url = format!("{scheme}://{local_addr}");
                 let embedded =
                     Arc::new(build_embedded_issuer(&config, &keys, &default_public_url).await?);
-                development_token =
-                    set_up_identities(&config.embedded, &keys, local_addr, embedded.store())
-                        .await?;
+                development_token = set_up_identities(
+                    &config.embedded,
+                    &keys,
+                    local_addr,
+                    &config.key.data_dir,
+                    embedded.store(),
+                )
+                .await?;
                 purge = Some(PurgeTask {
                     issuer: Arc::clone(&embedded),
                     interval: config.embedded.purge_interval,
@@ -180,9 +185,12 @@ impl Application {
             audit,
         };
         let work_slots = WorkSlots::new(config.listener.max_concurrent_requests);
-        let http_settings = config
+        let mut http_settings = config
             .listener
             .http_settings(config.graphql.graphiql_assets_dir(), work_slots.clone())?;
+        http_settings.graphiql_demo_token = development_token.clone().filter(|_| {
+            crate::demo::playground_may_show_token(config.embedded.patient_tokens.len(), local_addr)
+        });
         let connection_limits = ConnectionLimits::from(&config.listener);
         let metrics_listener = match config.listener.metrics_listen {
             Some(address) => Some(TcpListener::bind(address).await.with_context(|| {
@@ -568,12 +576,14 @@ fn uses_data_dir(config: &Config) -> bool {
     key_in_dir || audit_in_dir || store_in_dir
 }
 
-/// Stores the configured tokens (as HMACs) and, in demo mode, seeds the demo patient and makes
-/// a development token. Returns that token, for printing once.
+/// Stores the configured tokens (as HMACs) and, in demo mode, seeds the demo patient and takes
+/// the development token kept in `data_dir` (made on first start). Returns that token, for
+/// printing once.
 async fn set_up_identities(
     config: &EmbeddedConfig,
     keys: &Keys,
     local_addr: SocketAddr,
+    data_dir: &std::path::Path,
     store: &Arc<dyn LinkStore>,
 ) -> anyhow::Result<Option<SecretString>> {
     let now = now_ms();
@@ -602,18 +612,15 @@ async fn set_up_identities(
     if store.patient(patient.patient_id()).await?.is_none() {
         store.put_patient(&patient, now).await?;
     }
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw)
-        .map_err(|_| anyhow::anyhow!("the OS random number generator failed"))?;
-    use base64::Engine as _;
-    let token = format!(
-        "dev-{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
+    // Kept across restarts: open playground tabs and scripts keep working.
+    let token = crate::demo::load_or_create_token(data_dir)?;
     store
         .replace_tokens(
             "demo",
-            &[(keys.token_hmac(&token), patient.patient_id().to_owned())],
+            &[(
+                keys.token_hmac(token.expose_secret()),
+                patient.patient_id().to_owned(),
+            )],
             now,
         )
         .await?;
@@ -621,7 +628,10 @@ async fn set_up_identities(
         patient.id = patient.patient_id(),
         "demo mode: synthetic patient and development token"
     );
-    Ok(Some(SecretString::from(format!("Bearer {token}"))))
+    Ok(Some(SecretString::from(format!(
+        "Bearer {}",
+        token.expose_secret()
+    ))))
 }
 
 /// Drops the files of expired and revoked links every `interval`, until shutdown.

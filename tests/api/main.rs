@@ -5,6 +5,7 @@ mod audit;
 mod browser;
 mod create_health_link;
 mod data_files;
+mod demo_mode;
 mod embedded;
 mod faults;
 mod front_door;
