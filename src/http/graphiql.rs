@@ -14,7 +14,9 @@
 //!
 //! The page carries no inline script, so it is sent with a Content-Security-
 //! Policy that only runs scripts from this origin; the small bootstrap that
-//! mounts GraphiQL is compiled into the binary and served as `init.js`.
+//! mounts GraphiQL is compiled into the binary and served as `init.js`, and so
+//! is `qr-panel.js`, a GraphiQL plugin that shows the QR code of the latest
+//! `createHealthLink` answer beside what the link carries.
 //! Tokens go in GraphiQL's header editor, never in the URL, where they would
 //! end up in browser history and access logs. In demo mode on a loopback
 //! listener the page fills that editor with the development token, which it
@@ -35,7 +37,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 /// The narrowest policy GraphiQL 3 was seen to run under, without violations,
 /// in a browser: scripts and the stylesheet come from this origin, requests go
 /// only to `/graphql` on this origin, and its stylesheet embeds fonts and lint
-/// icons as `data:` URLs. Styles need `'unsafe-inline'` because its dialogs
+/// icons as `data:` URLs (the QR panel's image is a `data:` URL of the SVG as
+/// well, which `img-src data:` already allows). Styles need `'unsafe-inline'` because its dialogs
 /// inject a `<style>` element (to lock page scrolling) whose content varies,
 /// so no hash fits it; the page's own small `<style>` relies on that too.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -45,6 +48,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 const PAGE: &str = include_str!("graphiql/page.html");
 const MISSING_ASSETS_PAGE: &str = include_str!("graphiql/missing-assets.html");
 const INIT_JS: &str = include_str!("graphiql/init.js");
+const QR_PANEL_JS: &str = include_str!("graphiql/qr-panel.js");
 
 /// A file the page loads: the name it is requested by under
 /// `/graphiql/assets/`, and where the npm install puts it, relative to the
@@ -89,6 +93,7 @@ pub(crate) fn router(assets_dir: PathBuf, demo_token: Option<SecretString>) -> R
     Router::new()
         .route("/graphiql", get(page))
         .route("/graphiql/init.js", get(init_js))
+        .route("/graphiql/qr-panel.js", get(qr_panel_js))
         .with_state(Arc::<Path>::from(assets_dir))
         .merge(
             Router::new()
@@ -141,12 +146,20 @@ async fn assets_installed(assets_dir: &Path) -> bool {
 }
 
 async fn init_js() -> impl IntoResponse {
+    script(INIT_JS)
+}
+
+async fn qr_panel_js() -> impl IntoResponse {
+    script(QR_PANEL_JS)
+}
+
+fn script(source: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        INIT_JS,
+        source,
     )
 }
 
@@ -288,6 +301,7 @@ mod tests {
 
         let body = body_text(response).await;
         assert!(body.contains(r#"src="/graphiql/init.js""#));
+        assert!(body.contains(r#"src="/graphiql/qr-panel.js""#));
         assert!(
             !body.contains("<script>"),
             "inline script would be blocked by the policy"
@@ -350,6 +364,31 @@ mod tests {
         let body = body_text(response).await;
         assert!(body.contains("'/graphql'"));
         assert!(body.contains("mutation CreateHealthLink"));
+    }
+
+    #[tokio::test]
+    async fn qr_panel_script_is_served_as_javascript() {
+        let assets = installed_assets();
+        let response = fetch(assets.path(), "/graphiql/qr-panel.js").await;
+
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(header_value(&response, header::CONTENT_TYPE).starts_with("text/javascript"));
+        let body = body_text(response).await;
+        assert!(body.contains("shlGatewayQrPanel"));
+    }
+
+    #[test]
+    fn the_qr_code_is_shown_as_an_image_never_parsed_into_the_page() {
+        for parser in [
+            "innerHTML",
+            "outerHTML",
+            "dangerouslySetInnerHTML",
+            "DOMParser",
+        ] {
+            assert!(!QR_PANEL_JS.contains(parser), "qr-panel.js uses {parser}");
+        }
+        assert!(QR_PANEL_JS.contains("data:image/svg+xml;base64,"));
+        assert!(CONTENT_SECURITY_POLICY.contains("img-src 'self' data:;"));
     }
 
     async fn demo_headers_answer(
@@ -437,6 +476,10 @@ mod tests {
         assert!(!body_text(response).await.contains("s3cr3t"));
         for url_reader in ["location", "URLSearchParams"] {
             assert!(!INIT_JS.contains(url_reader), "init.js reads {url_reader}");
+            assert!(
+                !QR_PANEL_JS.contains(url_reader),
+                "qr-panel.js reads {url_reader}"
+            );
         }
     }
 

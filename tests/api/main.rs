@@ -19,6 +19,7 @@ mod manifest_protocol;
 mod metrics;
 mod operation_limits;
 mod passcode_attempts;
+mod playground;
 mod properties;
 mod qr;
 mod ratelimit;

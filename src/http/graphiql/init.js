@@ -18,7 +18,8 @@
   const PASTE_HINT = '# Paste your token in the Headers tab below, then run.';
   const DEMO_HINT = "# Demo mode: the Headers tab below holds this gateway's token. Run it.";
 
-  const EXAMPLE_OPERATION = `# No passcode in the variables: the gateway makes one.
+  const EXAMPLE_OPERATION = `# No passcode in the variables: the gateway makes one, and the
+# QR code panel opens with the link's QR code once it answers.
 mutation CreateHealthLink($input: CreateHealthLinkInput!) {
   createHealthLink(input: $input) {
     id
@@ -67,7 +68,7 @@ mutation CreateHealthLink($input: CreateHealthLinkInput!) {
     return headers;
   }
 
-  async function fetcher(graphQLParams, options) {
+  async function fetchResult(graphQLParams, options) {
     const response = await fetch(ENDPOINT, {
       method: 'POST',
       headers: requestHeaders(options && options.headers),
@@ -83,6 +84,14 @@ mutation CreateHealthLink($input: CreateHealthLinkInput!) {
       const detail = text.trim() || response.statusText;
       return { errors: [{ message: `HTTP ${response.status}: ${detail}` }] };
     }
+  }
+
+  // Every result also goes to the QR panel, which keeps the latest one holding
+  // a `qrCodeSvg`.
+  async function fetcher(graphQLParams, options) {
+    const result = await fetchResult(graphQLParams, options);
+    window.shlGatewayQrPanel.recordResult(result);
+    return result;
   }
 
   // Demo mode's headers, or null: then the placeholder is shown. Never stored
@@ -120,6 +129,7 @@ mutation CreateHealthLink($input: CreateHealthLinkInput!) {
     const demo = await demoHeaders();
     const headers = demo || PLACEHOLDER_HEADERS;
     const operation = `${demo ? DEMO_HINT : PASTE_HINT}\n${EXAMPLE_OPERATION}`;
+    const qrPanel = window.shlGatewayQrPanel;
     const root = ReactDOM.createRoot(document.getElementById('graphiql'));
     root.render(
       React.createElement(GraphiQL, {
@@ -132,6 +142,7 @@ mutation CreateHealthLink($input: CreateHealthLinkInput!) {
         shouldPersistHeaders: false,
         isHeadersEditorEnabled: true,
         defaultEditorToolsVisibility: 'headers',
+        plugins: [qrPanel.plugin],
       }),
     );
   }
