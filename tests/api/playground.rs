@@ -69,6 +69,10 @@ fn assert_panel_matches_the_answer(summary: &Value) {
     // No message shows the link or the passcode: they are secrets even in a test's output.
     assert!(decoded_image(summary) == link, "the QR code holds the link");
     assert_eq!(summary["image"]["src"], "data:image/svg+xml;base64");
+    assert_eq!(
+        summary["image"]["uncovered"], true,
+        "the panel is open and the code in view"
+    );
     for side in ["width", "height"] {
         let shown = summary["image"][side].as_f64().expect("size");
         assert!(shown >= MIN_IMAGE_SIDE, "QR shown {shown} px {side}");

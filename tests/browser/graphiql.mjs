@@ -12,7 +12,8 @@
 //   headersPrefilled  the Headers tab held a demo token (`Bearer dev-...`) when the page loaded
 //   link, passcode    createHealthLink's answer, as the result pane shows it
 //   panel             {text, html, facts: {passcode, label, flag, expires, countdown, ...}}
-//   image             {src: scheme of the img's URL, width, height (CSS px), png (base64)}
+//   image             {src: scheme of the img's URL, width, height (CSS px), uncovered: nothing
+//                     clips or covers it, png (base64)}
 //   countdown         {before, after}: the countdown read twice, 2 s apart
 //   opened            {url, withoutOpener}: the tab the panel's viewer button opened
 // Failure: prints the reason on stderr and exits 1. Any console error, CSP violation or uncaught
@@ -109,7 +110,18 @@ async function main() {
       const shown = await page.evaluate(() => {
         const img = document.querySelector('.shl-qr-panel .shl-qr-image');
         const box = img.getBoundingClientRect();
-        return { src: img.src.slice(0, img.src.indexOf(',')), width: box.width, height: box.height };
+        // What a person sees: the image itself is hit at its centre and near each corner, so it
+        // is neither clipped by a collapsed pane nor covered by anything.
+        const inset = 2;
+        const points = [
+          [box.left + box.width / 2, box.top + box.height / 2],
+          [box.left + inset, box.top + inset],
+          [box.right - inset, box.top + inset],
+          [box.left + inset, box.bottom - inset],
+          [box.right - inset, box.bottom - inset],
+        ];
+        const uncovered = points.every(([x, y]) => document.elementFromPoint(x, y) === img);
+        return { src: img.src.slice(0, img.src.indexOf(',')), width: box.width, height: box.height, uncovered };
       });
       const png = await image.screenshot({ timeout: remaining() });
 
