@@ -968,6 +968,8 @@ impl ListenerConfig {
                 .collect::<Result<_, _>>()
                 .context("--cors-allowed-origins")?,
             graphiql_assets_dir,
+            // Known only once demo mode has its token: set by `startup`.
+            graphiql_demo_token: None,
             metrics_route: self.metrics_listen.is_none(),
             work_slots,
             trusted_proxies: self.trusted_proxies.clone(),

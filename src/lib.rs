@@ -35,7 +35,8 @@
 //!   the app attestation of DIRECT links (P-256 keys, the ES256 JWT, the JWKS, and verifying
 //!   one against a JWKS).
 //! - Leaves: [`error`] (`AppError` and the closed list of codes clients see), [`clock`] (the one
-//!   clock), [`text`] (text rules for inputs), `metrics` (the recorder and every metric's name),
+//!   clock), [`text`] (text rules for inputs), `demo` (demo mode's development token, kept in
+//!   the data directory), `metrics` (the recorder and every metric's name),
 //!   `readiness` (bounded probes, transitions logged once), `files` (the data directory `0700`,
 //!   its files `0600`), `database` (the database URLs taken, a first connection said in words).
 //!
@@ -56,6 +57,7 @@ pub mod clock;
 pub mod config;
 pub mod crypto;
 mod database;
+mod demo;
 pub mod error;
 mod files;
 pub mod graphql;

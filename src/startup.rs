@@ -78,8 +78,9 @@ pub struct ShutdownHandle(watch::Sender<bool>);
 
 impl ShutdownHandle {
     pub fn shutdown(&self) {
-        // Nobody listening means the server already stopped, which is what was asked.
-        let _ = self.0.send(true);
+        // Stored even with nobody listening yet: `send` would drop it, and a server whose task
+        // had not yet started (stopped right after spawning it) would then never stop.
+        self.0.send_replace(true);
     }
 }
 
@@ -163,9 +164,14 @@ impl Application {
             ModeStart::Upstream(upstream) => upstream,
             ModeStart::Embedded(embedded_start) => {
                 let embedded = Arc::new(embedded_start.open(&config, &keys).await?);
-                development_token =
-                    set_up_identities(&config.embedded, &keys, local_addr, embedded.store())
-                        .await?;
+                development_token = set_up_identities(
+                    &config.embedded,
+                    &keys,
+                    local_addr,
+                    &config.key.data_dir,
+                    embedded.store(),
+                )
+                .await?;
                 purge = Some(PurgeTask {
                     issuer: Arc::clone(&embedded),
                     interval: config.embedded.purge_interval,
@@ -201,9 +207,12 @@ impl Application {
             audit,
         };
         let work_slots = WorkSlots::new(config.listener.max_concurrent_requests);
-        let http_settings = config
+        let mut http_settings = config
             .listener
             .http_settings(config.graphql.graphiql_assets_dir(), work_slots.clone())?;
+        http_settings.graphiql_demo_token = development_token.clone().filter(|_| {
+            crate::demo::playground_may_show_token(config.embedded.patient_tokens.len(), local_addr)
+        });
         let connection_limits = ConnectionLimits::from(&config.listener);
         // Installs the recorder before the first request, so early counts are not lost.
         let _ = crate::metrics::handle();
@@ -674,12 +683,14 @@ fn uses_data_dir(config: &Config) -> bool {
     key_in_dir || audit_in_dir || store_in_dir
 }
 
-/// Stores the configured tokens (as HMACs) and, in demo mode, seeds the demo patient and makes
-/// a development token. Returns that token, for printing once.
+/// Stores the configured tokens (as HMACs) and, in demo mode, seeds the demo patient and takes
+/// the development token kept in `data_dir` (made on first start). Returns that token, for
+/// printing once.
 async fn set_up_identities(
     config: &EmbeddedConfig,
     keys: &Keys,
     local_addr: SocketAddr,
+    data_dir: &std::path::Path,
     store: &Arc<dyn LinkStore>,
 ) -> anyhow::Result<Option<SecretString>> {
     let now = now_ms();
@@ -708,18 +719,15 @@ async fn set_up_identities(
     if store.patient(patient.patient_id()).await?.is_none() {
         store.put_patient(&patient, now).await?;
     }
-    let mut raw = [0u8; 32];
-    getrandom::fill(&mut raw)
-        .map_err(|_| anyhow::anyhow!("the OS random number generator failed"))?;
-    use base64::Engine as _;
-    let token = format!(
-        "dev-{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-    );
+    // Kept across restarts: open playground tabs and scripts keep working.
+    let token = crate::demo::load_or_create_token(data_dir)?;
     store
         .replace_tokens(
             "demo",
-            &[(keys.token_hmac(&token), patient.patient_id().to_owned())],
+            &[(
+                keys.token_hmac(token.expose_secret()),
+                patient.patient_id().to_owned(),
+            )],
             now,
         )
         .await?;
@@ -727,7 +735,10 @@ async fn set_up_identities(
         patient.id = patient.patient_id(),
         "demo mode: synthetic patient and development token"
     );
-    Ok(Some(SecretString::from(format!("Bearer {token}"))))
+    Ok(Some(SecretString::from(format!(
+        "Bearer {}",
+        token.expose_secret()
+    ))))
 }
 
 /// Drops the files of expired and revoked links every `interval`, until shutdown.

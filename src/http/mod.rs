@@ -98,6 +98,9 @@ pub(crate) struct HttpSettings {
     pub(crate) cors_allowed_origins: Vec<HeaderValue>,
     /// `None` disables the playground.
     pub(crate) graphiql_assets_dir: Option<PathBuf>,
+    /// Demo mode's `Bearer` token, for the playground to fill in its Headers tab; set only where
+    /// `demo::playground_may_show_token` allows (a loopback listener, no configured tokens).
+    pub(crate) graphiql_demo_token: Option<secrecy::SecretString>,
     /// Serve `/metrics` on this router (off when a separate metrics listener is configured).
     pub(crate) metrics_route: bool,
     /// Work served at once (requests in handlers and the work they detached); more requests are
@@ -149,7 +152,10 @@ pub(crate) fn router(
     if let Some(assets_dir) = &settings.graphiql_assets_dir {
         router = router
             .route("/", get(|| async { Redirect::temporary("/graphiql") }))
-            .merge(graphiql::router(assets_dir.clone()));
+            .merge(graphiql::router(
+                assets_dir.clone(),
+                settings.graphiql_demo_token.clone(),
+            ));
     }
     if let Some(data_plane) = data_plane {
         router = router.merge(data_plane);

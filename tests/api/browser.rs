@@ -30,17 +30,31 @@ async fn drive_viewer(
     expect: Option<&'static str>,
 ) -> Value {
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(screenshot);
-    let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/viewer.mjs");
+    let env = expect.map(|expect| ("SHL_EXPECT", expect.to_owned()));
+    run_driver(
+        "viewer.mjs",
+        vec![url.into(), passcodes.into(), screenshot.into()],
+        env.into_iter().collect(),
+    )
+    .await
+}
+
+/// Runs `tests/browser/<script>` with node, `args` and extra environment `env`, and returns the
+/// JSON summary it prints last. Output is shown only when the driver fails; the summary itself
+/// may hold a test link's secrets, so callers keep it out of their assertion messages.
+pub(crate) async fn run_driver(
+    script: &str,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(&'static str, String)>,
+) -> Value {
+    let driver = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(script);
     let output = tokio::task::spawn_blocking(move || {
-        let mut command = Command::new("node");
-        if let Some(expect) = expect {
-            command.env("SHL_EXPECT", expect);
-        }
-        command
-            .arg(driver)
-            .arg(&url)
-            .arg(&passcodes)
-            .arg(&screenshot)
+        Command::new("node")
+            .arg(&driver)
+            .args(&args)
+            .envs(env)
             .output()
     })
     .await
@@ -51,7 +65,7 @@ async fn drive_viewer(
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
-        "viewer failed: {stdout}\n{}",
+        "{script} failed: {stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("driver summary")

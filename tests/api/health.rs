@@ -101,3 +101,14 @@ async fn the_healthcheck_command_probes_the_local_listener() {
     drop(closed);
     assert!(!probe(closed_address).await.expect("task").success());
 }
+
+#[tokio::test]
+async fn a_gateway_stopped_before_its_server_task_first_runs_still_stops() {
+    // On the test's single-threaded runtime the server task has not run yet when `stop` is
+    // called straight after spawning it: the shutdown request must wait for it, not be lost.
+    let app = spawn_app().await;
+
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
+
+    assert!(stopped.is_ok(), "the gateway did not stop");
+}

@@ -43,7 +43,22 @@ pub(crate) fn decode_svg(svg: &str) -> String {
         Transform::from_scale(scale, scale),
         &mut pixmap.as_mut(),
     );
+    decode_pixmap(&pixmap, "the rasterized SVG")
+}
 
+/// Decodes the one QR code in a PNG: a browser's screenshot of a QR code as it shows it.
+///
+/// # Panics
+///
+/// If the PNG does not decode, or does not hold exactly one QR code that decodes.
+pub(crate) fn decode_png(png: &[u8]) -> String {
+    let pixmap = Pixmap::decode_png(png).expect("PNG should decode");
+    decode_pixmap(&pixmap, "the PNG")
+}
+
+/// Reads the one QR code in `pixmap` (`what` names the image in panics).
+fn decode_pixmap(pixmap: &Pixmap, what: &str) -> String {
+    let (width, height) = (pixmap.width(), pixmap.height());
     let pixels = pixmap.pixels();
     let row = width as usize;
     let mut image = rqrr::PreparedImage::prepare_from_greyscale(row, height as usize, |x, y| {
@@ -59,12 +74,12 @@ pub(crate) fn decode_svg(svg: &str) -> String {
     assert_eq!(
         grids.len(),
         1,
-        "expected exactly one QR code in the rasterized SVG, found {}",
+        "expected exactly one QR code in {what}, found {}",
         grids.len()
     );
     match grids[0].decode() {
         Ok((_meta, content)) => content,
-        Err(err) => panic!("the QR code in the rasterized SVG does not decode: {err}"),
+        Err(err) => panic!("the QR code in {what} does not decode: {err}"),
     }
 }
 

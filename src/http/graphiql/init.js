@@ -7,12 +7,19 @@
   // bearer token pasted here must never be sent anywhere else.
   const ENDPOINT = '/graphql';
 
+  // Demo mode's token as GraphiQL headers, answered only to a loopback
+  // listener's own pages (204 otherwise); see graphiql.rs.
+  const DEMO_HEADERS = '/graphiql/demo-headers';
+
   const TOKEN_PLACEHOLDER = 'Bearer <paste your token>';
 
-  const DEFAULT_HEADERS = JSON.stringify({ Authorization: TOKEN_PLACEHOLDER }, null, 2);
+  const PLACEHOLDER_HEADERS = JSON.stringify({ Authorization: TOKEN_PLACEHOLDER }, null, 2);
 
-  const EXAMPLE_OPERATION = `# Paste your token in the Headers tab below, then run.
-# No passcode in the variables: the gateway makes one.
+  const PASTE_HINT = '# Paste your token in the Headers tab below, then run.';
+  const DEMO_HINT = "# Demo mode: the Headers tab below holds this gateway's token. Run it.";
+
+  const EXAMPLE_OPERATION = `# No passcode in the variables: the gateway makes one, and the
+# QR code panel opens with the link's QR code once it answers.
 mutation CreateHealthLink($input: CreateHealthLinkInput!) {
   createHealthLink(input: $input) {
     id
@@ -61,7 +68,7 @@ mutation CreateHealthLink($input: CreateHealthLinkInput!) {
     return headers;
   }
 
-  async function fetcher(graphQLParams, options) {
+  async function fetchResult(graphQLParams, options) {
     const response = await fetch(ENDPOINT, {
       method: 'POST',
       headers: requestHeaders(options && options.headers),
@@ -76,6 +83,29 @@ mutation CreateHealthLink($input: CreateHealthLinkInput!) {
       // JSON: show it as an error rather than leaving the result pane blank.
       const detail = text.trim() || response.statusText;
       return { errors: [{ message: `HTTP ${response.status}: ${detail}` }] };
+    }
+  }
+
+  // Every result also goes to the QR panel, which keeps the latest one holding
+  // a `qrCodeSvg`.
+  async function fetcher(graphQLParams, options) {
+    const result = await fetchResult(graphQLParams, options);
+    window.shlGatewayQrPanel.recordResult(result);
+    return result;
+  }
+
+  // Demo mode's headers, or null: then the placeholder is shown. Never stored
+  // (no-store, and GraphiQL keeps headers out of local storage).
+  async function demoHeaders() {
+    try {
+      const response = await fetch(DEMO_HEADERS, { credentials: 'same-origin', cache: 'no-store' });
+      if (response.status !== 200) {
+        return null;
+      }
+      return JSON.stringify(await response.json(), null, 2);
+    } catch {
+      // Without it the playground still works: the token is pasted by hand.
+      return null;
     }
   }
 
@@ -95,20 +125,27 @@ mutation CreateHealthLink($input: CreateHealthLinkInput!) {
     }
   }
 
-  const root = ReactDOM.createRoot(document.getElementById('graphiql'));
-  root.render(
-    React.createElement(GraphiQL, {
-      fetcher,
-      defaultTabs: [
-        { query: EXAMPLE_OPERATION, variables: EXAMPLE_VARIABLES, headers: DEFAULT_HEADERS },
-      ],
-      ...exampleVariables(),
-      // Headers are not written to local storage (tokens would outlive the
-      // session there), so tabs restored on reload get the placeholder again.
-      defaultHeaders: DEFAULT_HEADERS,
-      shouldPersistHeaders: false,
-      isHeadersEditorEnabled: true,
-      defaultEditorToolsVisibility: 'headers',
-    }),
-  );
+  async function mount() {
+    const demo = await demoHeaders();
+    const headers = demo || PLACEHOLDER_HEADERS;
+    const operation = `${demo ? DEMO_HINT : PASTE_HINT}\n${EXAMPLE_OPERATION}`;
+    const qrPanel = window.shlGatewayQrPanel;
+    const root = ReactDOM.createRoot(document.getElementById('graphiql'));
+    root.render(
+      React.createElement(GraphiQL, {
+        fetcher,
+        defaultTabs: [{ query: operation, variables: EXAMPLE_VARIABLES, headers }],
+        ...exampleVariables(),
+        // Headers are not written to local storage (tokens would outlive the
+        // session there), so tabs restored on reload get these again.
+        defaultHeaders: headers,
+        shouldPersistHeaders: false,
+        isHeadersEditorEnabled: true,
+        defaultEditorToolsVisibility: 'headers',
+        plugins: [qrPanel.plugin],
+      }),
+    );
+  }
+
+  mount();
 })();
