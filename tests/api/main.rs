@@ -27,6 +27,7 @@ mod properties;
 mod qr;
 mod ratelimit;
 mod readiness;
+mod readme_walkthrough;
 mod replicas;
 mod rest_inputs;
 mod schema_contract;
