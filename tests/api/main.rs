@@ -14,6 +14,7 @@ mod http_transport;
 mod idempotency;
 mod import_bundle;
 mod inspect;
+mod ktc_bridge;
 mod ktc_conformance;
 mod manifest_protocol;
 mod metrics;
