@@ -1581,9 +1581,10 @@ mod tests {
     use super::*;
 
     /// The headings `--help` groups `serve`'s flags under, in order.
-    const HEADINGS: [&str; 10] = [
+    const HEADINGS: [&str; 11] = [
         "Listener",
         "Upstream mode (b.well)",
+        "Kill the Clipboard bridge (upstream mode)",
         "Embedded issuer",
         "App attestation",
         "GraphQL",
@@ -1918,6 +1919,37 @@ mod tests {
         config.audit.audit_database_url = Some(SecretString::from("sqlite://audit.db"));
         let error = config.validate().expect_err("not PostgreSQL").to_string();
         assert!(error.contains("--audit-log"), "{error}");
+    }
+
+    #[test]
+    fn the_bridge_needs_upstream_mode_and_well_formed_hosts() {
+        let mut config = Config::default();
+        config.bridge.ktc_bridge = true;
+        let error = config.validate().expect_err("embedded mode").to_string();
+        assert!(
+            error.contains("--ktc-bridge") && error.contains("--upstream-url"),
+            "{error}"
+        );
+
+        let mut config = with_upstream();
+        config.bridge.ktc_bridge = true;
+        config.validate().expect("the default hosts are valid");
+        config.bridge.ktc_bridge_hosts = vec!["https://evil.example/".to_owned()];
+        let error = config.validate().expect_err("not a host").to_string();
+        assert!(error.contains("--ktc-bridge-hosts"), "{error}");
+
+        let cli = Cli::try_parse_from([
+            "shl-gateway",
+            "--ktc-bridge",
+            "--ktc-bridge-hosts",
+            "127.0.0.1,*.example.org",
+        ])
+        .expect("parses");
+        assert!(cli.serve.bridge.ktc_bridge);
+        assert_eq!(
+            cli.serve.bridge.ktc_bridge_hosts,
+            ["127.0.0.1", "*.example.org"]
+        );
     }
 
     #[test]
