@@ -120,13 +120,13 @@ impl Application {
         let mode = match config.upstream.settings() {
             Some(settings) => {
                 let bridge = match config.bridge.settings(&config.upstream)? {
-                    Some(bridge) => Some(BridgeStart {
+                    Some(bridge) => Some(Box::new(BridgeStart {
                         resolver: LinkResolver::new(&bridge)
                             .context("cannot build the Kill the Clipboard bridge's HTTP client")?,
                         embedded: Box::new(
                             EmbeddedStart::check(&config, &default_public_url).await?,
                         ),
-                    }),
+                    })),
                     None => {
                         if config.attestation.attestation_key_file.is_some() {
                             tracing::warn!(
@@ -594,7 +594,7 @@ enum ModeStart {
     Upstream {
         issuer: Arc<dyn Issuer>,
         /// `--ktc-bridge`: DIRECT links converted from b.well's, kept in an embedded store.
-        bridge: Option<BridgeStart>,
+        bridge: Option<Box<BridgeStart>>,
     },
     Embedded(Box<EmbeddedStart>),
 }
