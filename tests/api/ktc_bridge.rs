@@ -14,6 +14,9 @@ use shl_gateway::config::{BridgeConfig, Config, UpstreamConfig};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::attestation::{
+    attestation_of, fetch_jwks, new_key, private_pem, verify, with_attestation, write_file,
+};
 use crate::embedded::{CREATE_WITH_GATEWAY_FIELDS, shl_payload};
 use crate::helpers::*;
 use crate::ktc_conformance::{CONFORMANCE_RECIPIENT, documents, loinc, receive_direct_link};
@@ -213,6 +216,46 @@ async fn a_bridged_direct_link_passes_a_kill_the_clipboard_receivers_checks() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn a_bridged_link_carries_the_story_and_the_app_attestation() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = write_file(keys.path(), "active.pem", &private_pem(&new_key()), 0o600);
+    let attested = with_attestation(key, Vec::new(), None);
+    let app = spawn_app_with(|config| attested(with_bridge(config))).await;
+    bwell_serves(&app.upstream, &app.upstream.uri(), good_manifest()).await;
+
+    let body = app
+        .graphql(
+            CREATE_WITH_GATEWAY_FIELDS,
+            json!({"input": {"mode": "DIRECT", "renderedSummary": false,
+                             "patientStory": "I run marathons; my asthma is under control."}}),
+            Some(TOKEN),
+        )
+        .await
+        .1;
+    assert!(body.get("errors").is_none(), "{body}");
+    let link = &body["data"]["createHealthLink"];
+    let payload = shl_payload(
+        link["content"][0]["attachment"]["url"]
+            .as_str()
+            .expect("url"),
+    );
+    let bundle = receive_direct_link(&app, &payload).await;
+
+    assert_eq!(
+        documents(&bundle)
+            .iter()
+            .map(|d| loinc(d))
+            .collect::<Vec<_>>(),
+        ["51855-5"],
+        "the story only"
+    );
+    let jwks: jsonwebtoken::jwk::JwkSet = fetch_jwks(&app).await.json().await.expect("JWKS");
+    let jwt = attestation_of(&bundle).expect("a bridged link is attested");
+    verify(&jwt, &jwks, &app.address);
+    app.stop().await;
+}
+
 /// `createHealthLink(mode: DIRECT)` against a fake b.well whose link leads to `manifest`.
 async fn bridge_failure(
     customize: impl FnOnce(Config) -> Config,
@@ -295,6 +338,19 @@ async fn b_wells_manifest_failures_map_to_stable_codes() {
         assert_eq!(code, expected);
         assert_eq!(manifests, 1, "one try, never a retry with the passcode");
     }
+}
+
+#[tokio::test]
+async fn a_b_well_answer_without_a_link_is_an_upstream_error() {
+    let app = spawn_app_with(with_bridge).await;
+    let mut answer = bwell_answer("unused");
+    answer["data"]["createHealthLink"]["content"] = json!([]);
+    app.upstream_responds(ResponseTemplate::new(200).set_body_json(answer))
+        .await;
+    let body = create_direct(&app, TOKEN).await;
+    assert_eq!(error_code(&body), "UPSTREAM_ERROR");
+    assert!(manifest_requests(&app.upstream).await.is_empty());
+    app.stop().await;
 }
 
 #[tokio::test]
