@@ -32,7 +32,7 @@ use crate::error::{AppError, ErrorCode};
 use crate::issuer::embedded::EmbeddedIssuer;
 use crate::issuer::{
     Caller, CreateLinkRequest, DocumentReference, Issuer, IssuerMode, LinkMode, LinkSummary,
-    Reference, ResourceType,
+    Reference, ResourceType, SHL_CONTENT_TYPE,
 };
 use crate::passcode::Passcode;
 
@@ -112,7 +112,9 @@ impl BridgeIssuer {
             .content
             .iter()
             .flatten()
-            .find_map(|content| content.attachment.as_ref()?.url.clone())
+            .filter_map(|content| content.attachment.as_ref())
+            .find(|attachment| attachment.content_type.as_deref() == Some(SHL_CONTENT_TYPE))
+            .and_then(|attachment| attachment.url.clone())
             .ok_or(ResolveError::NoLink)
             .map_err(|error| self.refused(error))?;
         Ok((url, answer.subject))

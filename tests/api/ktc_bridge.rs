@@ -341,6 +341,24 @@ async fn b_wells_manifest_failures_map_to_stable_codes() {
 }
 
 #[tokio::test]
+async fn an_unreachable_manifest_host_is_upstream_unavailable() {
+    let app = spawn_app_with(with_bridge).await;
+    // A port nothing listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("address").port();
+    drop(closed);
+    bwell_serves(
+        &app.upstream,
+        &format!("http://127.0.0.1:{port}"),
+        good_manifest(),
+    )
+    .await;
+    let body = create_direct(&app, TOKEN).await;
+    assert_eq!(error_code(&body), "UPSTREAM_UNAVAILABLE", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_b_well_answer_without_a_link_is_an_upstream_error() {
     let app = spawn_app_with(with_bridge).await;
     let mut answer = bwell_answer("unused");
