@@ -1938,6 +1938,13 @@ mod tests {
         let error = config.validate().expect_err("not a host").to_string();
         assert!(error.contains("--ktc-bridge-hosts"), "{error}");
 
+        // Bridged links name the public URL, so a wildcard listener needs one, as embedded
+        // mode's does.
+        config.bridge.ktc_bridge_hosts = vec![crate::bridge::DEFAULT_HOSTS.to_owned()];
+        config.listener.listen = "0.0.0.0:8080".parse().expect("address");
+        let error = config.validate().expect_err("no public URL").to_string();
+        assert!(error.contains("--public-url"), "{error}");
+
         let cli = Cli::try_parse_from([
             "shl-gateway",
             "--ktc-bridge",

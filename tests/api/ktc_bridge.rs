@@ -309,6 +309,10 @@ async fn b_wells_manifest_failures_map_to_stable_codes() {
         (ResponseTemplate::new(404), "UPSTREAM_ERROR"),
         (ResponseTemplate::new(500), "UPSTREAM_ERROR"),
         (
+            ResponseTemplate::new(429).insert_header("retry-after", "30"),
+            "UPSTREAM_UNAVAILABLE",
+        ),
+        (
             ResponseTemplate::new(200).set_body_raw("<html>not a manifest</html>", "text/html"),
             "UPSTREAM_ERROR",
         ),
