@@ -26,6 +26,7 @@ use secrecy::{ExposeSecret, SecretBox, SecretString};
 use url::Url;
 use zeroize::Zeroizing;
 
+use crate::bridge::{BridgeSettings, HostPatterns};
 use crate::crypto::attestation::{
     AppAttestation, new_private_key_pem, parse_private_key, parse_retired_key,
 };
@@ -384,6 +385,8 @@ pub struct Config {
     #[command(flatten)]
     pub upstream: UpstreamConfig,
     #[command(flatten)]
+    pub bridge: BridgeConfig,
+    #[command(flatten)]
     pub embedded: EmbeddedConfig,
     #[command(flatten)]
     pub attestation: AttestationConfig,
@@ -533,6 +536,33 @@ pub struct UpstreamConfig {
     /// Largest upstream answer read, in bytes; larger answers are UPSTREAM_ERROR.
     #[arg(long, env = "SHL_GATEWAY_UPSTREAM_MAX_RESPONSE_BYTES", default_value_t = 1024 * 1024)]
     pub upstream_max_response_bytes: usize,
+}
+
+/// Upstream mode's Kill the Clipboard bridge (opt-in): DIRECT links made from b.well's passcode
+/// links, which the gateway resolves, converts and reissues. Becomes [`BridgeSettings`].
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Kill the Clipboard bridge (upstream mode)")]
+pub struct BridgeConfig {
+    /// Upstream mode: answer `createHealthLink(input: {mode: DIRECT})` by fetching b.well's
+    /// link with a generated passcode, decrypting its IPS document once in memory, and issuing a
+    /// Kill the Clipboard `U` link on --public-url from the gateway's own store.
+    #[arg(long, env = "SHL_GATEWAY_KTC_BRIDGE")]
+    pub ktc_bridge: bool,
+
+    /// Hosts the bridge fetches b.well's manifests from, comma-separated: exact names or
+    /// `*.domain` (any name below the domain). The passcode goes to no other host.
+    #[arg(
+        long,
+        env = "SHL_GATEWAY_KTC_BRIDGE_HOSTS",
+        value_delimiter = ',',
+        default_value = crate::bridge::DEFAULT_HOSTS
+    )]
+    pub ktc_bridge_hosts: Vec<String>,
+
+    /// Let the bridge fetch over plain http and from loopback and private addresses (tests and
+    /// local use only: b.well serves https).
+    #[arg(long, env = "SHL_GATEWAY_KTC_BRIDGE_ALLOW_HTTP")]
+    pub ktc_bridge_allow_http: bool,
 }
 
 /// Embedded mode: the gateway's own issuer, its store, its callers and its links' lifetimes.
@@ -893,11 +923,13 @@ impl Config {
     /// read or written here: a start refused at this step leaves no trace.
     pub(crate) fn validate(&self) -> anyhow::Result<()> {
         self.upstream.validate()?;
+        self.bridge.validate(self.upstream.upstream_url.is_some())?;
         self.embedded.validate()?;
         self.attestation.validate()?;
         self.audit.validate()?;
+        let makes_links = self.upstream.upstream_url.is_none() || self.bridge.ktc_bridge;
         if self.embedded.public_url.is_none()
-            && self.upstream.upstream_url.is_none()
+            && makes_links
             && self.listener.listen.ip().is_unspecified()
         {
             bail!(
@@ -1021,6 +1053,41 @@ impl UpstreamConfig {
             self.upstream_breaker_failures,
             self.upstream_breaker_cooldown,
         )
+    }
+}
+
+impl BridgeConfig {
+    fn validate(&self, upstream_mode: bool) -> anyhow::Result<()> {
+        if self.ktc_bridge && !upstream_mode {
+            bail!(
+                "--ktc-bridge (SHL_GATEWAY_KTC_BRIDGE) needs --upstream-url: embedded mode makes \
+                 DIRECT links itself"
+            );
+        }
+        self.hosts()?;
+        Ok(())
+    }
+
+    fn hosts(&self) -> anyhow::Result<HostPatterns> {
+        HostPatterns::parse(self.ktc_bridge_hosts.iter().map(String::as_str)).map_err(|error| {
+            anyhow::anyhow!("--ktc-bridge-hosts (SHL_GATEWAY_KTC_BRIDGE_HOSTS): {error}")
+        })
+    }
+
+    /// The bridge's settings when it is on; the upstream's timeouts bound its fetches too.
+    pub(crate) fn settings(
+        &self,
+        upstream: &UpstreamConfig,
+    ) -> anyhow::Result<Option<BridgeSettings>> {
+        if !self.ktc_bridge {
+            return Ok(None);
+        }
+        Ok(Some(BridgeSettings {
+            hosts: self.hosts()?,
+            allow_http: self.ktc_bridge_allow_http,
+            connect_timeout: upstream.upstream_connect_timeout,
+            timeout: upstream.upstream_timeout,
+        }))
     }
 }
 
@@ -1516,9 +1583,10 @@ mod tests {
     use super::*;
 
     /// The headings `--help` groups `serve`'s flags under, in order.
-    const HEADINGS: [&str; 10] = [
+    const HEADINGS: [&str; 11] = [
         "Listener",
         "Upstream mode (b.well)",
+        "Kill the Clipboard bridge (upstream mode)",
         "Embedded issuer",
         "App attestation",
         "GraphQL",
@@ -1853,6 +1921,44 @@ mod tests {
         config.audit.audit_database_url = Some(SecretString::from("sqlite://audit.db"));
         let error = config.validate().expect_err("not PostgreSQL").to_string();
         assert!(error.contains("--audit-log"), "{error}");
+    }
+
+    #[test]
+    fn the_bridge_needs_upstream_mode_and_well_formed_hosts() {
+        let mut config = Config::default();
+        config.bridge.ktc_bridge = true;
+        let error = config.validate().expect_err("embedded mode").to_string();
+        assert!(
+            error.contains("--ktc-bridge") && error.contains("--upstream-url"),
+            "{error}"
+        );
+
+        let mut config = with_upstream();
+        config.bridge.ktc_bridge = true;
+        config.validate().expect("the default hosts are valid");
+        config.bridge.ktc_bridge_hosts = vec!["https://evil.example/".to_owned()];
+        let error = config.validate().expect_err("not a host").to_string();
+        assert!(error.contains("--ktc-bridge-hosts"), "{error}");
+
+        // Bridged links name the public URL, so a wildcard listener needs one, as embedded
+        // mode's does.
+        config.bridge.ktc_bridge_hosts = vec![crate::bridge::DEFAULT_HOSTS.to_owned()];
+        config.listener.listen = "0.0.0.0:8080".parse().expect("address");
+        let error = config.validate().expect_err("no public URL").to_string();
+        assert!(error.contains("--public-url"), "{error}");
+
+        let cli = Cli::try_parse_from([
+            "shl-gateway",
+            "--ktc-bridge",
+            "--ktc-bridge-hosts",
+            "127.0.0.1,*.example.org",
+        ])
+        .expect("parses");
+        assert!(cli.serve.bridge.ktc_bridge);
+        assert_eq!(
+            cli.serve.bridge.ktc_bridge_hosts,
+            ["127.0.0.1", "*.example.org"]
+        );
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //! - [`links`]: the link service, the workflow of every operation on links (create, list,
 //!   revoke, the SHL accesses) and the audit trail's ordering rules, for both issuers;
 //!   [`idempotency`]: `Idempotency-Key` replays of `createHealthLink`, sealed per caller.
+//! - `bridge`: upstream mode's Kill the Clipboard bridge (`--ktc-bridge`), the `Issuer` that
+//!   resolves b.well's passcode link through [`receiver`] and reissues it as a direct link of the
+//!   embedded issuer.
 //! - [`issuer`]: the `Issuer` trait the link service calls, the types of a link request and
 //!   answer, and the embedded issuer (store, the IPS document of passcode links, the Kill the
 //!   Clipboard PatientSharedBundle and its PDFs for direct links, tickets); no HTTP, no audit. `upstream`: the
@@ -53,6 +56,7 @@
 //! `pub` honest, so the compiler reports dead code instead of taking it for API.
 
 pub mod audit;
+mod bridge;
 pub mod clock;
 pub mod config;
 pub mod crypto;

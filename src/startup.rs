@@ -18,6 +18,7 @@ use url::Url;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::{AuditError, AuditSink, AuditTrail, FileAuditSink, PostgresAuditSink};
+use crate::bridge::{BridgeIssuer, LinkResolver};
 use crate::clock::now_ms;
 use crate::config::{AuditConfig, Config, DemoMode, EmbeddedConfig, RedisConfig};
 use crate::crypto::attestation::AppAttestation;
@@ -116,18 +117,34 @@ impl Application {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
 
+        let default_public_url = format!("{scheme}://{local_addr}");
         let mode = match config.upstream.settings() {
             Some(settings) => {
-                if config.attestation.attestation_key_file.is_some() {
-                    tracing::warn!(
-                        "--attestation-key-file is ignored in upstream mode: b.well makes no \
-                         DIRECT links here"
-                    );
+                let bridge = match config.bridge.settings(&config.upstream)? {
+                    Some(bridge) => Some(Box::new(BridgeStart {
+                        resolver: LinkResolver::new(&bridge)
+                            .context("cannot build the Kill the Clipboard bridge's HTTP client")?,
+                        embedded: Box::new(
+                            EmbeddedStart::check(&config, &default_public_url).await?,
+                        ),
+                    })),
+                    None => {
+                        if config.attestation.attestation_key_file.is_some() {
+                            tracing::warn!(
+                                "--attestation-key-file is ignored in upstream mode without \
+                                 --ktc-bridge: b.well makes no DIRECT links here"
+                            );
+                        }
+                        None
+                    }
+                };
+                ModeStart::Upstream {
+                    issuer: build_upstream_issuer(&config, settings)?,
+                    bridge,
                 }
-                ModeStart::Upstream(build_upstream_issuer(&config, settings)?)
             }
             None => ModeStart::Embedded(Box::new(
-                EmbeddedStart::check(&config, &format!("{scheme}://{local_addr}")).await?,
+                EmbeddedStart::check(&config, &default_public_url).await?,
             )),
         };
         let audit_database = open_audit_database(&config.audit, &keys).await?;
@@ -160,8 +177,38 @@ impl Application {
         let mut development_token = None;
         let mut purge = None;
         let mut embedded_routes = None;
+        // The embedded issuer's data plane (manifests, files, viewer, JWKS) and its purge.
+        let mut serve_embedded = |embedded: &Arc<EmbeddedIssuer>| {
+            purge = Some(PurgeTask {
+                issuer: Arc::clone(embedded),
+                interval: config.embedded.purge_interval,
+                retention: config.embedded.link_retention,
+            });
+            embedded_routes = Some(crate::http::embedded_routes(
+                LinkAccesses::new(Arc::clone(embedded), audit.clone()),
+                rate_policy.clone(),
+                embedded.attestation_jwks().map(str::to_owned),
+            ));
+        };
         let issuer: Arc<dyn Issuer> = match mode {
-            ModeStart::Upstream(upstream) => upstream,
+            ModeStart::Upstream {
+                issuer: upstream,
+                bridge: None,
+            } => upstream,
+            ModeStart::Upstream {
+                issuer: upstream,
+                bridge: Some(bridge),
+            } => {
+                // No identities to set up: bridged links belong to b.well's callers.
+                let embedded = Arc::new(bridge.embedded.open(&config, &keys).await?);
+                serve_embedded(&embedded);
+                Arc::new(BridgeIssuer::new(
+                    upstream,
+                    embedded,
+                    bridge.resolver,
+                    keys.clone(),
+                ))
+            }
             ModeStart::Embedded(embedded_start) => {
                 let embedded = Arc::new(embedded_start.open(&config, &keys).await?);
                 development_token = set_up_identities(
@@ -172,16 +219,7 @@ impl Application {
                     embedded.store(),
                 )
                 .await?;
-                purge = Some(PurgeTask {
-                    issuer: Arc::clone(&embedded),
-                    interval: config.embedded.purge_interval,
-                    retention: config.embedded.link_retention,
-                });
-                embedded_routes = Some(crate::http::embedded_routes(
-                    LinkAccesses::new(Arc::clone(&embedded), audit.clone()),
-                    rate_policy.clone(),
-                    embedded.attestation_jwks().map(str::to_owned),
-                ));
+                serve_embedded(&embedded);
                 embedded
             }
         };
@@ -451,13 +489,15 @@ fn log_configuration(config: &Config, mode: IssuerMode) {
             .and_then(Url::host_str),
         IssuerMode::Embedded => None,
     };
-    let store = match (mode, &config.embedded.database_url) {
-        (IssuerMode::Upstream, _) => None,
-        (IssuerMode::Embedded, Some(url)) => match DatabaseKind::of(url.expose_secret()) {
+    // Upstream mode keeps links only with the bridge.
+    let has_store = mode == IssuerMode::Embedded || config.bridge.ktc_bridge;
+    let store = match (has_store, &config.embedded.database_url) {
+        (false, _) => None,
+        (true, Some(url)) => match DatabaseKind::of(url.expose_secret()) {
             Ok(DatabaseKind::Postgres) => Some("postgres"),
             _ => Some("sqlite"),
         },
-        (IssuerMode::Embedded, None) => Some("sqlite"),
+        (true, None) => Some("sqlite"),
     };
     let (audit, audit_file) = match &config.audit.audit_database_url {
         Some(_) => ("postgres", None),
@@ -470,6 +510,7 @@ fn log_configuration(config: &Config, mode: IssuerMode) {
     tracing::info!(
         mode = mode.as_str(),
         upstream.host = upstream_host,
+        ktc_bridge = config.bridge.ktc_bridge,
         store,
         audit,
         audit.file = audit_file.as_deref(),
@@ -559,8 +600,19 @@ fn build_upstream_issuer(
 
 /// The issuer of each mode, as far as it is made before anything is written.
 enum ModeStart {
-    Upstream(Arc<dyn Issuer>),
+    Upstream {
+        issuer: Arc<dyn Issuer>,
+        /// `--ktc-bridge`: DIRECT links converted from b.well's, kept in an embedded store.
+        bridge: Option<Box<BridgeStart>>,
+    },
     Embedded(Box<EmbeddedStart>),
+}
+
+/// The bridge's parts made before anything is written: its hardened client, and the embedded
+/// issuer that stores and serves the links it converts.
+struct BridgeStart {
+    resolver: LinkResolver,
+    embedded: Box<EmbeddedStart>,
 }
 
 /// Embedded mode's issuer, made in two steps so that a failed start writes nothing:
@@ -678,8 +730,8 @@ fn uses_data_dir(config: &Config) -> bool {
     let key_in_dir = config.key.secret_key.is_none() && config.key.secret_key_file.is_none();
     let audit_in_dir =
         config.audit.audit_log.is_none() && config.audit.audit_database_url.is_none();
-    let store_in_dir =
-        config.upstream.upstream_url.is_none() && config.embedded.database_url.is_none();
+    let store_in_dir = (config.upstream.upstream_url.is_none() || config.bridge.ktc_bridge)
+        && config.embedded.database_url.is_none();
     key_in_dir || audit_in_dir || store_in_dir
 }
 

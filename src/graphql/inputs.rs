@@ -14,12 +14,13 @@ pub(crate) struct CreateHealthLinkInput {
     /// The resource types to share. Omitted or empty: every type `shareableResourceTypes` lists.
     pub(crate) resources: Option<Vec<ResourceSelectorInput>>,
     pub(crate) security_config: Option<SecurityConfigInput>,
-    /// How the link is protected (a gateway field, not sent upstream). `DIRECT` is embedded mode only.
+    /// How the link is protected (a gateway field, not sent upstream). `DIRECT` needs embedded
+    /// mode, or upstream mode with `--ktc-bridge`.
     #[graphql(default_with = "Some(HealthLinkMode::Passcode)")]
     pub(crate) mode: Option<HealthLinkMode>,
     /// How long the link is valid, in seconds (a gateway field, not sent upstream). Embedded
-    /// mode only: at most `--max-link-validity` (PASSCODE) or `--max-direct-link-validity`
-    /// (DIRECT), both 48 hours by default. Omitted: 5 minutes (PASSCODE) or 10 minutes (DIRECT).
+    /// mode (and DIRECT links with `--ktc-bridge`): at most `--max-link-validity` (PASSCODE) or
+    /// `--max-direct-link-validity` (DIRECT), both 48 hours by default. Omitted: 5 minutes (PASSCODE) or 10 minutes (DIRECT).
     pub(crate) expires_in_seconds: Option<i32>,
     /// DIRECT links: add a PDF that renders every shared resource as readable text, for an EHR
     /// that files documents rather than data. Default `true` for DIRECT; PASSCODE links carry an
@@ -59,7 +60,8 @@ pub(crate) enum HealthLinkMode {
     /// SHL flag `P`: a manifest protected by a passcode (b.well's mode).
     Passcode,
     /// SHL flag `U`: a single file fetched directly, no passcode, short-lived (the CMS Kill the
-    /// Clipboard profile). Embedded mode only.
+    /// Clipboard profile). Embedded mode, or upstream mode with `--ktc-bridge` (converted from
+    /// b.well's link).
     Direct,
 }
 

@@ -25,7 +25,8 @@ impl QueryRoot {
             .collect()
     }
 
-    /// The caller's links, newest first, with who opened them. Embedded mode only.
+    /// The caller's links, newest first, with who opened them. Embedded mode, or the bridged
+    /// DIRECT links of upstream mode with `--ktc-bridge`.
     async fn health_links(&self, ctx: &Context<'_>) -> Result<Vec<HealthLink>> {
         let links = Services::of(ctx).links.list(ctx.data::<Caller>()?).await?;
         Ok(links.into_iter().map(HealthLink).collect())
@@ -54,7 +55,8 @@ impl MutationRoot {
     }
 
     /// Revokes one of the caller's links at once: its encrypted file is deleted and every later
-    /// access answers 404, including file tickets already handed out. Embedded mode only.
+    /// access answers 404, including file tickets already handed out. Embedded mode, or bridged
+    /// DIRECT links with `--ktc-bridge`.
     async fn revoke_health_link(&self, ctx: &Context<'_>, id: ID) -> Result<HealthLink> {
         let caller = ctx.data::<Caller>()?;
         let revoked = Services::of(ctx).links.revoke(caller, id.as_str()).await?;

@@ -346,15 +346,53 @@ impl EmbeddedIssuer {
         Ok(bundle)
     }
 
-    /// One of the caller's own links; another patient's link is as unknown as a made-up id.
-    async fn link_of(&self, caller: &Caller, link_id: &str) -> Result<LinkRecord, AppError> {
-        let patient_id = self.patient_of(caller).await?;
+    /// One of the owner's own links; another owner's link is as unknown as a made-up id.
+    async fn link_of(&self, owner: &str, link_id: &str) -> Result<LinkRecord, AppError> {
         self.store
             .link_by_id(link_id)
             .await
             .map_err(store_error)?
-            .filter(|link| link.patient_id == patient_id)
+            .filter(|link| link.patient_id == owner)
             .ok_or_else(|| AppError::new(ErrorCode::NotFound, "no such health link"))
+    }
+
+    /// The owner's links, newest first. The owner is the patient id in embedded mode, the
+    /// bridge's caller identity in upstream mode (`crate::bridge`).
+    pub(crate) async fn links_of_owner(&self, owner: &str) -> Result<Vec<LinkSummary>, AppError> {
+        let links = self
+            .store
+            .links_of_patient(owner)
+            .await
+            .map_err(store_error)?;
+        let mut summaries = Vec::with_capacity(links.len());
+        for link in links {
+            summaries.push(self.summary(link).await?);
+        }
+        Ok(summaries)
+    }
+
+    /// Revokes one of the owner's links (see [`Issuer::revoke_health_link`]).
+    pub(crate) async fn revoke_of_owner(&self, owner: &str, link_id: &str) -> Result<(), AppError> {
+        let link = self.link_of(owner, link_id).await?;
+        if self
+            .store
+            .revoke_link(&link.id, now_ms())
+            .await
+            .map_err(store_error)?
+        {
+            tracing::info!(link.id = %link.id, "health link revoked");
+        }
+        Ok(())
+    }
+
+    /// One of the owner's links, as listed.
+    pub(crate) async fn link_summary_of_owner(
+        &self,
+        owner: &str,
+        link_id: &str,
+    ) -> Result<LinkSummary, AppError> {
+        let link = self.link_of(owner, link_id).await?;
+        self.summary(link).await
     }
 
     fn manifest_url(&self, manifest_id: &str) -> String {
@@ -683,7 +721,40 @@ impl Issuer for EmbeddedIssuer {
             .ok_or_else(|| {
                 AppError::new(ErrorCode::NotFound, "no records on file for this patient")
             })?;
+        self.issue(&patient_id, &record, request).await
+    }
 
+    async fn health_links(&self, caller: &Caller) -> Result<Vec<LinkSummary>, AppError> {
+        let patient_id = self.patient_of(caller).await?;
+        self.links_of_owner(&patient_id).await
+    }
+
+    async fn revoke_health_link(&self, caller: &Caller, link_id: &str) -> Result<(), AppError> {
+        let patient_id = self.patient_of(caller).await?;
+        self.revoke_of_owner(&patient_id, link_id).await
+    }
+
+    async fn health_link(&self, caller: &Caller, link_id: &str) -> Result<LinkSummary, AppError> {
+        let patient_id = self.patient_of(caller).await?;
+        self.link_summary_of_owner(&patient_id, link_id).await
+    }
+
+    async fn is_ready(&self) -> bool {
+        self.store.ping().await
+    }
+}
+
+impl EmbeddedIssuer {
+    /// Makes a link of `record` owned by `owner` (the patient id in embedded mode; the bridge's
+    /// caller identity for a link it converted from b.well's): the shared Bundle, encrypted under
+    /// a fresh key, only the ciphertext stored.
+    pub(crate) async fn issue(
+        &self,
+        owner: &str,
+        record: &PatientRecord,
+        request: &CreateLinkRequest,
+    ) -> Result<DocumentReference, AppError> {
+        let patient_id = owner.to_owned();
         let now = now_ms();
         let validity = request.expires_in.unwrap_or(match request.mode {
             LinkMode::Passcode => self.settings.passcode_link_validity,
@@ -694,7 +765,7 @@ impl Issuer for EmbeddedIssuer {
         let manifest_id = random_manifest_id()?;
 
         let mut bundle = self
-            .shared_bundle(&record, request, &format_instant(now))
+            .shared_bundle(record, request, &format_instant(now))
             .await?;
         self.attest(request.mode, &mut bundle, now);
         let key = ShlKey::generate().map_err(|_| {
@@ -755,44 +826,6 @@ impl Issuer for EmbeddedIssuer {
         Ok(self.document_reference(&link, &viewer_url))
     }
 
-    async fn health_links(&self, caller: &Caller) -> Result<Vec<LinkSummary>, AppError> {
-        let patient_id = self.patient_of(caller).await?;
-        let links = self
-            .store
-            .links_of_patient(&patient_id)
-            .await
-            .map_err(store_error)?;
-        let mut summaries = Vec::with_capacity(links.len());
-        for link in links {
-            summaries.push(self.summary(link).await?);
-        }
-        Ok(summaries)
-    }
-
-    async fn revoke_health_link(&self, caller: &Caller, link_id: &str) -> Result<(), AppError> {
-        let link = self.link_of(caller, link_id).await?;
-        if self
-            .store
-            .revoke_link(&link.id, now_ms())
-            .await
-            .map_err(store_error)?
-        {
-            tracing::info!(link.id = %link.id, "health link revoked");
-        }
-        Ok(())
-    }
-
-    async fn health_link(&self, caller: &Caller, link_id: &str) -> Result<LinkSummary, AppError> {
-        let link = self.link_of(caller, link_id).await?;
-        self.summary(link).await
-    }
-
-    async fn is_ready(&self) -> bool {
-        self.store.ping().await
-    }
-}
-
-impl EmbeddedIssuer {
     /// The same shape as b.well's answer, with the gateway's own identifier system.
     fn document_reference(&self, link: &LinkRecord, viewer_url: &str) -> DocumentReference {
         let created = format_instant(link.created_at);

@@ -1,7 +1,8 @@
 //! The seam between the link service and whoever issues health links.
 //!
 //! The link service (`crate::links`) talks to an [`Issuer`] and never learns which mode it runs
-//! in: the upstream issuer (`crate::upstream`) relays to b.well, and the `embedded` issuer runs
+//! in: the upstream issuer (`crate::upstream`) relays to b.well, the bridge (`crate::bridge`)
+//! turns b.well's links into direct ones with the embedded issuer's help, and the `embedded` issuer runs
 //! the SHL protocol itself: [`store`] keeps links and records; [`fhir`] reads records in; [`ips`]
 //! turns them into the IPS document of a passcode link and `patient_shared` into the Kill the
 //! Clipboard PatientSharedBundle of a direct one (both copy resources as `entries` says), with
@@ -76,7 +77,8 @@ pub trait Issuer: Send + Sync + std::fmt::Debug {
         request: &CreateLinkRequest,
     ) -> Result<DocumentReference, AppError>;
 
-    /// The caller's links, newest first. Embedded mode only: b.well offers no such query.
+    /// The caller's links, newest first. Embedded mode, and the bridge's DIRECT links
+    /// (`crate::bridge`): b.well offers no such query.
     async fn health_links(&self, _caller: &Caller) -> Result<Vec<LinkSummary>, AppError> {
         Err(AppError::not_supported_in_mode(
             "healthLinks",
@@ -94,7 +96,7 @@ pub trait Issuer: Send + Sync + std::fmt::Debug {
         ))
     }
 
-    /// One of the caller's links, as `healthLinks` lists it. Embedded mode only.
+    /// One of the caller's links, as `healthLinks` lists it. Embedded mode and the bridge.
     async fn health_link(&self, _caller: &Caller, _link_id: &str) -> Result<LinkSummary, AppError> {
         Err(AppError::not_supported_in_mode(
             "healthLinks",

@@ -19,7 +19,7 @@ use crate::helpers::*;
 use crate::ktc_conformance::{APP_ATTESTATION, decrypt, receive};
 use crate::manifest_protocol::post_manifest;
 
-fn new_key() -> SigningKey {
+pub(crate) fn new_key() -> SigningKey {
     loop {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).expect("random bytes");
@@ -30,7 +30,7 @@ fn new_key() -> SigningKey {
 }
 
 /// Writes `text` to `dir/name` with `mode`.
-fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+pub(crate) fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");
     #[cfg(unix)]
@@ -43,7 +43,7 @@ fn write_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
     path
 }
 
-fn private_pem(key: &SigningKey) -> String {
+pub(crate) fn private_pem(key: &SigningKey) -> String {
     key.to_pkcs8_pem(LineEnding::LF)
         .expect("PKCS#8")
         .to_string()
@@ -55,7 +55,7 @@ fn public_pem(key: &SigningKey) -> String {
         .expect("SPKI")
 }
 
-fn with_attestation(
+pub(crate) fn with_attestation(
     active: PathBuf,
     retired: Vec<PathBuf>,
     issuer: Option<&str>,
@@ -70,7 +70,7 @@ fn with_attestation(
 }
 
 /// The attestation JWT of a Bundle; `None` when it carries none.
-fn attestation_of(bundle: &Value) -> Option<String> {
+pub(crate) fn attestation_of(bundle: &Value) -> Option<String> {
     let extensions = bundle["meta"].get("extension")?.as_array()?;
     let found: Vec<&Value> = extensions
         .iter()
@@ -82,7 +82,7 @@ fn attestation_of(bundle: &Value) -> Option<String> {
         .map(|extension| extension["valueString"].as_str().expect("JWT").to_owned())
 }
 
-async fn fetch_jwks(app: &TestApp) -> reqwest::Response {
+pub(crate) async fn fetch_jwks(app: &TestApp) -> reqwest::Response {
     app.http
         .get(format!("{}/.well-known/jwks.json", app.address))
         .header("origin", "https://ehr.example")
@@ -93,7 +93,7 @@ async fn fetch_jwks(app: &TestApp) -> reqwest::Response {
 
 /// Verifies `jwt` as a receiver would: the key named by `kid` from the JWKS, ES256, the issuer.
 /// Returns the header's `kid` and the claims.
-fn verify(jwt: &str, jwks: &JwkSet, issuer: &str) -> (String, Value) {
+pub(crate) fn verify(jwt: &str, jwks: &JwkSet, issuer: &str) -> (String, Value) {
     let header = jsonwebtoken::decode_header(jwt).expect("a JWS header");
     assert_eq!(header.alg, Algorithm::ES256);
     assert_eq!(header.typ.as_deref(), Some("JWT"));

@@ -15,6 +15,7 @@ mod http_transport;
 mod idempotency;
 mod import_bundle;
 mod inspect;
+mod ktc_bridge;
 mod ktc_conformance;
 mod manifest_protocol;
 mod metrics;
