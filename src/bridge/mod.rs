@@ -4,7 +4,8 @@
 //! only `U` links to a PatientSharedBundle. The gateway sees both halves of b.well's link (it
 //! generates the passcode, it relays the link), so for `mode: DIRECT` it asks b.well for a link
 //! with a passcode of its own, resolves that link once as a receiver would ([`resolve`], through
-//! `crate::receiver`'s hardened client and only towards [`hosts`] the operator named), and
+//! `crate::receiver`'s hardened client and only towards the hosts the operator named, for the
+//! manifest and every `location` alike), and
 //! reissues the record as a direct link of the embedded issuer: the PatientSharedBundle with
 //! its PDFs and attestation, encrypted under a fresh key, only the ciphertext stored. The
 //! patient's data is in the gateway's memory in plaintext for the length of one request; b.well's
@@ -14,7 +15,6 @@
 //! embedded store, owned by the caller's identity in upstream mode ([`owner_of`]), so listing,
 //! revoking and access history work for them as for embedded links.
 
-mod hosts;
 mod resolve;
 
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub(crate) use hosts::{DEFAULT_HOSTS, HostPatterns};
+pub(crate) use crate::receiver::hosts::HostPatterns;
 pub(crate) use resolve::LinkResolver;
 use resolve::ResolveError;
 
@@ -35,6 +35,11 @@ use crate::issuer::{
     Reference, ResourceType, SHL_CONTENT_TYPE,
 };
 use crate::passcode::Passcode;
+
+/// The default `--ktc-bridge-hosts`: b.well's viewer and manifest hosts are all below this
+/// domain (`api-gateway.client-sandbox.icanbwell.com`, `api-gateway.dev.icanbwell.com` in its
+/// examples).
+pub(crate) const DEFAULT_HOSTS: &str = "*.icanbwell.com";
 
 /// How the bridge reaches b.well's links.
 #[derive(Debug, Clone)]

@@ -9,7 +9,6 @@
 use secrecy::SecretString;
 
 use super::BridgeSettings;
-use super::hosts::HostPatterns;
 use crate::error::{AppError, ErrorCode};
 use crate::issuer::fhir::{PatientRecord, Unimportable};
 use crate::passcode::Passcode;
@@ -92,7 +91,7 @@ impl From<ResolveError> for AppError {
 #[derive(Debug, Clone)]
 pub(crate) struct LinkResolver {
     receiver: Receiver,
-    hosts: HostPatterns,
+    hosts: crate::receiver::hosts::HostPatterns,
 }
 
 impl LinkResolver {
@@ -103,6 +102,8 @@ impl LinkResolver {
                 allow_private_addresses: settings.allow_http,
                 connect_timeout: settings.connect_timeout,
                 request_timeout: settings.timeout,
+                // The manifest, and any location it lists: no request leaves the named hosts.
+                hosts: Some(settings.hosts.clone()),
                 ..OutboundSettings::default()
             },
             // Retrieval as a whole, a location fetch included, within the upstream's timeout.

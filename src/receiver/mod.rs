@@ -26,6 +26,7 @@
 pub mod attestation;
 pub mod content;
 pub mod decrypt;
+pub mod hosts;
 pub mod link;
 pub mod outbound;
 pub mod retrieve;

@@ -25,6 +25,8 @@ use std::time::Duration;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use url::{Host, Url};
 
+use super::hosts::HostPatterns;
+
 /// How outbound requests are bounded and what they may reach.
 #[derive(Clone)]
 pub struct OutboundSettings {
@@ -43,6 +45,8 @@ pub struct OutboundSettings {
     pub resolve: Vec<(String, SocketAddr)>,
     /// PEM certificates trusted besides the built-in roots (a test's own CA).
     pub extra_root_certificates: Vec<Vec<u8>>,
+    /// The only hosts requests may go to; `None`: any host the rest of the policy allows.
+    pub hosts: Option<HostPatterns>,
 }
 
 impl Default for OutboundSettings {
@@ -57,6 +61,7 @@ impl Default for OutboundSettings {
             max_response_bytes: 24 * 1024 * 1024,
             resolve: Vec::new(),
             extra_root_certificates: Vec::new(),
+            hosts: None,
         }
     }
 }
@@ -74,6 +79,7 @@ impl std::fmt::Debug for OutboundSettings {
                 "extra_root_certificates",
                 &self.extra_root_certificates.len(),
             )
+            .field("hosts", &self.hosts)
             .finish()
     }
 }
@@ -117,6 +123,8 @@ pub enum Refusal {
     },
     #[error("{0} does not resolve")]
     Unresolved(String),
+    #[error("{0} is not one of the hosts allowed")]
+    HostNotListed(String),
 }
 
 /// An answer read whole, within the caps.
@@ -136,6 +144,7 @@ pub(crate) struct OutboundClient {
     allow_private_addresses: bool,
     request_timeout: Duration,
     max_response_bytes: usize,
+    hosts: Option<HostPatterns>,
 }
 
 /// The client could not be built (a bad extra certificate, or TLS unavailable).
@@ -177,6 +186,7 @@ impl OutboundClient {
             allow_private_addresses: settings.allow_private_addresses,
             request_timeout: settings.request_timeout,
             max_response_bytes: settings.max_response_bytes,
+            hosts: settings.hosts.clone(),
         })
     }
 
@@ -215,6 +225,11 @@ impl OutboundClient {
         }
         if !url.username().is_empty() || url.password().is_some() {
             return refuse(Refusal::Credentials);
+        }
+        if let (Some(hosts), Some(host)) = (&self.hosts, url.host_str())
+            && !hosts.allows(host)
+        {
+            return refuse(Refusal::HostNotListed(host.to_owned()));
         }
         let address = match url.host() {
             None => return refuse(Refusal::NoHost),

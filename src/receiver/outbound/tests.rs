@@ -357,3 +357,49 @@ async fn the_manifest_request_is_a_json_post() {
         r#"application/json|{"recipient":"Dr. Who"}"#
     );
 }
+
+#[tokio::test]
+async fn with_a_host_list_only_its_hosts_are_contacted() {
+    let listener = silent_listener();
+    let port = listener.local_addr().expect("address").port();
+    let listed = OutboundSettings {
+        // Both names lead to the same loopback server: only the list tells them apart.
+        resolve: vec![
+            (
+                "files.example.org".to_owned(),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+            ),
+            (
+                "elsewhere.example".to_owned(),
+                SocketAddr::from(([127, 0, 0, 1], port)),
+            ),
+        ],
+        request_timeout: Duration::from_millis(300),
+        hosts: Some(HostPatterns::parse(["*.example.org"]).expect("patterns")),
+        ..local()
+    };
+    let client = client(&listed);
+
+    let refused = client
+        .post_json(
+            &url(&format!("http://elsewhere.example:{port}/m")),
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(
+        refused.map(|_| ()),
+        Err(FetchError::Refused(Refusal::HostNotListed(
+            "elsewhere.example".to_owned()
+        )))
+    );
+    assert_eq!(connections(&listener), 0, "nothing reached the server");
+
+    // A listed host is contacted (the silent server then times the request out).
+    let attempt = client
+        .get(&url(&format!("http://files.example.org:{port}/f")), None)
+        .await;
+    assert_eq!(
+        attempt.map(|_| ()),
+        Err(FetchError::Timeout(Duration::from_millis(300)))
+    );
+}

@@ -1,17 +1,14 @@
-//! Which hosts the bridge fetches b.well's manifests from (`--ktc-bridge-hosts`).
+//! Host allow-lists for outbound requests (`--ktc-bridge-hosts`, for one).
 //!
-//! The link b.well answers is data from a third party: its `url` decides where the gateway sends
-//! the passcode it just generated. So the bridge fetches only from hosts the operator named, and
-//! a pattern is deliberately simple: an exact host, or `*.` and a domain, which matches any name
-//! below that domain (never the domain itself, never a look-alike such as `evilicanbwell.com`).
+//! A link is data from a third party: its `url`, and the `location`s its manifest lists, decide
+//! where a receiver sends the passcode and whom it asks for the file. A receiver that knows whose
+//! links it takes names their hosts, and every request goes through the list. A pattern is
+//! deliberately simple: an exact host, or `*.` and a domain, which matches any name below that
+//! domain (never the domain itself, never a look-alike such as `evilicanbwell.com`).
 
-/// The default: b.well's viewer and manifest hosts are all below this domain
-/// (`api-gateway.client-sandbox.icanbwell.com`, `api-gateway.dev.icanbwell.com` in its examples).
-pub(crate) const DEFAULT_HOSTS: &str = "*.icanbwell.com";
-
-/// A parsed `--ktc-bridge-hosts` list.
+/// A parsed list of host patterns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct HostPatterns(Vec<Pattern>);
+pub struct HostPatterns(Vec<Pattern>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pattern {
@@ -22,7 +19,7 @@ enum Pattern {
 
 impl HostPatterns {
     /// Parses patterns; the error names the pattern refused and why.
-    pub(crate) fn parse<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
+    pub fn parse<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
         let mut parsed = Vec::new();
         for pattern in patterns {
             let pattern = pattern.trim().to_ascii_lowercase();
@@ -56,7 +53,7 @@ impl HostPatterns {
     }
 
     /// Whether `host` (a URL's host, as `url` normalizes it) matches a pattern.
-    pub(crate) fn allows(&self, host: &str) -> bool {
+    pub fn allows(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
         let host = host.trim_end_matches('.');
         self.0.iter().any(|pattern| match pattern {
@@ -75,8 +72,8 @@ mod tests {
     }
 
     #[test]
-    fn the_default_allows_b_wells_hosts_and_nothing_beside() {
-        let default = patterns(&[DEFAULT_HOSTS]);
+    fn a_domain_pattern_allows_the_names_below_it_and_nothing_beside() {
+        let default = patterns(&["*.icanbwell.com"]);
         assert!(default.allows("api-gateway.dev.icanbwell.com"));
         assert!(default.allows("API-Gateway.client-sandbox.icanbwell.com"));
         assert!(!default.allows("icanbwell.com"));
