@@ -190,8 +190,7 @@ pub(crate) async fn spawn_embedded(
         })
     })
     .await;
-    app._data_dirs.push(data_dir);
-    app.postgres_schema = postgres_schema;
+    app.owns_store(data_dir, postgres_schema);
     app
 }
 
@@ -242,6 +241,17 @@ pub(crate) async fn spawn_app_with(customize: impl FnOnce(Config) -> Config) -> 
 }
 
 impl TestApp {
+    /// Ties a store made by [`TestDatabase::fresh_url`] to this app: its folder lives as long as
+    /// the app, and its PostgreSQL schema is dropped by [`TestApp::stop`].
+    pub(crate) fn owns_store(
+        &mut self,
+        data_dir: tempfile::TempDir,
+        postgres_schema: Option<(String, String)>,
+    ) {
+        self._data_dirs.push(data_dir);
+        self.postgres_schema = postgres_schema;
+    }
+
     /// POSTs a GraphQL request with `application/json`, with or without a bearer token.
     pub(crate) async fn graphql(
         &self,

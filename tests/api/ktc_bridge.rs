@@ -9,8 +9,9 @@ use aes_gcm::aead::Nonce;
 use aes_gcm::{AeadInOut, Aes256Gcm, KeyInit};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use secrecy::SecretString;
 use serde_json::{Value, json};
-use shl_gateway::config::{BridgeConfig, Config, UpstreamConfig};
+use shl_gateway::config::{BridgeConfig, Config, EmbeddedConfig, UpstreamConfig};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -38,6 +39,25 @@ fn with_bridge(config: Config) -> Config {
         },
         ..config
     }
+}
+
+/// A gateway with the bridge on whose store is `database` (a fresh SQLite file or PostgreSQL
+/// schema): the bridged links live there.
+async fn spawn_bridge_on(database: &TestDatabase) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let (database_url, postgres_schema) = database.fresh_url(data_dir.path()).await;
+    let mut app = spawn_app_with(|config| {
+        with_bridge(Config {
+            embedded: EmbeddedConfig {
+                database_url: Some(SecretString::from(database_url)),
+                ..config.embedded
+            },
+            ..config
+        })
+    })
+    .await;
+    app.owns_store(data_dir, postgres_schema);
+    app
 }
 
 /// A compact JWE (`dir`, `A256GCM`) of `plaintext` under b.well's key, made by hand.
@@ -375,9 +395,11 @@ async fn a_b_well_answer_without_a_link_is_an_upstream_error() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn bridged_links_are_listed_revoked_and_their_accesses_shown_to_their_caller() {
-    let app = spawn_app_with(with_bridge).await;
+on_each_database!(bridged_links_are_listed_revoked_and_their_accesses_shown_to_their_caller);
+async fn bridged_links_are_listed_revoked_and_their_accesses_shown_to_their_caller(
+    database: TestDatabase,
+) {
+    let app = spawn_bridge_on(&database).await;
     bwell_serves(&app.upstream, &app.upstream.uri(), good_manifest()).await;
     let body = create_direct(&app, TOKEN).await;
     let link = &body["data"]["createHealthLink"];
