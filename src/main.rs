@@ -44,28 +44,30 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Writes a command's output to stdout. A closed pipe (`| head`) or a full disk is an error
+/// reported like any other, where `println!` would panic with a backtrace.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|error| anyhow::anyhow!("cannot write to standard output: {error}"))
+}
+
 /// The SDL goes to stdout so it can be redirected into `schema/schema.graphql`.
-#[expect(
-    clippy::print_stdout,
-    reason = "printing the schema is this command's purpose"
-)]
 fn print_schema() -> anyhow::Result<()> {
-    print!("{}", shl_gateway::graphql::sdl());
-    Ok(())
+    write_stdout(&shl_gateway::graphql::sdl())
 }
 
 /// Demo mode's one exception to "no secret on any output": the development token, once, on
-/// stdout (never in the logs), so a newcomer can create a link straight away.
-#[expect(
-    clippy::print_stdout,
-    reason = "the token is for the person who started the gateway"
-)]
+/// stdout (never in the logs), so a newcomer can create a link straight away. A stdout that
+/// cannot take it stops nothing: the token is also in `<data-dir>/dev-token`.
 fn print_development_token(token: &str, address: std::net::SocketAddr) {
-    println!();
-    println!("  shl-gateway demo mode: a synthetic patient and a development token.");
-    println!("  GraphiQL:  http://{address}/graphiql");
-    println!("  Header:    Authorization: {token}");
-    println!();
+    let _ = write_stdout(&format!(
+        "\n  shl-gateway demo mode: a synthetic patient and a development token.\n  \
+         GraphiQL:  http://{address}/graphiql\n  Header:    Authorization: {token}\n\n"
+    ));
 }
 
 async fn serve(config: Config, renamed: &[RenamedVariable]) -> anyhow::Result<()> {
@@ -88,10 +90,6 @@ async fn serve(config: Config, renamed: &[RenamedVariable]) -> anyhow::Result<()
 
 /// The patient id goes to stdout, for scripts (`ID=$(shl-gateway import-bundle ...)`); the
 /// report of what was imported and skipped goes to stderr, for the person running it.
-#[expect(
-    clippy::print_stdout,
-    reason = "the patient id is the command's output"
-)]
 async fn import_bundle(
     file: &std::path::Path,
     database_url: Option<&secrecy::SecretString>,
@@ -116,22 +114,18 @@ async fn import_bundle(
         .put_patient(&import.record, shl_gateway::clock::now_ms())
         .await?;
     store.close().await;
-    println!("{}", import.record.patient_id());
+    write_stdout(&format!("{}\n", import.record.patient_id()))?;
     eprintln!("{}", import.report);
     Ok(())
 }
 
-#[expect(
-    clippy::print_stdout,
-    reason = "the report and the export are the commands' output"
-)]
 fn audit(command: AuditCommand) -> anyhow::Result<()> {
     use shl_gateway::audit::{export_fhir, verify_files};
     match command {
         AuditCommand::Verify { files, head, key } => {
             let keys = shl_gateway::crypto::Keys::derive(&key.load_existing()?);
             let report = verify_files(&files, keys.audit_chain.as_bytes(), head.as_deref());
-            println!("{report}");
+            write_stdout(&format!("{report}\n"))?;
             anyhow::ensure!(report.is_ok(), "the audit trail does not verify");
             Ok(())
         }
@@ -140,23 +134,18 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
             match output {
                 Some(path) => std::fs::write(&path, bundle)
                     .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display())),
-                None => {
-                    println!("{bundle}");
-                    Ok(())
-                }
+                None => write_stdout(&format!("{bundle}\n")),
             }
         }
     }
 }
 
 /// `attestation new-key`: the key goes to its file only; the kid is the output.
-#[expect(clippy::print_stdout, reason = "the kid is the command's output")]
 fn attestation(command: AttestationCommand) -> anyhow::Result<()> {
     match command {
         AttestationCommand::NewKey { out } => {
             let kid = shl_gateway::config::write_new_attestation_key(&out)?;
-            println!("{kid}");
-            Ok(())
+            write_stdout(&format!("{kid}\n"))
         }
     }
 }
@@ -164,7 +153,6 @@ fn attestation(command: AttestationCommand) -> anyhow::Result<()> {
 /// `inspect`: the report on stdout; exit 0 when every required check passes, 1 when one
 /// fails, 2 when the input cannot be read. No logging is set up: nothing but the report is
 /// written, and the report holds no key, passcode or link.
-#[expect(clippy::print_stdout, reason = "the report is the command's output")]
 async fn inspect(args: shl_gateway::config::InspectArgs) -> ExitCode {
     use shl_gateway::config::ReportFormat;
     let (input, options, format) = match args.into_inspection() {
@@ -175,9 +163,13 @@ async fn inspect(args: shl_gateway::config::InspectArgs) -> ExitCode {
         }
     };
     let report = shl_gateway::inspect::inspect(input, &options).await;
-    match format {
-        ReportFormat::Text => println!("{report}"),
-        ReportFormat::Json => println!("{}", report.to_json()),
+    let written = match format {
+        ReportFormat::Text => write_stdout(&format!("{report}\n")),
+        ReportFormat::Json => write_stdout(&format!("{}\n", report.to_json())),
+    };
+    if let Err(error) = written {
+        eprintln!("shl-gateway inspect: {error}");
+        return ExitCode::from(2);
     }
     if report.ok {
         ExitCode::SUCCESS

@@ -95,9 +95,12 @@ impl Application {
         let keys = Keys::derive(secret_key.key());
         let listen = config.listener.listen;
         // Bound first: with port 0, the public URL of embedded links needs the real port.
-        let listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("--listen (SHL_GATEWAY_LISTEN): cannot bind {listen}"))?;
+        let listener = TcpListener::bind(listen).await.with_context(|| {
+            format!(
+                "--listen (SHL_GATEWAY_LISTEN): cannot bind {listen} (is another program, \
+                     another shl-gateway perhaps, using it?)"
+            )
+        })?;
         let local_addr = listener.local_addr()?;
         let metrics_listener = match config.listener.metrics_listen {
             Some(address) => Some(TcpListener::bind(address).await.with_context(|| {

@@ -407,3 +407,27 @@ fn logs_and_the_dev_token_banner_written_to_a_pipe_carry_no_colour() {
 
     assert!(seen.iter().all(|line| !line.contains("\x1b[")), "{seen:?}");
 }
+
+/// A command whose output cannot be written (a full disk here; a closed pipe alike) says so on
+/// one line and fails, instead of panicking with a backtrace.
+#[cfg(target_os = "linux")]
+#[test]
+fn output_that_cannot_be_written_is_an_error_not_a_panic() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
+        .arg("schema")
+        .stdout(full)
+        .output()
+        .expect("the binary runs");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        "shl-gateway: cannot write to standard output: No space left on device (os error 28)"
+    );
+}

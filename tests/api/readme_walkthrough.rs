@@ -162,5 +162,10 @@ fn the_readmes_first_hour_runs_as_written() {
     );
     // The history and the revocation ran.
     assert!(printed.contains("\"healthLinks\""), "{printed}");
+    assert!(
+        printed.contains("\"DIRECT\""),
+        "the direct link is listed: {printed}"
+    );
+    assert!(!printed.contains("error: "), "no step failed: {printed}");
     assert!(printed.contains("\"REVOKED\""), "the link ends: {printed}");
 }
