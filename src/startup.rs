@@ -636,10 +636,15 @@ impl EmbeddedStart {
             .context("cannot form the default --public-url")?;
         let settings = config.embedded.settings(default_public_url);
         let longest = settings.longest_manifest_url();
+        // What the base may have: the limit less the path and id every manifest URL adds.
+        let base_room = MAX_SHL_URL_LEN.saturating_sub(
+            longest.len() - settings.public_url.as_str().trim_end_matches('/').len(),
+        );
         anyhow::ensure!(
             longest.len() <= MAX_SHL_URL_LEN,
             "--public-url (SHL_GATEWAY_PUBLIC_URL) is too long: manifest URLs would have {} \
-             characters, the SHL limit is {MAX_SHL_URL_LEN}",
+             characters, the SHL limit is {MAX_SHL_URL_LEN}, so the URL may have at most \
+             {base_room} characters",
             longest.len()
         );
         let attestation = config.attestation.load(&settings.public_url)?;

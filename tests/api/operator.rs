@@ -431,3 +431,41 @@ fn output_that_cannot_be_written_is_an_error_not_a_panic() {
         "shl-gateway: cannot write to standard output: No space left on device (os error 28)"
     );
 }
+
+/// `--public-url` may have 59 characters: its manifest URLs (the URL, the manifest path and a
+/// 43-character id) then have exactly the 128 the SHL specification allows. One more is refused
+/// at start, with the room there is.
+#[tokio::test]
+async fn a_public_url_of_59_characters_serves_and_one_of_60_is_refused_with_the_limit() {
+    let fits = format!("https://{}.example.org", "a".repeat(39));
+    let too_long = format!("https://{}.example.org", "a".repeat(40));
+    assert_eq!((fits.len(), too_long.len()), (59, 60));
+
+    let app =
+        crate::helpers::spawn_embedded(&crate::helpers::TestDatabase::Sqlite, |mut config| {
+            config.embedded.public_url = Some(fits.parse().expect("url"));
+            config
+        })
+        .await;
+    let (link, payload) = crate::embedded::create_link(&app, json!({})).await;
+    assert_eq!(payload["url"].as_str().expect("url").len(), 128, "{link}");
+
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_shl-gateway"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--public-url",
+            &too_long,
+            "--data-dir",
+        ])
+        .arg(data_dir.path().join("data"))
+        .output()
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("manifest URLs would have 129 characters, the SHL limit is 128, so the URL may have at most 59 characters"),
+        "{stderr}"
+    );
+}
