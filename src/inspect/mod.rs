@@ -157,10 +157,15 @@ async fn inspect_link(link: &str, options: &InspectOptions, report: &mut Report)
             return;
         }
     };
+    let mut warnings = payload.warnings.clone();
+    if options.passcode.is_some() && !payload.flags.passcode {
+        warnings
+            .push("a passcode was given, but the link has no flag P: it is not sent".to_owned());
+    }
     report.required(
         Stage::Payload,
         Ok(describe_payload(&payload, now)),
-        payload.warnings.clone(),
+        warnings,
     );
 
     let receiver = match Receiver::new(options.receiver.clone()) {

@@ -193,7 +193,10 @@ impl Receiver {
         }
         let request = retrieve::ManifestRequest {
             recipient: &self.settings.recipient,
-            passcode,
+            // Only a link that asks for a passcode gets one: the caller may hold it for another
+            // link, and a link without `P` can come from anyone (a manifest host that was
+            // handed someone else's passcode could try it on their link).
+            passcode: passcode.filter(|_| payload.flags.passcode),
             embedded_length_max: self.settings.embedded_length_max,
             max_files: self.settings.max_files,
         };
@@ -271,4 +274,92 @@ pub(crate) fn instant(seconds: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| seconds.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A manifest server on 127.0.0.1 that keeps every request body and answers 404.
+    async fn recording_manifest() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&bodies);
+        let router = axum::Router::new().route(
+            "/m",
+            axum::routing::post(move |body: String| {
+                let kept = Arc::clone(&kept);
+                async move {
+                    kept.lock().expect("lock").push(body);
+                    axum::http::StatusCode::NOT_FOUND
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (address, bodies)
+    }
+
+    fn local_receiver() -> Receiver {
+        let mut settings = ReceiverSettings::new("a test");
+        settings.outbound.allow_http = true;
+        settings.outbound.allow_private_addresses = true;
+        settings.deadline = Duration::from_secs(5);
+        Receiver::new(settings).expect("receiver")
+    }
+
+    fn payload(url: &str, flag: &str) -> link::LinkPayload {
+        let key = crate::crypto::jwe::ShlKey::generate().expect("key");
+        let encoded = URL_SAFE_NO_PAD
+            .encode(json!({"url": url, "flag": flag, "key": key.to_base64url()}).to_string());
+        link::check(
+            link::decode(&format!("shlink:/{encoded}")).expect("decodes"),
+            Profile::Shl,
+            0,
+        )
+        .expect("a valid payload")
+    }
+
+    #[tokio::test]
+    async fn a_passcode_goes_only_to_a_link_that_asks_for_one() {
+        let (address, bodies) = recording_manifest().await;
+        let url = format!("http://{address}/m");
+        let passcode = SecretString::from("kept-for-another-link");
+        let receiver = local_receiver();
+
+        // A link without P (a stranger's, say) is asked without the passcode the caller holds.
+        for flag in ["", "L"] {
+            let outcome = receiver
+                .retrieve(&payload(&url, flag), Some(&passcode))
+                .await;
+            assert!(matches!(
+                outcome,
+                Err(retrieve::RetrieveError::NotActive(_))
+            ));
+        }
+        // A P link gets it.
+        let outcome = receiver
+            .retrieve(&payload(&url, "P"), Some(&passcode))
+            .await;
+        assert!(matches!(
+            outcome,
+            Err(retrieve::RetrieveError::NotActive(_))
+        ));
+
+        let bodies = bodies.lock().expect("lock").clone();
+        assert_eq!(bodies.len(), 3);
+        for body in &bodies[..2] {
+            assert!(!body.contains("kept-for-another-link"), "{body}");
+            assert_eq!(body, r#"{"recipient":"a test"}"#);
+        }
+        assert!(bodies[2].contains(r#""passcode":"kept-for-another-link""#));
+    }
 }
