@@ -208,12 +208,22 @@ impl Receiver {
         .map_err(|_| retrieve::RetrieveError::Deadline(self.settings.deadline))?
     }
 
-    /// Verifies an attestation against its issuer's JWKS.
+    /// When a link's requests must all be done by, if they start now: the JWKS fetches of its
+    /// attestations count with its retrieval, since the Bundle's author chooses where they go.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.settings.deadline
+    }
+
+    /// Verifies an attestation against its issuer's JWKS, by `deadline` (see
+    /// [`Receiver::deadline`]).
     pub async fn verify_attestation(
         &self,
         attestation: &attestation::Attestation,
+        deadline: tokio::time::Instant,
     ) -> Result<(), attestation::AttestationError> {
-        attestation.verify(&self.client).await
+        tokio::time::timeout_at(deadline, attestation.verify(&self.client))
+            .await
+            .map_err(|_| attestation::AttestationError::Deadline(self.settings.deadline))?
     }
 
     /// Every stage: decodes and checks `link` by `profile` (`now` in seconds since the epoch
@@ -226,6 +236,7 @@ impl Receiver {
         now: i64,
     ) -> Result<Received, ReceiveError> {
         let payload = link::check(link::decode(link)?, profile, now)?;
+        let deadline = self.deadline();
         let retrieved = self.retrieve(&payload, passcode).await?;
         let mut files = Vec::with_capacity(retrieved.files.len());
         let mut attestations = Vec::new();
@@ -235,7 +246,7 @@ impl Receiver {
             if let Some(read) = attestation::read(&opened.content) {
                 attestations.push(match read {
                     Ok(found) => self
-                        .verify_attestation(&found)
+                        .verify_attestation(&found, deadline)
                         .await
                         .map(|()| found)
                         .map_err(ReceiveError::from),
