@@ -133,6 +133,9 @@ pub struct ReceiverSettings {
     pub embedded_length_max: Option<u64>,
     /// The most files a manifest may list.
     pub max_files: usize,
+    /// The most bytes of files a link's retrieval may bring back, all files together (each
+    /// answer is also capped by [`OutboundSettings::max_response_bytes`]).
+    pub max_total_bytes: usize,
     /// The longest retrieval of one link, all its requests together.
     pub deadline: Duration,
 }
@@ -144,6 +147,8 @@ impl ReceiverSettings {
             outbound: OutboundSettings::default(),
             embedded_length_max: None,
             max_files: 16,
+            // Two files of the largest size: every file is held, decrypted and parsed at once.
+            max_total_bytes: 48 * 1024 * 1024,
             deadline: Duration::from_secs(60),
         }
     }
@@ -199,6 +204,7 @@ impl Receiver {
             passcode: passcode.filter(|_| payload.flags.passcode),
             embedded_length_max: self.settings.embedded_length_max,
             max_files: self.settings.max_files,
+            max_total_bytes: self.settings.max_total_bytes,
         };
         tokio::time::timeout(
             self.settings.deadline,
@@ -337,6 +343,48 @@ mod tests {
             0,
         )
         .expect("a valid payload")
+    }
+
+    #[tokio::test]
+    async fn a_links_files_together_stay_within_a_budget() {
+        // Each answer is under the per-answer cap; together, they are not: a manifest of many
+        // full-size files must not make the receiver hold all of them.
+        let router = axum::Router::new()
+            .route(
+                "/m",
+                axum::routing::post(|headers: axum::http::HeaderMap| async move {
+                    let host = headers[axum::http::header::HOST]
+                        .to_str()
+                        .expect("host")
+                        .to_owned();
+                    let file = json!({"contentType": "application/fhir+json",
+                                      "location": format!("http://{host}/f")});
+                    axum::Json(json!({"files": vec![file; 3]}))
+                }),
+            )
+            .route("/f", axum::routing::get(|| async { "x".repeat(800) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let mut settings = ReceiverSettings::new("a test");
+        settings.outbound.allow_http = true;
+        settings.outbound.allow_private_addresses = true;
+        settings.outbound.max_response_bytes = 1_000;
+        settings.max_total_bytes = 2_000;
+        let receiver = Receiver::new(settings).expect("receiver");
+        let url = format!("http://{address}/m");
+
+        let outcome = receiver.retrieve(&payload(&url, ""), None).await;
+
+        assert_eq!(
+            outcome.map(|retrieved| retrieved.files.len()),
+            Err(retrieve::RetrieveError::Fetch(
+                retrieve::Request::Location,
+                outbound::FetchError::TooLarge(400)
+            ))
+        );
     }
 
     #[tokio::test]
