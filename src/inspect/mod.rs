@@ -345,7 +345,9 @@ async fn check_attestation(
         Some(Err(error)) => return (false, format!("unreadable: {error}"), Vec::new()),
         Some(Ok(found)) => found,
     };
-    let who = format!("kid {:.60} of {:.120}", found.kid, found.issuer);
+    // The issuer whole (attestation::read bounds it): cut short, a long one could show a
+    // trusted-looking start and hide the host its keys come from.
+    let who = format!("kid {:.60} of {}", found.kid, found.issuer);
     let Some((receiver, deadline)) = receiver else {
         return (
             false,
@@ -501,6 +503,33 @@ mod tests {
         include_str!("../../tests/fixtures/ktc-vectors/bundles/attestation.json");
 
     #[tokio::test]
+    async fn the_report_names_an_attestations_issuer_whole() {
+        // Cut short, a long issuer would show a trusted-looking start and hide its real host.
+        let iss = format!(
+            "https://trusted.example.org.{}.elsewhere.example",
+            "a".repeat(100)
+        );
+        let mut bundle: Value = serde_json::from_str(ATTESTED).expect("JSON");
+        bundle["meta"]["extension"][0]["valueString"] = json!(token_of(&iss));
+
+        let (_, message, _) = check_attestation(&bundle, None).await;
+
+        assert!(message.contains(&iss), "{message}");
+    }
+
+    fn token_of(iss: &str) -> String {
+        [
+            URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "kid": "k"}).to_string()),
+            URL_SAFE_NO_PAD.encode(
+                json!({"iss": iss, "iat": 1, "jti": "6f1f47a3-0d0e-4b3a-9a44-1b2c3d4e5f60"})
+                    .to_string(),
+            ),
+            URL_SAFE_NO_PAD.encode([1u8; 64]),
+        ]
+        .join(".")
+    }
+
+    #[tokio::test]
     async fn attestations_are_verified_within_the_links_deadline() {
         // A manifest on 127.0.0.1 of three files, each attested by an `iss` whose JWKS
         // never comes: one slow issuer must not hold the receiver past the link's deadline.
@@ -510,17 +539,8 @@ mod tests {
         let address = listener.local_addr().expect("address");
         let key = ShlKey::generate().expect("key");
         let mut bundle: Value = serde_json::from_str(ATTESTED).expect("JSON");
-        let token = [
-            URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "kid": "k"}).to_string()),
-            URL_SAFE_NO_PAD.encode(
-                json!({"iss": format!("http://{address}/slow"), "iat": 1,
-                       "jti": "6f1f47a3-0d0e-4b3a-9a44-1b2c3d4e5f60"})
-                .to_string(),
-            ),
-            URL_SAFE_NO_PAD.encode([1u8; 64]),
-        ]
-        .join(".");
-        bundle["meta"]["extension"][0]["valueString"] = json!(token);
+        bundle["meta"]["extension"][0]["valueString"] =
+            json!(token_of(&format!("http://{address}/slow")));
         let file = jwe::encrypt(&key, ContentType::FhirJson, bundle.to_string().as_bytes())
             .expect("encrypts");
         let manifest = json!({"files": vec![
