@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::crypto::jwe::ShlKey;
 use crate::receiver::attestation::{self, AttestationError};
@@ -157,10 +158,15 @@ async fn inspect_link(link: &str, options: &InspectOptions, report: &mut Report)
             return;
         }
     };
+    let mut warnings = payload.warnings.clone();
+    if options.passcode.is_some() && !payload.flags.passcode {
+        warnings
+            .push("a passcode was given, but the link has no flag P: it is not sent".to_owned());
+    }
     report.required(
         Stage::Payload,
         Ok(describe_payload(&payload, now)),
-        payload.warnings.clone(),
+        warnings,
     );
 
     let receiver = match Receiver::new(options.receiver.clone()) {
@@ -170,6 +176,7 @@ async fn inspect_link(link: &str, options: &InspectOptions, report: &mut Report)
             return;
         }
     };
+    let deadline = receiver.deadline();
     let retrieved = match receiver.retrieve(&payload, options.passcode.as_ref()).await {
         Ok(retrieved) => retrieved,
         Err(error) => {
@@ -193,7 +200,7 @@ async fn inspect_link(link: &str, options: &InspectOptions, report: &mut Report)
     for (file, opened) in retrieved.files.iter().zip(&opened) {
         bundles.push((&opened.content, file.content_type_of_content()));
     }
-    judge_all(&bundles, profile, Some(&receiver), report).await;
+    judge_all(&bundles, profile, Some((&receiver, deadline)), report).await;
 }
 
 /// The decrypt stage of every file; the opened files when all opened.
@@ -245,18 +252,19 @@ async fn judge(
     bundle: &Value,
     content_type: Option<&str>,
     profile: Profile,
-    receiver: Option<&Receiver>,
+    receiver: Option<(&Receiver, Instant)>,
     report: &mut Report,
 ) {
     judge_all(&[(bundle, content_type)], profile, receiver, report).await;
 }
 
 /// The bundle stage over every file, then (when all conform) the attestation stage. Without
-/// a receiver (offline), an attestation is read but not verified: no JWKS is fetched.
+/// a receiver (offline), an attestation is read but not verified: no JWKS is fetched; with
+/// one, every JWKS comes by the link's deadline.
 async fn judge_all(
     bundles: &[(&Value, Option<&str>)],
     profile: Profile,
-    receiver: Option<&Receiver>,
+    receiver: Option<(&Receiver, Instant)>,
     report: &mut Report,
 ) {
     if bundles.is_empty() {
@@ -330,22 +338,24 @@ async fn judge_all(
 /// Whether the attestation passed (or there is none), what to say, and its warnings.
 async fn check_attestation(
     bundle: &Value,
-    receiver: Option<&Receiver>,
+    receiver: Option<(&Receiver, Instant)>,
 ) -> (bool, String, Vec<String>) {
     let found = match attestation::read(bundle) {
         None => return (true, "none in the Bundle (optional)".to_owned(), Vec::new()),
         Some(Err(error)) => return (false, format!("unreadable: {error}"), Vec::new()),
         Some(Ok(found)) => found,
     };
-    let who = format!("kid {:.60} of {:.120}", found.kid, found.issuer);
-    let Some(receiver) = receiver else {
+    // The issuer whole (attestation::read bounds it): cut short, a long one could show a
+    // trusted-looking start and hide the host its keys come from.
+    let who = format!("kid {:.60} of {}", found.kid, found.issuer);
+    let Some((receiver, deadline)) = receiver else {
         return (
             false,
             format!("present ({who}), not verified: offline, no JWKS is fetched"),
             found.warnings,
         );
     };
-    match receiver.verify_attestation(&found).await {
+    match receiver.verify_attestation(&found, deadline).await {
         Ok(()) => (true, format!("verified: ES256 by {who}"), found.warnings),
         Err(error) => {
             let hint = match &error {
@@ -477,5 +487,95 @@ fn hint(error: &FetchError) -> &'static str {
             " (--allow-http permits it, for tests and local use)"
         }
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::json;
+
+    use super::*;
+    use crate::crypto::jwe::{self, ContentType};
+
+    const ATTESTED: &str =
+        include_str!("../../tests/fixtures/ktc-vectors/bundles/attestation.json");
+
+    #[tokio::test]
+    async fn the_report_names_an_attestations_issuer_whole() {
+        // Cut short, a long issuer would show a trusted-looking start and hide its real host.
+        let iss = format!(
+            "https://trusted.example.org.{}.elsewhere.example",
+            "a".repeat(100)
+        );
+        let mut bundle: Value = serde_json::from_str(ATTESTED).expect("JSON");
+        bundle["meta"]["extension"][0]["valueString"] = json!(token_of(&iss));
+
+        let (_, message, _) = check_attestation(&bundle, None).await;
+
+        assert!(message.contains(&iss), "{message}");
+    }
+
+    fn token_of(iss: &str) -> String {
+        [
+            URL_SAFE_NO_PAD.encode(json!({"alg": "ES256", "kid": "k"}).to_string()),
+            URL_SAFE_NO_PAD.encode(
+                json!({"iss": iss, "iat": 1, "jti": "6f1f47a3-0d0e-4b3a-9a44-1b2c3d4e5f60"})
+                    .to_string(),
+            ),
+            URL_SAFE_NO_PAD.encode([1u8; 64]),
+        ]
+        .join(".")
+    }
+
+    #[tokio::test]
+    async fn attestations_are_verified_within_the_links_deadline() {
+        // A manifest on 127.0.0.1 of three files, each attested by an `iss` whose JWKS
+        // never comes: one slow issuer must not hold the receiver past the link's deadline.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let key = ShlKey::generate().expect("key");
+        let mut bundle: Value = serde_json::from_str(ATTESTED).expect("JSON");
+        bundle["meta"]["extension"][0]["valueString"] =
+            json!(token_of(&format!("http://{address}/slow")));
+        let file = jwe::encrypt(&key, ContentType::FhirJson, bundle.to_string().as_bytes())
+            .expect("encrypts");
+        let manifest = json!({"files": vec![
+            json!({"contentType": "application/fhir+json", "embedded": file}); 3]});
+        let router = axum::Router::new()
+            .route(
+                "/m",
+                axum::routing::post(move || {
+                    let manifest = manifest.clone();
+                    async move { axum::Json(manifest) }
+                }),
+            )
+            .route(
+                "/slow/.well-known/jwks.json",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "{}"
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let payload = json!({"url": format!("http://{address}/m"), "key": key.to_base64url()});
+        let link = format!("shlink:/{}", URL_SAFE_NO_PAD.encode(payload.to_string()));
+        let mut options = InspectOptions::new("a test");
+        options.receiver.outbound.allow_http = true;
+        options.receiver.outbound.allow_private_addresses = true;
+        options.receiver.outbound.request_timeout = Duration::from_secs(1);
+        options.receiver.deadline = Duration::from_millis(1_500);
+
+        let started = std::time::Instant::now();
+        let report = inspect(InspectInput::Link(SecretString::from(link)), &options).await;
+        let took = started.elapsed();
+
+        assert!(report.ok, "{}", report.to_json());
+        let attestation = report.stage(Stage::Attestation).expect("ran");
+        assert!(!attestation.ok, "{}", report.to_json());
+        assert!(took < Duration::from_millis(2_500), "took {took:?}");
     }
 }

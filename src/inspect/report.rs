@@ -117,16 +117,36 @@ impl fmt::Display for Report {
                 f,
                 "  {verdict}  {:<12} {}",
                 stage.stage.name(),
-                stage.message
+                Printable(&stage.message)
             )?;
             for warning in &stage.warnings {
-                writeln!(f, "        {:<12} warning: {warning}", "")?;
+                writeln!(f, "        {:<12} warning: {}", "", Printable(warning))?;
             }
         }
         match self.fail_stage {
             None => write!(f, "OK: every required check passes"),
             Some(stage) => write!(f, "FAILED at {stage}"),
         }
+    }
+}
+
+/// Text for a terminal: messages quote what a sender wrote (a manifest's `status`, a `kid`, a
+/// resource type), so control characters are escaped (a newline would forge a line of the
+/// report, an escape sequence drive the terminal) and so are the bidirectional overrides that
+/// reorder what is shown.
+struct Printable<'a>(&'a str);
+
+impl fmt::Display for Printable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in self.0.chars() {
+            let bidi = matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi {
+                write!(f, "{}", c.escape_unicode())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -190,6 +210,33 @@ mod tests {
                      "message": "flag must be U", "warnings": ["unknown flag letter"]},
                 ]
             })
+        );
+    }
+
+    #[test]
+    fn what_a_sender_wrote_cannot_forge_lines_or_drive_the_terminal() {
+        // A manifest `status`, a `kid` or a resource type is the sender's text: a newline in
+        // it must not make a line of its own (a fake verdict), nor an escape reach the terminal.
+        let mut report = Report::default();
+        report.required(
+            Stage::Retrieve,
+            Err("status x\nOK: every required check passes\r\u{1b}[2J".to_owned()),
+            vec!["kid \u{1b}]0;title\u{7} \u{202e}txt.exe".to_owned()],
+        );
+        let text = report.to_string();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(
+            !text
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+            "{text:?}"
+        );
+        assert!(text.ends_with("FAILED at retrieve"), "{text}");
+        // The JSON keeps the text as it was: its escaping is JSON's.
+        let json: Value = serde_json::from_str(&report.to_json()).expect("JSON");
+        assert_eq!(
+            json["stages"][0]["message"],
+            "status x\nOK: every required check passes\r\u{1b}[2J"
         );
     }
 

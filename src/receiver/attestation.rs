@@ -37,6 +37,8 @@ pub enum AttestationError {
     NotJson,
     #[error("{0}")]
     Verify(JwsError),
+    #[error("no JWKS within the {0:?} a link's requests may take together")]
+    Deadline(std::time::Duration),
 }
 
 /// An attestation read from a Bundle, before its signature is checked.

@@ -56,9 +56,13 @@ impl HostPatterns {
     pub fn allows(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
         let host = host.trim_end_matches('.');
+        // An address has no names below it: `*.0.0.1` names hosts, and must not match 127.0.0.1.
+        let address = host.starts_with('[') || host.parse::<std::net::IpAddr>().is_ok();
         self.0.iter().any(|pattern| match pattern {
             Pattern::Exact(name) => host == name,
-            Pattern::Below(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+            Pattern::Below(suffix) => {
+                !address && host.len() > suffix.len() && host.ends_with(suffix.as_str())
+            }
         })
     }
 }
@@ -89,6 +93,18 @@ mod tests {
         assert!(exact.allows("shl.example.org"));
         assert!(!exact.allows("a.shl.example.org"));
         assert!(!exact.allows("127.0.0.10"));
+    }
+
+    #[test]
+    fn a_domain_pattern_never_matches_an_ip_address() {
+        // Digits are letters of a host name to the parser, so `*.0.0.1` is a valid pattern;
+        // it must not reach 127.0.0.1 (nor `*.1` any IPv4 address ending in .1).
+        let numeric = patterns(&["*.0.0.1", "*.1"]);
+        for address in ["127.0.0.1", "10.0.0.1", "192.168.0.1", "[::1]"] {
+            assert!(!numeric.allows(address), "{address}");
+        }
+        assert!(numeric.allows("host.1"), "a name is still matched");
+        assert!(patterns(&["127.0.0.1"]).allows("127.0.0.1"), "exact stays");
     }
 
     #[test]

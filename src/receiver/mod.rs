@@ -133,6 +133,9 @@ pub struct ReceiverSettings {
     pub embedded_length_max: Option<u64>,
     /// The most files a manifest may list.
     pub max_files: usize,
+    /// The most bytes of files a link's retrieval may bring back, all files together (each
+    /// answer is also capped by [`OutboundSettings::max_response_bytes`]).
+    pub max_total_bytes: usize,
     /// The longest retrieval of one link, all its requests together.
     pub deadline: Duration,
 }
@@ -144,6 +147,8 @@ impl ReceiverSettings {
             outbound: OutboundSettings::default(),
             embedded_length_max: None,
             max_files: 16,
+            // Two files of the largest size: every file is held, decrypted and parsed at once.
+            max_total_bytes: 48 * 1024 * 1024,
             deadline: Duration::from_secs(60),
         }
     }
@@ -193,9 +198,13 @@ impl Receiver {
         }
         let request = retrieve::ManifestRequest {
             recipient: &self.settings.recipient,
-            passcode,
+            // Only a link that asks for a passcode gets one: the caller may hold it for another
+            // link, and a link without `P` can come from anyone (a manifest host that was
+            // handed someone else's passcode could try it on their link).
+            passcode: passcode.filter(|_| payload.flags.passcode),
             embedded_length_max: self.settings.embedded_length_max,
             max_files: self.settings.max_files,
+            max_total_bytes: self.settings.max_total_bytes,
         };
         tokio::time::timeout(
             self.settings.deadline,
@@ -205,12 +214,22 @@ impl Receiver {
         .map_err(|_| retrieve::RetrieveError::Deadline(self.settings.deadline))?
     }
 
-    /// Verifies an attestation against its issuer's JWKS.
+    /// When a link's requests must all be done by, if they start now: the JWKS fetches of its
+    /// attestations count with its retrieval, since the Bundle's author chooses where they go.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.settings.deadline
+    }
+
+    /// Verifies an attestation against its issuer's JWKS, by `deadline` (see
+    /// [`Receiver::deadline`]).
     pub async fn verify_attestation(
         &self,
         attestation: &attestation::Attestation,
+        deadline: tokio::time::Instant,
     ) -> Result<(), attestation::AttestationError> {
-        attestation.verify(&self.client).await
+        tokio::time::timeout_at(deadline, attestation.verify(&self.client))
+            .await
+            .map_err(|_| attestation::AttestationError::Deadline(self.settings.deadline))?
     }
 
     /// Every stage: decodes and checks `link` by `profile` (`now` in seconds since the epoch
@@ -223,6 +242,7 @@ impl Receiver {
         now: i64,
     ) -> Result<Received, ReceiveError> {
         let payload = link::check(link::decode(link)?, profile, now)?;
+        let deadline = self.deadline();
         let retrieved = self.retrieve(&payload, passcode).await?;
         let mut files = Vec::with_capacity(retrieved.files.len());
         let mut attestations = Vec::new();
@@ -232,7 +252,7 @@ impl Receiver {
             if let Some(read) = attestation::read(&opened.content) {
                 attestations.push(match read {
                     Ok(found) => self
-                        .verify_attestation(&found)
+                        .verify_attestation(&found, deadline)
                         .await
                         .map(|()| found)
                         .map_err(ReceiveError::from),
@@ -271,4 +291,134 @@ pub(crate) fn instant(seconds: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| seconds.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde_json::json;
+
+    use super::*;
+
+    /// A manifest server on 127.0.0.1 that keeps every request body and answers 404.
+    async fn recording_manifest() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&bodies);
+        let router = axum::Router::new().route(
+            "/m",
+            axum::routing::post(move |body: String| {
+                let kept = Arc::clone(&kept);
+                async move {
+                    kept.lock().expect("lock").push(body);
+                    axum::http::StatusCode::NOT_FOUND
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (address, bodies)
+    }
+
+    fn local_receiver() -> Receiver {
+        let mut settings = ReceiverSettings::new("a test");
+        settings.outbound.allow_http = true;
+        settings.outbound.allow_private_addresses = true;
+        settings.deadline = Duration::from_secs(5);
+        Receiver::new(settings).expect("receiver")
+    }
+
+    fn payload(url: &str, flag: &str) -> link::LinkPayload {
+        let key = crate::crypto::jwe::ShlKey::generate().expect("key");
+        let encoded = URL_SAFE_NO_PAD
+            .encode(json!({"url": url, "flag": flag, "key": key.to_base64url()}).to_string());
+        link::check(
+            link::decode(&format!("shlink:/{encoded}")).expect("decodes"),
+            Profile::Shl,
+            0,
+        )
+        .expect("a valid payload")
+    }
+
+    #[tokio::test]
+    async fn a_links_files_together_stay_within_a_budget() {
+        // Each answer is under the per-answer cap; together, they are not: a manifest of many
+        // full-size files must not make the receiver hold all of them.
+        let router = axum::Router::new()
+            .route(
+                "/m",
+                axum::routing::post(|headers: axum::http::HeaderMap| async move {
+                    let host = headers[axum::http::header::HOST]
+                        .to_str()
+                        .expect("host")
+                        .to_owned();
+                    let file = json!({"contentType": "application/fhir+json",
+                                      "location": format!("http://{host}/f")});
+                    axum::Json(json!({"files": vec![file; 3]}))
+                }),
+            )
+            .route("/f", axum::routing::get(|| async { "x".repeat(800) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let mut settings = ReceiverSettings::new("a test");
+        settings.outbound.allow_http = true;
+        settings.outbound.allow_private_addresses = true;
+        settings.outbound.max_response_bytes = 1_000;
+        settings.max_total_bytes = 2_000;
+        let receiver = Receiver::new(settings).expect("receiver");
+        let url = format!("http://{address}/m");
+
+        let outcome = receiver.retrieve(&payload(&url, ""), None).await;
+
+        assert_eq!(
+            outcome.map(|retrieved| retrieved.files.len()),
+            Err(retrieve::RetrieveError::Fetch(
+                retrieve::Request::Location,
+                outbound::FetchError::TooLarge(400)
+            ))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_passcode_goes_only_to_a_link_that_asks_for_one() {
+        let (address, bodies) = recording_manifest().await;
+        let url = format!("http://{address}/m");
+        let passcode = SecretString::from("kept-for-another-link");
+        let receiver = local_receiver();
+
+        // A link without P (a stranger's, say) is asked without the passcode the caller holds.
+        for flag in ["", "L"] {
+            let outcome = receiver
+                .retrieve(&payload(&url, flag), Some(&passcode))
+                .await;
+            assert!(matches!(
+                outcome,
+                Err(retrieve::RetrieveError::NotActive(_))
+            ));
+        }
+        // A P link gets it.
+        let outcome = receiver
+            .retrieve(&payload(&url, "P"), Some(&passcode))
+            .await;
+        assert!(matches!(
+            outcome,
+            Err(retrieve::RetrieveError::NotActive(_))
+        ));
+
+        let bodies = bodies.lock().expect("lock").clone();
+        assert_eq!(bodies.len(), 3);
+        for body in &bodies[..2] {
+            assert!(!body.contains("kept-for-another-link"), "{body}");
+            assert_eq!(body, r#"{"recipient":"a test"}"#);
+        }
+        assert!(bodies[2].contains(r#""passcode":"kept-for-another-link""#));
+    }
 }

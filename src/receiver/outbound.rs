@@ -374,7 +374,7 @@ pub(crate) fn non_public_range(address: IpAddr) -> Option<&'static str> {
 }
 
 fn non_public_v4(address: Ipv4Addr) -> Option<&'static str> {
-    let [first, second, ..] = address.octets();
+    let [first, second, third, _] = address.octets();
     if first == 0 {
         // 0.0.0.0/8, "this network"; 0.0.0.0 itself reaches this host on Linux.
         Some("unspecified")
@@ -386,8 +386,19 @@ fn non_public_v4(address: Ipv4Addr) -> Option<&'static str> {
         Some("link-local")
     } else if first == 100 && (64..128).contains(&second) {
         Some("shared (carrier-grade NAT)")
-    } else if address.is_broadcast() || first >= 240 {
+    } else if address.is_broadcast()
+        || first >= 240
+        // 192.0.0.0/24, IETF protocol assignments; 192.88.99.0/24, the former 6to4 relays.
+        || [first, second, third] == [192, 0, 0]
+        || [first, second, third] == [192, 88, 99]
+    {
         Some("reserved")
+    } else if address.is_documentation() {
+        // 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24 (TEST-NET-1 to 3).
+        Some("documentation")
+    } else if first == 198 && (second & 0xfe) == 18 {
+        // 198.18.0.0/15, for benchmarks; some networks use it internally.
+        Some("benchmarking")
     } else if address.is_multicast() {
         Some("multicast")
     } else {
@@ -404,10 +415,27 @@ fn non_public_v6(address: Ipv6Addr) -> Option<&'static str> {
     } else if let Some(v4) = address.to_ipv4_mapped() {
         // ::ffff:a.b.c.d reaches the IPv4 address it embeds.
         non_public_v4(v4)
-    } else if segments[..6] == [0; 6] || segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        // IPv4-compatible (::a.b.c.d, deprecated) and NAT64 (64:ff9b::/96) embed one too.
+    } else if segments[..6] == [0; 6]
+        || segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || segments[..6] == [0, 0, 0, 0, 0xffff, 0]
+    {
+        // IPv4-compatible (::a.b.c.d, deprecated), NAT64 (64:ff9b::/96) and IPv4-translated
+        // (::ffff:0:a.b.c.d) embed one too.
         let [.., high, low] = segments;
         non_public_v4(Ipv4Addr::from((u32::from(high) << 16) | u32::from(low)))
+    } else if segments[0] == 0x2002 {
+        // 6to4 (2002:a.b.c.d::/48): a host with a 6to4 interface reaches the embedded address.
+        non_public_v4(Ipv4Addr::from(
+            (u32::from(segments[1]) << 16) | u32::from(segments[2]),
+        ))
+    } else if segments[..3] == [0x64, 0xff9b, 1] {
+        // 64:ff9b:1::/48, NAT64 of a network's own choosing: its translators reach inside.
+        Some("NAT64 (local use)")
+    } else if segments[..2] == [0x2001, 0xdb8] {
+        Some("documentation")
+    } else if segments[..4] == [0x100, 0, 0, 0] {
+        // 100::/64, discard-only.
+        Some("reserved")
     } else if address.is_unique_local() {
         Some("private (unique local)")
     } else if address.is_unicast_link_local() || segments[0] & 0xffc0 == 0xfec0 {

@@ -58,6 +58,8 @@ pub enum RetrieveError {
     NoLongerValid,
     #[error("the manifest lists {0} files, more than the {1} a receiver fetches")]
     TooManyFiles(usize, usize),
+    #[error("the link's files together are larger than {0} bytes")]
+    TooLarge(usize),
     #[error("retrieval took longer than {0:?}")]
     Deadline(std::time::Duration),
 }
@@ -118,6 +120,8 @@ pub(crate) struct ManifestRequest<'a> {
     pub(crate) passcode: Option<&'a SecretString>,
     pub(crate) embedded_length_max: Option<u64>,
     pub(crate) max_files: usize,
+    /// The most bytes all the files may take together.
+    pub(crate) max_total_bytes: usize,
 }
 
 /// Retrieves the link's files: one `GET` for a `U` link, the manifest protocol otherwise.
@@ -217,8 +221,14 @@ async fn manifest(
         ));
     }
     let mut files = Vec::with_capacity(entries.len());
+    // What is left of the link's budget: each location is fetched with it as its cap.
+    let mut budget = request.max_total_bytes;
     for (index, entry) in entries.iter().enumerate() {
-        files.push(manifest_file(client, index, entry, &mut warnings).await?);
+        let file = manifest_file(client, index, entry, budget, &mut warnings).await?;
+        budget = budget
+            .checked_sub(file.jwe.len())
+            .ok_or(RetrieveError::TooLarge(request.max_total_bytes))?;
+        files.push(file);
     }
     Ok(Retrieved {
         files,
@@ -232,6 +242,7 @@ async fn manifest_file(
     client: &OutboundClient,
     index: usize,
     entry: &Value,
+    budget: usize,
     warnings: &mut Vec<String>,
 ) -> Result<RetrievedFile, RetrieveError> {
     let malformed = |what: &str| RetrieveError::Manifest(format!("files[{index}] {what}"));
@@ -251,7 +262,7 @@ async fn manifest_file(
         (None, Some(Value::String(location))) => {
             let url =
                 Url::parse(location).map_err(|_| malformed("location is not an absolute URL"))?;
-            let answer = fetched(Request::Location, client.get(&url, None).await)?;
+            let answer = fetched(Request::Location, client.get(&url, Some(budget)).await)?;
             expect_media_type(&answer, "application/jose", Request::Location, warnings);
             Ok(RetrievedFile {
                 content_type: Some(content_type),

@@ -79,12 +79,29 @@ fn non_public_ranges_are_named() {
         ("fe80::1", Some("link-local")),
         ("fec0::1", Some("link-local")),
         ("ff02::1", Some("multicast")),
+        ("192.0.0.9", Some("reserved")),
+        ("192.0.2.1", Some("documentation")),
+        ("198.51.100.7", Some("documentation")),
+        ("203.0.113.5", Some("documentation")),
+        ("198.18.0.1", Some("benchmarking")),
+        ("198.19.255.254", Some("benchmarking")),
+        ("192.88.99.1", Some("reserved")),
+        // IPv6 forms that embed an IPv4 address: IPv4-translated, 6to4, local-use NAT64.
+        ("::ffff:0:7f00:1", Some("loopback")),
+        ("2002:a9fe:a9fe::1", Some("link-local")),
+        ("2002:c0a8:0101::", Some("private")),
+        ("64:ff9b:1::a00:1", Some("NAT64 (local use)")),
+        ("2001:db8::1", Some("documentation")),
+        ("100::1", Some("reserved")),
         // Public addresses (never contacted: only classified).
         ("93.184.215.14", None),
         ("172.32.0.1", None),
         ("100.128.0.1", None),
         ("2606:2800:21f:cb07:6820:80da:af6b:8b2c", None),
         ("::ffff:93.184.215.14", None),
+        ("2002:5db8:d70e::1", None),
+        ("198.20.0.1", None),
+        ("192.0.3.1", None),
     ] {
         let address: IpAddr = address.parse().expect("address");
         assert_eq!(non_public_range(address), range, "{address}");
