@@ -433,6 +433,10 @@ fn non_public_v6(address: Ipv6Addr) -> Option<&'static str> {
         Some("NAT64 (local use)")
     } else if segments[..2] == [0x2001, 0xdb8] {
         Some("documentation")
+    } else if segments[..2] == [0x2001, 0] {
+        // 2001::/32, Teredo: the client's IPv4 address travels inside (obfuscated), and a host
+        // with a Teredo interface tunnels to it; no public SHL server lives there.
+        Some("Teredo")
     } else if segments[..4] == [0x100, 0, 0, 0] {
         // 100::/64, discard-only.
         Some("reserved")

@@ -55,6 +55,8 @@ fn connections(listener: &std::net::TcpListener) -> usize {
 #[test]
 fn non_public_ranges_are_named() {
     for (address, range) in [
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", Some("Teredo")),
+        ("2001:4860:4860::8888", None),
         ("127.0.0.1", Some("loopback")),
         ("127.255.0.9", Some("loopback")),
         ("10.1.2.3", Some("private")),
