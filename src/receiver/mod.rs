@@ -421,4 +421,41 @@ mod tests {
         }
         assert!(bodies[2].contains(r#""passcode":"kept-for-another-link""#));
     }
+
+    #[tokio::test]
+    async fn a_401_to_a_link_without_p_is_not_called_a_wrong_passcode() {
+        let router = axum::Router::new().route(
+            "/m",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    axum::Json(json!({"remainingAttempts": 3})),
+                )
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let url = format!("http://{address}/m");
+        let passcode = SecretString::from("123456");
+        let receiver = local_receiver();
+
+        let without_p = receiver.retrieve(&payload(&url, ""), Some(&passcode)).await;
+        let with_p = receiver
+            .retrieve(&payload(&url, "P"), Some(&passcode))
+            .await;
+
+        assert_eq!(
+            without_p.map(|_| ()),
+            Err(retrieve::RetrieveError::UnannouncedPasscode)
+        );
+        assert_eq!(
+            with_p.map(|_| ()),
+            Err(retrieve::RetrieveError::WrongPasscode {
+                remaining_attempts: Some(3)
+            })
+        );
+    }
 }

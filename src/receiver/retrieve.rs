@@ -45,6 +45,10 @@ pub enum RetrieveError {
     NotActive(Request),
     #[error("{}", wrong_passcode(*.remaining_attempts))]
     WrongPasscode { remaining_attempts: Option<u64> },
+    /// A 401 to a request that carried no passcode because the link announces none (no `P`):
+    /// the server and the link disagree, which is not the reader's mistake.
+    #[error("manifest POST answered 401, but the link does not ask for a passcode (no flag P)")]
+    UnannouncedPasscode,
     #[error("{request} answered 429: too many requests{}", retry_after.as_ref().map(|after| format!(", retry after {after}")).unwrap_or_default())]
     RateLimited {
         request: Request,
@@ -180,6 +184,9 @@ async fn manifest(
     // The body held the passcode: it goes no further than the request.
     drop(body);
     let answer = fetched(Request::Manifest, answer)?;
+    if answer.status == 401 && passcode.is_none() {
+        return Err(RetrieveError::UnannouncedPasscode);
+    }
     if answer.status == 401 {
         let remaining_attempts = serde_json::from_slice::<Value>(&answer.body)
             .ok()
