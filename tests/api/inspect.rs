@@ -216,6 +216,17 @@ fn assert_outcome(vector: &Value, report: &Report, form: &str) {
     assert_eq!(report.ok, expected.is_none());
 }
 
+/// The message of a report that failed at the retrieve stage (and asserts it did).
+fn retrieve_failure(report: &Report) -> String {
+    assert_eq!(
+        report.fail_stage,
+        Some(Stage::Retrieve),
+        "{}",
+        report.to_json()
+    );
+    report.stage(Stage::Retrieve).expect("ran").message.clone()
+}
+
 #[tokio::test]
 async fn every_ig_vector_gets_the_expected_outcome_and_fail_stage() {
     let (index, vectors) = load_vectors();
@@ -603,30 +614,21 @@ async fn inspect_names_the_retrieve_failures_of_a_live_gateway() {
     assert_eq!(status, 200, "{body}");
     let revoked = inspect_link(&viewer_url(&direct_link), &local_options(None)).await;
 
-    let retrieve = |report: &Report| {
-        assert_eq!(
-            report.fail_stage,
-            Some(Stage::Retrieve),
-            "{}",
-            report.to_json()
-        );
-        report.stage(Stage::Retrieve).expect("ran").message.clone()
-    };
     assert_eq!(
-        retrieve(&without),
+        retrieve_failure(&without),
         "the link needs a passcode (flag P) and none was given (--passcode)"
     );
     assert_eq!(
-        retrieve(&wrong),
+        retrieve_failure(&wrong),
         "manifest POST answered 401: wrong passcode, 4 attempts left"
     );
     assert_eq!(
-        retrieve(&strict),
+        retrieve_failure(&strict),
         "file GET: plain http is refused: receivers fetch over https only \
          (--allow-http permits it, for tests and local use)"
     );
     assert_eq!(
-        retrieve(&revoked),
+        retrieve_failure(&revoked),
         "file GET answered 404: the link is not active (unknown, expired, revoked or locked)"
     );
     app.stop().await;
@@ -771,15 +773,6 @@ async fn inspect_reports_what_the_hardening_refused() {
     options.receiver.outbound.max_response_bytes = 1_000;
     let mut impatient = local_options(None);
     impatient.receiver.deadline = Duration::from_secs(1);
-    let retrieve = |report: &Report| {
-        assert_eq!(
-            report.fail_stage,
-            Some(Stage::Retrieve),
-            "{}",
-            report.to_json()
-        );
-        report.stage(Stage::Retrieve).expect("ran").message.clone()
-    };
 
     let redirected = inspect_link(
         &shlink_to(&format!("http://{address}/redirect"), "U"),
@@ -801,17 +794,17 @@ async fn inspect_reports_what_the_hardening_refused() {
     .await;
 
     assert_eq!(
-        retrieve(&redirected),
+        retrieve_failure(&redirected),
         "file GET: answered a redirect (HTTP 302); redirects are not followed"
     );
     assert_eq!(
-        retrieve(&oversized),
+        retrieve_failure(&oversized),
         "file GET: the answer is larger than 1000 bytes"
     );
-    assert_eq!(retrieve(&slow), "retrieval took longer than 1s");
+    assert_eq!(retrieve_failure(&slow), "retrieval took longer than 1s");
     assert!(slow_took < Duration::from_secs(3), "{slow_took:?}");
     assert_eq!(
-        retrieve(&private),
+        retrieve_failure(&private),
         "file GET: 127.0.0.1 is a loopback address: refused \
          (--allow-http permits it, for tests and local use)"
     );

@@ -20,7 +20,7 @@ use crate::attestation::{
 };
 use crate::embedded::{CREATE_WITH_GATEWAY_FIELDS, shl_payload};
 use crate::helpers::*;
-use crate::ktc_conformance::{CONFORMANCE_RECIPIENT, documents, loinc, receive_direct_link};
+use crate::ktc_conformance::{CONFORMANCE_RECIPIENT, document_codes, receive_direct_link};
 
 const HL7_IPS_BUNDLE: &str = include_str!("../fixtures/hl7-ips-bundle-01.json");
 /// b.well's manifest id and key for the link it makes: canaries the logs must never hold.
@@ -214,14 +214,7 @@ async fn a_bridged_direct_link_passes_a_kill_the_clipboard_receivers_checks() {
         assert!(types.contains(&expected), "{expected} in {types:?}");
     }
     assert!(!types.contains(&"Composition"), "not a document");
-    assert_eq!(
-        documents(&bundle)
-            .iter()
-            .map(|d| loinc(d))
-            .collect::<Vec<_>>(),
-        ["60591-5"],
-        "the rendered summary"
-    );
+    assert_eq!(document_codes(&bundle), ["60591-5"], "the rendered summary");
 
     let passcode = passcode_sent_to_bwell(&app.upstream).await;
     assert_eq!(passcode.len(), 6);
@@ -262,14 +255,7 @@ async fn a_bridged_link_carries_the_story_and_the_app_attestation() {
     );
     let bundle = receive_direct_link(&app, &payload).await;
 
-    assert_eq!(
-        documents(&bundle)
-            .iter()
-            .map(|d| loinc(d))
-            .collect::<Vec<_>>(),
-        ["51855-5"],
-        "the story only"
-    );
+    assert_eq!(document_codes(&bundle), ["51855-5"], "the story only");
     let jwks: jsonwebtoken::jwk::JwkSet = fetch_jwks(&app).await.json().await.expect("JWKS");
     let jwt = attestation_of(&bundle).expect("a bridged link is attested");
     verify(&jwt, &jwks, &app.address);

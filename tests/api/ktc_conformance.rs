@@ -539,6 +539,11 @@ pub(crate) fn loinc(document: &Value) -> &str {
         .expect("a code")
 }
 
+/// The LOINC codes of the Bundle's documents, in order.
+pub(crate) fn document_codes(bundle: &Value) -> Vec<&str> {
+    documents(bundle).into_iter().map(loinc).collect()
+}
+
 #[tokio::test]
 async fn the_rendered_summary_and_the_story_travel_as_pdfs() {
     let app = spawn_embedded(&TestDatabase::Sqlite, |config| config).await;
@@ -554,17 +559,11 @@ async fn the_rendered_summary_and_the_story_travel_as_pdfs() {
     )
     .await;
 
-    let codes = |bundle: &Value| -> Vec<String> {
-        documents(bundle)
-            .iter()
-            .map(|document| loinc(document).to_owned())
-            .collect()
-    };
-    assert_eq!(codes(&with_both), [PATIENT_SUMMARY, PATIENT_NOTE]);
-    assert_eq!(codes(&summary_only), [PATIENT_SUMMARY]);
-    assert!(codes(&data_only).is_empty());
+    assert_eq!(document_codes(&with_both), [PATIENT_SUMMARY, PATIENT_NOTE]);
+    assert_eq!(document_codes(&summary_only), [PATIENT_SUMMARY]);
+    assert!(document_codes(&data_only).is_empty());
     assert_eq!(
-        codes(&just_the_summary),
+        document_codes(&just_the_summary),
         [PATIENT_SUMMARY],
         "the summary is the content entry"
     );
