@@ -20,27 +20,15 @@
 // page error counts as a failure: the playground holds a bearer token and must run clean under
 // its strict Content-Security-Policy.
 //
-// Uses the system Chromium (playwright-core never downloads a browser); CHROMIUM_PATH overrides
+// Uses the system Chromium (see chromium.mjs); CHROMIUM_PATH overrides
 // where it is.
 
-import { chromium } from 'playwright-core';
+import { DriverError, launchChromium, runDriver, watchedPage } from './chromium.mjs';
 
 const USAGE = 'usage: node tests/browser/graphiql.mjs <graphiql-url> <screenshot.png>';
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const TOKEN = process.env.SHL_TOKEN || '';
 // The whole run, from launch to screenshot, must finish within this.
 const TIMEOUT_MS = 30_000;
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-class DriverError extends Error {}
 
 function parseArgs(argv) {
   if (argv.length !== 2 || !/^https?:\/\//.test(argv[0]) || !argv[1]) {
@@ -53,33 +41,10 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   const deadline = Date.now() + TIMEOUT_MS;
   const remaining = () => Math.max(1, deadline - Date.now());
-  const problems = [];
-
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout: remaining(),
-  });
+  const browser = await launchChromium(remaining());
   try {
     // Wide enough for GraphiQL's three panes; scale 1, so the QR is read at its CSS size.
-    const context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, deviceScaleFactor: 1 });
-    await context.addInitScript(() => {
-      document.addEventListener(
-        'securitypolicyviolation',
-        (event) => {
-          console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || 'inline code'}`);
-        },
-        true,
-      );
-    });
-    const page = await context.newPage();
-    page.on('console', (message) => {
-      if (message.type() === 'error') {
-        problems.push(`console error: ${message.text()}`);
-      }
-    });
-    page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+    const { context, page, problems } = await watchedPage(browser, { viewport: { width: 1400, height: 1000 }, deviceScaleFactor: 1 });
 
     try {
       await page.goto(args.url, { waitUntil: 'load', timeout: remaining() });
@@ -205,20 +170,4 @@ async function openViewer(context, page, remaining) {
   return opened;
 }
 
-// A hung browser must not hang the caller.
-const watchdog = setTimeout(() => {
-  process.stderr.write(`graphiql.mjs: gave up after ${TIMEOUT_MS + 10_000} ms\n`);
-  process.exit(1);
-}, TIMEOUT_MS + 10_000);
-watchdog.unref();
-
-main().then(
-  (summary) => {
-    process.stdout.write(`${JSON.stringify(summary)}\n`);
-    process.exit(0);
-  },
-  (error) => {
-    process.stderr.write(`graphiql.mjs: ${error instanceof DriverError ? error.message : error.stack || error}\n`);
-    process.exit(1);
-  },
-);
+runDriver('graphiql.mjs', TIMEOUT_MS, main);

@@ -12,32 +12,20 @@
 // page error counts as a failure, because the page holds a decryption key and must run clean
 // under its strict Content-Security-Policy.
 //
-// Uses the system Chromium (playwright-core never downloads a browser). CHROMIUM_PATH overrides
+// Uses the system Chromium (see chromium.mjs): CHROMIUM_PATH overrides
 // where it is; SHL_RECIPIENT sets the name typed into the form.
 //
 // SHL_EXPECT=refusal checks a link the page must refuse on its own (revoked, expired): the driver
 // types nothing, waits for the page to settle, and prints {"state","status","expiryShown",
 // "formShown"}; the 404 the page meets on the way is expected then.
 
-import { chromium } from 'playwright-core';
+import { DriverError, launchChromium, runDriver, watchedPage } from './chromium.mjs';
 
 const USAGE =
   'usage: node tests/browser/viewer.mjs <viewer-url-with-fragment> <passcode-or-empty> <screenshot.png>';
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const RECIPIENT = process.env.SHL_RECIPIENT || 'Browser test';
 // The whole run, from launch to screenshot, must finish within this.
 const TIMEOUT_MS = 20_000;
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-class DriverError extends Error {}
 
 function parseArgs(argv) {
   if (argv.length !== 3 || !argv[0] || !argv[2]) {
@@ -82,34 +70,9 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   const deadline = Date.now() + TIMEOUT_MS;
   const remaining = () => Math.max(1, deadline - Date.now());
-  const problems = [];
-
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    timeout: remaining(),
-  });
+  const browser = await launchChromium(remaining());
   try {
-    const context = await browser.newContext({ viewport: { width: 820, height: 1000 } });
-    // Runs before the page's own script. Chrome logs violations to the console as well; this
-    // catches the ones it reports only as events.
-    await context.addInitScript(() => {
-      document.addEventListener(
-        'securitypolicyviolation',
-        (event) => {
-          console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI || 'inline code'}`);
-        },
-        true,
-      );
-    });
-    const page = await context.newPage();
-    page.on('console', (message) => {
-      if (message.type() === 'error' && !isExpectedNetworkError(message)) {
-        problems.push(`console error: ${message.text()}`);
-      }
-    });
-    page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+    const { page, problems } = await watchedPage(browser, { viewport: { width: 820, height: 1000 } }, isExpectedNetworkError);
 
     try {
       await page.goto(args.url, { waitUntil: 'load', timeout: remaining() });
@@ -233,20 +196,4 @@ async function unlock(page, passcodes, remaining) {
   }
 }
 
-// A hung browser must not hang the caller.
-const watchdog = setTimeout(() => {
-  process.stderr.write(`viewer.mjs: gave up after ${TIMEOUT_MS + 10_000} ms\n`);
-  process.exit(1);
-}, TIMEOUT_MS + 10_000);
-watchdog.unref();
-
-main().then(
-  (summary) => {
-    process.stdout.write(`${JSON.stringify(summary)}\n`);
-    process.exit(0);
-  },
-  (error) => {
-    process.stderr.write(`viewer.mjs: ${error instanceof DriverError ? error.message : error.stack || error}\n`);
-    process.exit(1);
-  },
-);
+runDriver('viewer.mjs', TIMEOUT_MS, main);
