@@ -12,13 +12,13 @@
 //! - Imported narrative is never trusted: `text` is removed from every copy and its contained
 //!   resources.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::issuer::ResourceType;
-use crate::issuer::fhir::MAX_DEPTH;
+use crate::issuer::fhir::{MAX_DEPTH, PatientRecord};
 
 /// The namespace of one Bundle's entry UUIDs, from the UUID that names the Bundle.
 pub(super) fn namespace(bundle_id: &str) -> Uuid {
@@ -35,6 +35,46 @@ pub(super) fn entry_uuid(namespace: &Uuid, type_name: &str, id: &str) -> Uuid {
 
 pub(super) fn urn(uuid: Uuid) -> String {
     format!("urn:uuid:{uuid}")
+}
+
+/// The types a patient shares: `selected`, or every shareable type when it is empty.
+pub(super) fn selection(selected: &[ResourceType]) -> HashSet<ResourceType> {
+    if selected.is_empty() {
+        ResourceType::EMBEDDED.into_iter().collect()
+    } else {
+        selected.iter().copied().collect()
+    }
+}
+
+/// Decides every stored resource's fate, in the record's order, before anything is copied, so
+/// that a reference to a later resource is rewritten too. `keep` says what the Bundle needs to
+/// know of a resource it includes (`None`: withheld). Each resource's fullUrl, or `None`, goes
+/// into `targets`; a repeated `Type/id` is skipped (the first stands, as a reference would find
+/// it). Returns the included resources with their UUIDs.
+pub(super) fn sort_out<'r, T>(
+    record: &'r PatientRecord,
+    namespace: &Uuid,
+    targets: &mut Targets,
+    mut keep: impl FnMut(ResourceType, &'r Value) -> Option<T>,
+) -> Vec<(Uuid, &'r Value, T)> {
+    let mut included = Vec::new();
+    for source in &record.resources {
+        let Some((resource_type, id)) = identify(source) else {
+            continue;
+        };
+        let key = format!("{}/{id}", resource_type.as_str());
+        if targets.contains_key(&key) {
+            continue;
+        }
+        let Some(kept) = keep(resource_type, source) else {
+            targets.insert(key, None);
+            continue;
+        };
+        let uuid = entry_uuid(namespace, resource_type.as_str(), id);
+        targets.insert(key, Some(urn(uuid)));
+        included.push((uuid, source, kept));
+    }
+    included
 }
 
 /// A non-Patient stored resource and its id; anything else in a record is ignored.

@@ -21,14 +21,14 @@
 //!
 //! Like the IPS builder, this has no I/O: the same inputs always give the same bytes.
 
-use std::collections::HashSet;
 use std::fmt;
 
 use serde_json::{Value, json};
 
 use super::ResourceType;
 use super::entries::{
-    OutsideReferences, Targets, entered_in_error, entry, entry_uuid, identify, namespace, urn,
+    OutsideReferences, Targets, entered_in_error, entry, entry_uuid, namespace, selection,
+    sort_out, urn,
 };
 
 /// A relative reference to a resource the record does not hold keeps only its description: the
@@ -175,35 +175,16 @@ pub(crate) fn build_patient_shared_bundle(
     options: &SharedBundleOptions<'_>,
 ) -> Value {
     let namespace = namespace(options.bundle_id);
-    let selected: HashSet<ResourceType> = if options.selected.is_empty() {
-        ResourceType::EMBEDDED.into_iter().collect()
-    } else {
-        options.selected.iter().copied().collect()
-    };
+    let selected = selection(options.selected);
     let patient_uuid = entry_uuid(&namespace, "Patient", record.patient_id());
     let mut targets = Targets::new();
     targets.insert(
         format!("Patient/{}", record.patient_id()),
         Some(urn(patient_uuid)),
     );
-    // Every stored resource's fate first, so that a reference to a later one is rewritten too.
-    let mut included = Vec::new();
-    for source in &record.resources {
-        let Some((resource_type, id)) = identify(source) else {
-            continue;
-        };
-        let key = format!("{}/{id}", resource_type.as_str());
-        if targets.contains_key(&key) {
-            continue; // A repeated `Type/id`: the first one stands, as a reference would find it.
-        }
-        if !selected.contains(&resource_type) || entered_in_error(source) {
-            targets.insert(key, None);
-            continue;
-        }
-        let uuid = entry_uuid(&namespace, resource_type.as_str(), id);
-        targets.insert(key, Some(urn(uuid)));
-        included.push((uuid, source));
-    }
+    let included = sort_out(record, &namespace, &mut targets, |resource_type, source| {
+        (selected.contains(&resource_type) && !entered_in_error(source)).then_some(())
+    });
     let mut entries = Vec::with_capacity(included.len() + 1);
     entries.push(without_profiles(entry(
         patient_uuid,
@@ -214,7 +195,7 @@ pub(crate) fn build_patient_shared_bundle(
     entries.extend(
         included
             .into_iter()
-            .map(|(uuid, source)| without_profiles(entry(uuid, source, &targets, OUTSIDE))),
+            .map(|(uuid, source, ())| without_profiles(entry(uuid, source, &targets, OUTSIDE))),
     );
     json!({
         "resourceType": "Bundle",

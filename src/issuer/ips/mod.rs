@@ -29,7 +29,8 @@ use crate::issuer::ResourceType;
 use crate::issuer::fhir::PatientRecord;
 
 use super::entries::{
-    OutsideReferences, Targets, entered_in_error, entry, entry_uuid, identify, namespace, urn,
+    OutsideReferences, Targets, entered_in_error, entry, entry_uuid, namespace, selection,
+    sort_out, urn,
 };
 
 /// What the patient chose and what names this document.
@@ -228,14 +229,6 @@ pub fn build_ips(record: &PatientRecord, options: &IpsOptions<'_>) -> Value {
     })
 }
 
-fn selection(selected: &[ResourceType]) -> HashSet<ResourceType> {
-    if selected.is_empty() {
-        ResourceType::EMBEDDED.into_iter().collect()
-    } else {
-        selected.iter().copied().collect()
-    }
-}
-
 /// The record's resources that go into the document, in document order, and every stored
 /// resource's fate in `targets` (its fullUrl, or `None` when left out).
 fn choose<'r>(
@@ -244,31 +237,20 @@ fn choose<'r>(
     namespace: &Uuid,
     targets: &mut Targets,
 ) -> Vec<Included<'r>> {
-    let mut included = Vec::new();
-    for source in &record.resources {
-        let Some((resource_type, id)) = identify(source) else {
-            continue;
-        };
-        let key = format!("{}/{id}", resource_type.as_str());
-        if targets.contains_key(&key) {
-            continue; // A repeated `Type/id`: the first one stands, as a reference would find it.
-        }
-        let placement = selected
-            .contains(&resource_type)
-            .then(|| placement(resource_type, source))
-            .flatten();
-        let Some(placement) = placement else {
-            targets.insert(key, None);
-            continue;
-        };
-        let uuid = entry_uuid(namespace, resource_type.as_str(), id);
-        targets.insert(key, Some(urn(uuid)));
-        included.push(Included {
+    let mut included: Vec<Included<'r>> =
+        sort_out(record, namespace, targets, |resource_type, source| {
+            selected
+                .contains(&resource_type)
+                .then(|| placement(resource_type, source))
+                .flatten()
+        })
+        .into_iter()
+        .map(|(uuid, source, placement)| Included {
             source,
             placement,
             uuid,
-        });
-    }
+        })
+        .collect();
     // Stable: within a section, the record's order is kept.
     included.sort_by_key(|chosen| chosen.placement.rank());
     included
